@@ -1,0 +1,50 @@
+"""The FastAPI app factory."""
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from api.deps import SessionDep
+from api.routes import batches, captions, items
+from api.schemas import Health
+
+log = logging.getLogger(__name__)
+
+
+def celery_enqueue(item_ids: list[str]) -> None:
+    from core.config import get_settings
+    from worker.tasks import enqueue
+    enqueue(item_ids, get_settings().micro_batch)
+
+
+def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI:
+    app = FastAPI(title="denocap", version="0.1.0", generate_unique_id_function=_operation_id)
+    app.state.enqueue = enqueue
+    for router in (batches.router, batches.images, items.router, captions.router):
+        app.include_router(router)
+
+    @app.exception_handler(OperationalError)
+    async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.orig)
+        return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
+    @app.get("/health", response_model=Health, tags=["ops"], operation_id="ops-health")
+    def health(session: SessionDep) -> Health:
+        session.execute(text("SELECT 1"))
+        return Health(status="ok", database=True)
+
+    @app.get("/metrics", tags=["ops"], operation_id="ops-metrics", response_class=Response)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.operation_id or f"{route.tags[0]}-{route.name}"

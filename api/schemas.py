@@ -1,0 +1,83 @@
+"""Request and response models of the HTTP API (distinct from the ORM tables)."""
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from core.tables import ItemState
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    count: int
+
+
+class ResultOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    width: int
+    height: int
+    sigma_estimate: float
+    psnr_noisy: float | None
+    ssim_noisy: float | None
+    psnr: float | None
+    ssim: float | None
+    brisque_noisy: float | None
+    brisque: float | None
+    caption: str
+    caption_noisy: str
+    denoiser_version: str
+    captioner_version: str
+    timings: dict[str, float]
+
+
+class ItemOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    batch_id: str
+    position: int
+    filename: str
+    state: ItemState
+    error: str | None
+    deliveries: int
+    has_reference: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: ResultOut | None
+    links: dict[str, str] = {}
+
+
+class BatchOut(BaseModel):
+    id: str
+    created_at: datetime
+    options: dict
+    total: int
+    counts: dict[ItemState, int]
+    progress: float  # finished (done or failed) / total
+    finished: bool
+
+
+class SubmitOut(BatchOut):
+    items: list[ItemOut]
+
+
+class CaptionOut(BaseModel):
+    item_id: str
+    batch_id: str
+    filename: str
+    caption: str
+    caption_noisy: str
+    sigma_estimate: float
+    psnr: float | None
+    ssim: float | None
+    psnr_noisy: float | None
+    brisque: float | None
+    denoiser_version: str
+    captioner_version: str
+
+
+class Health(BaseModel):
+    status: str
+    database: bool

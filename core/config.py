@@ -1,0 +1,59 @@
+"""All settings, read from the environment (prefix DENOCAP_) in one place."""
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DENOCAP_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("denocap-data")
+    database_url: str = ""  # empty: SQLite file under data_dir
+    storage_root: Path | None = None  # None: data_dir/files
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    shared_data: Path = Path("../shared/data")  # training, evaluation and benchmarks only
+
+    denoiser: str = "ffdnet"
+    captioner: str = "attention"
+    weights_dir: Path = WEIGHTS_DIR
+    device: str = "auto"  # auto | cpu | cuda
+    torch_threads: int = 0  # 0: torch's default
+    micro_batch: int = 4  # items per task; their captions are encoded together
+    tile_size: int = 512
+    tile_overlap: int = 32
+
+    max_file_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    max_side: int = 16384
+    max_files_per_batch: int = 10_000
+
+    task_soft_time_limit: int = 600
+    task_time_limit: int = 660
+    visibility_timeout: int = 3600
+    max_deliveries: int = 3
+
+    @model_validator(mode="after")
+    def _defaults_under_data_dir(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'denocap.db').resolve()}"
+        if self.database_url.startswith("postgresql://"):
+            self.database_url = "postgresql+psycopg://" + self.database_url.removeprefix("postgresql://")
+        if self.storage_root is None:
+            self.storage_root = self.data_dir / "files"
+        assert self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout, (
+            "need task_soft_time_limit < task_time_limit < visibility_timeout")
+        return self
+
+    @property
+    def files(self) -> Path:
+        assert self.storage_root is not None
+        return self.storage_root
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

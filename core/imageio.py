@@ -1,0 +1,98 @@
+"""Safe image decoding and PNG encoding. Every failure a user can cause raises ImageError with a reason."""
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageError(ValueError):
+    """The bytes are not an image this service accepts; the message says why."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int
+    max_pixels: int
+    max_side: int
+
+
+@dataclass(frozen=True)
+class Picture:
+    pixels: np.ndarray  # (H, W, C) float32 in [0, 1], C = 1 (gray) or 3 (RGB)
+    alpha: np.ndarray | None  # (H, W) float32 in [0, 1], kept untouched through the pipeline
+    bit_depth: int  # 8 or 16, the depth the PNG output is written in
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pixels.shape[0], self.pixels.shape[1]
+
+
+def decode(data: bytes, limits: Limits) -> Picture:
+    if not data:
+        raise ImageError("empty file")
+    if len(data) > limits.max_bytes:
+        raise ImageError(f"file is {len(data)} bytes, the limit is {limits.max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            _check_size(img.size, limits)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"decompression bomb: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image (unknown format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"broken or truncated image: {e}") from None
+    return _to_picture(img)
+
+
+def _check_size(size: tuple[int, int], limits: Limits) -> None:
+    w, h = size
+    if w < 1 or h < 1:
+        raise ImageError(f"image has no pixels ({w}x{h})")
+    if max(w, h) > limits.max_side or w * h > limits.max_pixels:
+        raise ImageError(f"image is {w}x{h}; the limits are {limits.max_side} px a side and {limits.max_pixels} pixels")
+
+
+def _to_picture(img: Image.Image) -> Picture:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32) / 65535.0
+        return Picture(np.clip(arr, 0, 1)[..., None], None, 16)
+    if mode == "F":
+        raise ImageError("floating point images are not supported")
+    has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info)
+    if mode in ("L", "LA", "1"):
+        base, alpha = img.convert("L"), img.getchannel("A") if mode == "LA" else None
+    else:
+        rgba = img.convert("RGBA") if has_alpha else None
+        base = img.convert("RGB")
+        alpha = rgba.getchannel("A") if rgba is not None else None
+    pixels = np.asarray(base, dtype=np.float32) / 255.0
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    return Picture(pixels, None if alpha is None else np.asarray(alpha, dtype=np.float32) / 255.0, 8)
+
+
+def encode_png(picture: Picture) -> bytes:
+    """PNG in the picture's own bit depth, alpha included."""
+    if picture.bit_depth == 16 and picture.pixels.shape[2] == 1 and picture.alpha is None:
+        arr = np.round(np.clip(picture.pixels[..., 0], 0, 1) * 65535).astype(np.uint16)
+        img = Image.fromarray(arr)
+    else:
+        arr = np.round(np.clip(picture.pixels, 0, 1) * 255).astype(np.uint8)
+        if picture.alpha is not None:
+            alpha = np.round(picture.alpha * 255).astype(np.uint8)[..., None]
+            arr = np.concatenate([arr, alpha], axis=2)
+        img = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()

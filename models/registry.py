@@ -1,0 +1,111 @@
+"""Models by name: shipped weights under models/weights/, loaded once per process by the caller's cache."""
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import checkpoint
+from models.captioner import Captioner, CaptionerConfig
+from models.decode import beam_search
+from models.encoder import Encoder
+from models.ffdnet import FFDNet, FFDNetConfig
+from models.tiling import denoise_tiled
+from models.vocab import Vocabulary
+
+DENOISERS = {"ffdnet": (FFDNetConfig, FFDNet)}
+CAPTIONERS = {"attention": (CaptionerConfig, Captioner)}
+
+
+class ModelError(ValueError):
+    """Unknown model name or missing/unreadable weights."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def version_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def _restore(table: dict, name: str, path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    if not path.is_file():
+        raise ModelError(f"weights not found: {path}")
+    ckpt = checkpoint.load(path, device)
+    config_cls, model_cls = table[name]
+    model = model_cls(config_cls(**ckpt["config"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state"].items()})
+    return model.to(device).eval(), ckpt
+
+
+@dataclass
+class Denoiser:
+    """A color network and, when shipped, a gray one; gray images fall back to the color net on three
+    identical channels."""
+    name: str
+    version: str
+    color: FFDNet
+    gray: FFDNet | None
+
+    def __call__(self, pixels: np.ndarray, sigma: float, tile: int, overlap: int) -> np.ndarray:
+        """pixels: (H, W, C) float32; sigma on the [0, 1] scale. Returns the same shape, clipped to [0, 1]."""
+        device = next(self.color.parameters()).device
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].to(device)
+        channels = x.shape[1]
+        net = self.gray if channels == 1 and self.gray is not None else self.color
+        if channels == 1 and net is self.color:
+            x = x.expand(-1, 3, -1, -1)
+        y = denoise_tiled(net, x, sigma, tile, overlap)
+        if channels == 1 and net is self.color:
+            y = y.mean(1, keepdim=True)
+        return y.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+
+
+def load_denoiser(name: str, weights_dir: Path, device: str = "auto") -> Denoiser:
+    if name not in DENOISERS:
+        raise ModelError(f"unknown denoiser {name!r}; known: {', '.join(DENOISERS)}")
+    dev = pick_device(device)
+    color_path, gray_path = weights_dir / f"{name}_color.pt", weights_dir / f"{name}_gray.pt"
+    color, _ = _restore(DENOISERS, name, color_path, dev)
+    gray = _restore(DENOISERS, name, gray_path, dev)[0] if gray_path.is_file() else None
+    version = version_of(color_path) + (f"+{version_of(gray_path)}" if gray else "")
+    return Denoiser(name, version, color, gray)
+
+
+@dataclass
+class CaptionModel:
+    name: str
+    version: str
+    encoder: Encoder
+    decoder: Captioner
+    vocab: Vocabulary
+    beam: int = 3
+
+    @torch.inference_mode()
+    def __call__(self, images: list[np.ndarray]) -> list[str]:
+        """images: (H, W, C) float32 in [0, 1], C = 1 or 3; encoded in one batch, decoded one by one."""
+        device = next(self.decoder.parameters()).device
+        batch = torch.stack([_rgb_224(im, device) for im in images])
+        memory = self.decoder.memory(self.encoder(batch))
+        return [self.vocab.decode(beam_search(self.decoder, m[None], self.vocab.bos, self.vocab.eos, self.beam))
+                for m in memory]
+
+
+def _rgb_224(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(device)
+    x = x.expand(3, -1, -1) if x.shape[0] == 1 else x
+    return torch.nn.functional.interpolate(x[None], size=(224, 224), mode="bilinear", antialias=True)[0]
+
+
+def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int = 3,
+                   encoder_weights: Path | None = None) -> CaptionModel:
+    if name not in CAPTIONERS:
+        raise ModelError(f"unknown captioner {name!r}; known: {', '.join(CAPTIONERS)}")
+    dev = pick_device(device)
+    path = weights_dir / "captioner.pt"
+    decoder, ckpt = _restore(CAPTIONERS, name, path, dev)
+    return CaptionModel(name, version_of(path), Encoder(encoder_weights).to(dev), decoder, Vocabulary(ckpt["vocab"]), beam)

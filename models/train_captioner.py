@@ -1,0 +1,198 @@
+"""Caption data preparation (tokens, vocabulary, cached encoder features) and decoder training, both resumable.
+
+python -m models.train_captioner prepare
+python -m models.train_captioner train --hours 2
+"""
+import json
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from core.config import get_settings
+from models import checkpoint
+from models.captioner import Captioner, CaptionerConfig
+from models.decode import beam_search
+from models.encoder import FEATURE_DIM, GRID, Encoder
+from models.vocab import Vocabulary, tokenize
+
+log = logging.getLogger(__name__)
+SPLITS = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
+
+
+def read_flickr8k(root: Path) -> tuple[dict[str, list[str]], dict[str, list[list[str]]]]:
+    """Returns the split -> image names and image name -> tokenized reference captions."""
+    refs: dict[str, list[list[str]]] = {}
+    for line in (root / "Flickr8k.token.txt").read_text().splitlines():
+        if "\t" in line:
+            key, text = line.split("\t", 1)
+            refs.setdefault(key.split("#")[0], []).append(tokenize(text))
+    splits = {s: [n for n in (root / f).read_text().split() if n in refs] for s, f in SPLITS.items()}
+    return splits, refs
+
+
+def prepare(root: Path, out: Path, batch: int = 32, threads: int = 1) -> None:
+    """Writes out/vocab.json, out/captions.json, out/features.f16 (N, 49, 1280) memmap and out/names.json.
+    Feature extraction resumes from out/features.done."""
+    torch.set_num_threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    splits, refs = read_flickr8k(root)
+    vocab = Vocabulary.build(c for n in splits["train"] for c in refs[n])
+    vocab.save(out / "vocab.json")
+    names = [n for s in ("train", "dev", "test") for n in splits[s]]
+    (out / "names.json").write_text(json.dumps(names))
+    (out / "captions.json").write_text(json.dumps({"splits": splits, "refs": {n: refs[n] for n in names}}))
+    feats = np.lib.format.open_memmap(out / "features.npy", mode="r+" if (out / "features.npy").exists() else "w+",
+                                      dtype=np.float16, shape=(len(names), GRID, FEATURE_DIM))
+    done_file = out / "features.done"
+    done = int(done_file.read_text()) if done_file.exists() else 0
+    encoder = Encoder()
+    t0 = time.monotonic()
+    for start in range(done, len(names), batch):
+        chunk = names[start:start + batch]
+        images = torch.stack([load_rgb(root / "images" / n) for n in chunk])
+        with torch.inference_mode():
+            feats[start:start + len(chunk)] = encoder(images).numpy().astype(np.float16)
+        feats.flush()
+        done_file.write_text(str(start + len(chunk)))
+        rate = (start + len(chunk) - done) / (time.monotonic() - t0)
+        log.info("features %d/%d  %.1f images/s", start + len(chunk), len(names), rate)
+    log.info("vocabulary %d words, %d images", len(vocab), len(names))
+
+
+def load_rgb(path: Path) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255.0
+
+
+class CaptionData:
+    """Cached features and encoded captions of one prepared folder."""
+
+    def __init__(self, prepared: Path, max_len: int) -> None:
+        self.vocab = Vocabulary.load(prepared / "vocab.json")
+        meta = json.loads((prepared / "captions.json").read_text())
+        self.splits: dict[str, list[str]] = meta["splits"]
+        self.refs: dict[str, list[list[str]]] = meta["refs"]
+        names = json.loads((prepared / "names.json").read_text())
+        self.row = {n: i for i, n in enumerate(names)}
+        self.features = np.load(prepared / "features.npy", mmap_mode="r")
+        self.max_len = max_len
+
+    def features_of(self, names: list[str]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.features[self.row[n]] for n in names]).astype(np.float32))
+
+    def tokens_of(self, captions: list[list[str]]) -> torch.Tensor:
+        ids = torch.zeros(len(captions), self.max_len, dtype=torch.long)
+        for i, c in enumerate(captions):
+            enc = self.vocab.encode(c, self.max_len)
+            ids[i, :len(enc)] = torch.tensor(enc)
+        return ids
+
+
+def caption_names(model: Captioner, data: CaptionData, names: list[str], beam: int) -> dict[str, str]:
+    model.eval()
+    out = {}
+    for n in names:
+        memory = model.memory(data.features_of([n]))
+        out[n] = data.vocab.decode(beam_search(model, memory, data.vocab.bos, data.vocab.eos, beam=beam))
+    model.train()
+    return out
+
+
+def score(captions: dict[str, str], refs: dict[str, list[list[str]]]) -> dict[str, float]:
+    """BLEU-1..4, CIDEr-D and ROUGE-L from pycocoevalcap (inputs already tokenized, so no Java)."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    gts = {n: [" ".join(r) for r in refs[n]] for n in captions}
+    res = {n: [c or "a"] for n, c in captions.items()}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, _ = Cider().compute_score(gts, res)
+    rouge, _ = Rouge().compute_score(gts, res)
+    return {**{f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)}, "CIDEr": float(cider), "ROUGE-L": float(rouge)}
+
+
+def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epochs: int = 40, batch: int = 64,
+          lr: float = 4e-4, threads: int = 1, val_images: int = 250, config: CaptionerConfig | None = None,
+          seed: int = 0) -> float:
+    """One epoch = every training image once with one of its captions at random. Keeps the best dev CIDEr."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    data = CaptionData(prepared, (config or CaptionerConfig(vocab_size=1)).max_len)
+    last = run_dir / "last.pt"
+    state = checkpoint.load(last) if last.exists() else None
+    config = CaptionerConfig(**state["config"]) if state else (config or CaptionerConfig(vocab_size=len(data.vocab)))
+    model = Captioner(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    epoch, best = 0, -math.inf
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        epoch, best = state["epoch"], state["best"]
+        log.info("resumed after epoch %d (best dev CIDEr %.3f)", epoch, best)
+    train_names, dev_names = data.splits["train"], data.splits["dev"][:val_images]
+    steps_per_epoch = math.ceil(len(train_names) / batch)
+    deadline = time.monotonic() + hours * 3600
+    rng = np.random.default_rng(seed + epoch)
+    while epoch < epochs and time.monotonic() < deadline:
+        order = rng.permutation(len(train_names))
+        t0, total = time.monotonic(), 0.0
+        for i in range(steps_per_epoch):
+            names = [train_names[j] for j in order[i * batch:(i + 1) * batch]]
+            tokens = data.tokens_of([data.refs[n][rng.integers(len(data.refs[n]))] for n in names])
+            step = epoch * steps_per_epoch + i
+            for group in opt.param_groups:
+                group["lr"] = lr * min(1.0, (step + 1) / 300) * 0.5 * (1 + math.cos(math.pi * step / (epochs * steps_per_epoch)))
+            logits = model(model.memory(data.features_of(names)), tokens[:, :-1])
+            loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], ignore_index=data.vocab.pad,
+                                   label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += loss.item()
+        epoch += 1
+        scores = score(caption_names(model, data, dev_names, beam=1), data.refs)
+        if scores["CIDEr"] > best:
+            best = scores["CIDEr"]
+            export_weights(model, data.vocab, export, epoch, scores)
+        checkpoint.save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(config),
+                                "epoch": epoch, "best": best}, last)
+        log.info("epoch %d  %.0f captions/s  loss %.3f  dev BLEU-4 %.3f CIDEr %.3f  best CIDEr %.3f", epoch,
+                 len(train_names) / (time.monotonic() - t0), total / steps_per_epoch, scores["BLEU-4"],
+                 scores["CIDEr"], best)
+    return best
+
+
+def export_weights(model: Captioner, vocab: Vocabulary, path: Path, epoch: int, scores: dict[str, float]) -> None:
+    checkpoint.save_atomic({"arch": "attention", "config": asdict(model.config), "state": checkpoint.half_state(model),
+                            "vocab": vocab.words, "epoch": epoch, "dev_scores": scores}, path)
+
+
+def main() -> None:
+    import argparse
+    settings = get_settings()
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("command", choices=["prepare", "train"])
+    p.add_argument("--data", type=Path, default=settings.shared_data / "caption" / "flickr8k")
+    p.add_argument("--prepared", type=Path, default=settings.data_dir / "caption")
+    p.add_argument("--run-dir", type=Path, default=settings.data_dir / "runs" / "captioner")
+    p.add_argument("--export", type=Path, default=Path(__file__).parent / "weights" / "captioner.pt")
+    p.add_argument("--hours", type=float, default=1.0)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if a.command == "prepare":
+        prepare(a.data, a.prepared, threads=a.threads)
+    else:
+        train(a.prepared, a.run_dir, a.export, hours=a.hours, epochs=a.epochs, threads=a.threads)
+
+
+if __name__ == "__main__":
+    main()

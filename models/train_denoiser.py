@@ -1,0 +1,144 @@
+"""Train the blind denoiser on random patches with Gaussian noise of a random level (resumable).
+
+python -m models.train_denoiser --channels 3 --hours 3
+"""
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from core.config import get_settings
+from models import checkpoint
+from models.ffdnet import FFDNet, FFDNetConfig
+
+log = logging.getLogger(__name__)
+SIGMA_MAX = 75.0
+VAL_SIGMA = 25.0
+VAL_IMAGES = 8
+
+
+def load_images(folder: Path, channels: int) -> list[np.ndarray]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".tif"})
+    assert files, f"no images in {folder}"
+    mode = "RGB" if channels == 3 else "L"
+    arrays = [np.asarray(Image.open(p).convert(mode)) for p in files]
+    return [a if a.ndim == 3 else a[..., None] for a in arrays]  # (H, W, C) uint8
+
+
+def random_batch(images: list[np.ndarray], size: int, patch: int, rng: np.random.Generator) -> torch.Tensor:
+    out = np.empty((size, patch, patch, images[0].shape[2]), dtype=np.uint8)
+    for i in range(size):
+        img = images[rng.integers(len(images))]
+        y, x = rng.integers(img.shape[0] - patch + 1), rng.integers(img.shape[1] - patch + 1)
+        crop = np.rot90(img[y:y + patch, x:x + patch], k=rng.integers(4))
+        out[i] = crop[:, ::-1] if rng.integers(2) else crop
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0
+
+
+def validation_set(images: list[np.ndarray], crop: int = 192) -> tuple[torch.Tensor, torch.Tensor]:
+    clean = torch.stack([
+        torch.from_numpy(np.ascontiguousarray(im[:crop, :crop])).permute(2, 0, 1).float() / 255.0 for im in images
+    ])
+    gen = torch.Generator().manual_seed(0)
+    noisy = clean + torch.randn(clean.shape, generator=gen) * VAL_SIGMA / 255.0
+    return clean, noisy
+
+
+@torch.inference_mode()
+def validate(model: FFDNet, clean: torch.Tensor, noisy: torch.Tensor) -> float:
+    model.eval()
+    out = model(noisy, torch.full((len(noisy),), VAL_SIGMA / 255.0)).clamp(0, 1)
+    model.train()
+    mse = ((out - clean) ** 2).flatten(1).mean(1)
+    return float((10 * torch.log10(1.0 / mse)).mean())
+
+
+def learning_rate(step: int, total: int, base: float) -> float:
+    return 1e-5 + 0.5 * (base - 1e-5) * (1 + math.cos(math.pi * min(step / total, 1.0)))
+
+
+def train(
+    data: Path, run_dir: Path, export: Path, channels: int = 3, patch: int = 48, batch: int = 32,
+    steps: int = 20000, hours: float = 1.0, lr: float = 1e-3, threads: int = 1, seed: int = 0,
+    config: FFDNetConfig | None = None, eval_every: int = 250,
+) -> float:
+    """Run until `steps` or `hours`; returns the best validation PSNR. Resumes from run_dir/last.pt."""
+    torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    images = load_images(data, channels)
+    val_clean, val_noisy = validation_set(images[-VAL_IMAGES:])
+    train_images = images[:-VAL_IMAGES]
+    last = run_dir / "last.pt"
+    state = checkpoint.load(last) if last.exists() else None
+    config = FFDNetConfig(**state["config"]) if state else (config or FFDNetConfig(channels=channels))
+    model = FFDNet(config).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    step, best = 0, -math.inf
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best"]
+        log.info("resumed at step %d (best %.2f dB)", step, best)
+    rng = np.random.default_rng(seed + step)
+    deadline = time.monotonic() + hours * 3600
+    tick, seen = time.monotonic(), 0
+    while step < steps and time.monotonic() < deadline:
+        clean = random_batch(train_images, batch, patch, rng).to(device)
+        sigma = torch.from_numpy(rng.uniform(0, SIGMA_MAX / 255.0, batch)).float().to(device)
+        noisy = clean + torch.randn_like(clean) * sigma.view(-1, 1, 1, 1)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, steps, lr)
+        loss = F.mse_loss(model(noisy, sigma), clean)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step, seen = step + 1, seen + batch
+        if step % eval_every == 0 or step == steps:
+            psnr = validate(model, val_clean.to(device), val_noisy.to(device))
+            rate = seen / (time.monotonic() - tick)
+            tick, seen = time.monotonic(), 0
+            if psnr > best:
+                best = psnr
+                export_weights(model, export, step, psnr)
+            checkpoint.save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                    "config": asdict(config), "step": step, "best": best}, last)
+            log.info("step %d  patches/s %.1f  loss %.6f  val PSNR(sigma 25) %.2f dB  best %.2f",
+                     step, rate, loss.item(), psnr, best)
+    return best
+
+
+def export_weights(model: FFDNet, path: Path, step: int, val_psnr: float) -> None:
+    checkpoint.save_atomic({"arch": "ffdnet", "config": asdict(model.config), "state": checkpoint.half_state(model),
+                            "step": step, "val_psnr": val_psnr}, path)
+
+
+def main() -> None:
+    import argparse
+    settings = get_settings()
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--channels", type=int, default=3, choices=[1, 3])
+    p.add_argument("--data", type=Path)
+    p.add_argument("--run-dir", type=Path)
+    p.add_argument("--export", type=Path)
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--hours", type=float, default=1.0)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--patch", type=int, default=48)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    name = "color" if a.channels == 3 else "gray"
+    data = a.data or settings.shared_data / "denoise" / "train" / ("cbsd432" if a.channels == 3 else "bsd400")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train(data, a.run_dir or settings.data_dir / "runs" / f"denoiser_{name}",
+          a.export or Path(__file__).parent / "weights" / f"ffdnet_{name}.pt",
+          channels=a.channels, patch=a.patch, batch=a.batch, steps=a.steps, hours=a.hours, threads=a.threads)
+
+
+if __name__ == "__main__":
+    main()

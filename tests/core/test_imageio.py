@@ -1,0 +1,72 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.imageio import ImageError, Limits, decode, encode_png
+from tests.conftest import png, smooth_image
+
+LIMITS = Limits(max_bytes=5_000_000, max_pixels=4_000_000, max_side=4000)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty file"),
+    (b"hello, not an image at all", "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image"),
+])
+def test_refuses_non_images(data: bytes, reason: str) -> None:
+    with pytest.raises(ImageError, match=reason):
+        decode(data, LIMITS)
+
+
+def test_refuses_truncated_png() -> None:
+    data = png(smooth_image(128, 128))
+    with pytest.raises(ImageError, match="broken or truncated"):
+        decode(data[: len(data) // 2], LIMITS)
+
+
+def test_refuses_decompression_bomb_before_decoding() -> None:
+    # 20000 x 20000 gray PNG of zeros compresses to a few hundred KB; only the header may be read
+    buf = io.BytesIO()
+    Image.new("L", (20000, 20000)).save(buf, format="PNG")
+    with pytest.raises(ImageError, match="20000x20000|decompression bomb"):
+        decode(buf.getvalue(), Limits(max_bytes=10_000_000, max_pixels=100_000_000, max_side=4000))
+
+
+def test_refuses_too_many_bytes() -> None:
+    with pytest.raises(ImageError, match="limit is 10"):
+        decode(png(smooth_image()), Limits(10, 10**6, 1000))
+
+
+def test_rgba_keeps_alpha_through_png_round_trip() -> None:
+    rgba = np.dstack([smooth_image(), np.full((64, 80), 77, np.uint8)])
+    pic = decode(png(rgba), LIMITS)
+    assert pic.pixels.shape == (64, 80, 3) and pic.alpha is not None
+    back = np.asarray(Image.open(io.BytesIO(encode_png(pic))))
+    assert back.shape == (64, 80, 4) and (back[..., 3] == 77).all()
+    assert np.array_equal(back[..., :3], rgba[..., :3])
+
+
+def test_sixteen_bit_gray_keeps_depth() -> None:
+    arr = (np.linspace(0, 65535, 64 * 80).reshape(64, 80)).astype(np.uint16)
+    pic = decode(png(arr), LIMITS)
+    assert pic.bit_depth == 16 and pic.pixels.shape == (64, 80, 1)
+    back = np.asarray(Image.open(io.BytesIO(encode_png(pic))))
+    assert back.dtype == np.uint16 and np.abs(back.astype(int) - arr).max() <= 1
+
+
+def test_exif_orientation_is_applied() -> None:
+    img = Image.fromarray(smooth_image(40, 60))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes())
+    assert decode(buf.getvalue(), LIMITS).shape == (60, 40)
+
+
+def test_palette_and_gray_modes() -> None:
+    assert decode(png(smooth_image(channels=1)), LIMITS).pixels.shape == (64, 80, 1)
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image()).convert("P").save(buf, format="PNG")
+    assert decode(buf.getvalue(), LIMITS).pixels.shape == (64, 80, 3)
