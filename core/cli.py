@@ -1,6 +1,7 @@
 """The denocap command line."""
 import io
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -19,14 +20,14 @@ from core.tables import Batch, ItemState
 
 app = typer.Typer(help="Denoise photos with a deep network, then describe each in a sentence.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes get whole rows
 err = Console(stderr=True)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 SAMPLES = ("astronaut", "camera", "chelsea", "coffee", "rocket")
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"error: {message}", markup=False, highlight=False)
+    typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
@@ -135,6 +136,10 @@ def worker(concurrency: int = 1, loglevel: str = "INFO", pool: str = "prefork") 
                             "-Q", "denocap"])
 
 
-def main() -> None:
+def main() -> None:  # the console script
     logging.basicConfig(level=logging.WARNING)
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -20,6 +20,8 @@ def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam
     for t in range(1, max_len):
         logp = model.step(memory.expand(tokens.shape[0], -1, -1), tokens)  # (B, V)
         logp = _block_repeats(logp, tokens)
+        if t == 1:
+            logp[:, eos] = float("-inf")  # a caption has at least one word
         if t == max_len - 1:
             keep = torch.full_like(logp, float("-inf"))
             keep[:, eos] = logp[:, eos]

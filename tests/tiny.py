@@ -14,7 +14,7 @@ WORDS = ["a", "dog", "runs", "on", "the", "grass", "cat", "sits"]
 
 def tiny_denoiser(channels: int, seed: int = 0) -> FFDNet:
     torch.manual_seed(seed)
-    return FFDNet(FFDNetConfig(channels=channels, features=8, depth=3)).eval()
+    return FFDNet(FFDNetConfig(channels=channels, features=8, blocks=1)).eval()
 
 
 def tiny_captioner(seed: int = 0) -> tuple[Captioner, Vocabulary]:

@@ -1,0 +1,115 @@
+"""The whole service on real parts: PostgreSQL, Redis, a Celery worker process and the HTTP server."""
+import csv
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from core.db import migrate
+from tests.conftest import base_env, png, smooth_image
+from tests.services import free_port, start, stop, wait_batch, wait_http
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(weights_dir: Path, postgres_url: str, redis_url: str,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    tmp_path = tmp_path_factory.mktemp("stack")
+    env = {**base_env(tmp_path / "data", weights_dir), "DENOCAP_DATABASE_URL": postgres_url,
+           "DENOCAP_BROKER_URL": redis_url}
+    migrate(postgres_url)
+    port = free_port()
+    worker = start(env, tmp_path / "worker.log", "worker", "--concurrency", "1")
+    server = start(env, tmp_path / "server.log", "serve", "--port", str(port))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", server, tmp_path / "server.log")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            yield c
+    finally:
+        stop(server)
+        stop(worker)
+
+
+def files(*named: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (name, data, "application/octet-stream")) for name, data in named]
+
+
+def test_batch_end_to_end(client: httpx.Client) -> None:
+    clean = png(smooth_image(96, 128, seed=1))
+    r = client.post("/batches", files=files(("a.png", clean), ("b.png", png(smooth_image(64, 64, channels=1))),
+                                            ("c.png", png(smooth_image(80, 96, seed=2))),
+                                            ("bad.jpg", b"not an image")),
+                    data={"add_noise": "25", "seed": "7"})
+    assert r.status_code == 201, r.text
+    submitted = r.json()
+    assert submitted["total"] == 4
+    states = {i["filename"]: i["state"] for i in submitted["items"]}
+    assert states["bad.jpg"] == "failed" and states["a.png"] == "queued"
+
+    batch = wait_batch(client, submitted["id"])
+    assert batch["counts"] == {"queued": 0, "running": 0, "done": 3, "failed": 1}
+    assert batch["progress"] == 1.0
+
+    items = client.get(f"/batches/{submitted['id']}/items").json()
+    assert items["count"] == 4
+    by_name = {i["filename"]: i for i in items["data"]}
+    assert by_name["bad.jpg"]["error"] == "not an image (unknown format)"
+    a = client.get(f"/items/{by_name['a.png']['id']}").json()
+    res = a["result"]
+    assert 20 < res["psnr_noisy"] < 21 and res["psnr"] is not None and res["caption"] and res["caption_noisy"]
+    assert res["denoiser_version"].startswith("ffdnet@") and res["captioner_version"].startswith("attention@")
+    assert {"decode", "estimate", "denoise", "metrics", "caption"} <= set(res["timings"])
+    assert a["deliveries"] == 1
+
+    img = Image.open(io.BytesIO(client.get(a["links"]["denoised"]).content))
+    assert img.size == (128, 96) and img.mode == "RGB"
+    gray = client.get(f"/items/{by_name['b.png']['id']}/denoised.png")
+    assert Image.open(io.BytesIO(gray.content)).mode == "L"
+    assert client.get(f"/items/{by_name['a.png']['id']}/original").content == clean
+
+    word = res["caption"].split()[0]
+    found = client.get("/captions", params={"q": word, "batch_id": submitted["id"]}).json()
+    assert found["count"] >= 1 and all(word in c["caption"] or word in c["caption_noisy"] for c in found["data"])
+    assert client.get("/captions", params={"batch_id": submitted["id"], "min_psnr": 99}).json()["count"] == 0
+
+    rows = list(csv.DictReader(io.StringIO(client.get("/captions/export", params={"batch_id": submitted["id"]}).text)))
+    assert len(rows) == 3 and {r["filename"] for r in rows} == {"a.png", "b.png", "c.png"}
+    lines = client.get("/captions/export", params={"batch_id": submitted["id"], "format": "jsonl"}).text.splitlines()
+    assert sorted(json.loads(x)["filename"] for x in lines) == ["a.png", "b.png", "c.png"]
+
+
+def test_one_image_with_reference(client: httpx.Client) -> None:
+    clean = smooth_image(64, 64, seed=3)
+    noisy = (clean.astype(int) + 20).clip(0, 255).astype("uint8")
+    r = client.post("/images", files={"file": ("x.png", png(noisy)), "reference": ("ref.png", png(clean))})
+    assert r.status_code == 201, r.text
+    wait_batch(client, r.json()["id"])
+    item = client.get(f"/items/{r.json()['items'][0]['id']}").json()
+    # a constant offset of 20 grey levels is a PSNR of 20*log10(255/20) = 22.11 dB (a little more where it clips)
+    assert item["has_reference"] and item["result"]["psnr_noisy"] == pytest.approx(22.11, abs=0.2)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"add_noise": "-1"}, "greater than or equal to 0"),
+    ({"denoiser": "nosuch"}, "unknown denoiser 'nosuch'"),
+    ({"captioner": "nosuch"}, "unknown captioner 'nosuch'"),
+    ({"seed": "abc"}, "valid integer"),
+])
+def test_bad_options_are_422_with_a_message(client: httpx.Client, data: dict, message: str) -> None:
+    r = client.post("/batches", files=files(("a.png", png(smooth_image()))), data=data)
+    assert r.status_code == 422 and message in r.text
+
+
+def test_unknown_ids_are_404(client: httpx.Client) -> None:
+    for path in ("/batches/nope", "/batches/nope/items", "/items/nope", "/items/nope/denoised.png"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.json()["detail"].endswith("not found")
+
+
+def test_no_files_is_422(client: httpx.Client) -> None:
+    assert client.post("/batches", data={"seed": "1"}).status_code == 422
