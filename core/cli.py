@@ -1,7 +1,10 @@
 """The denocap command line."""
+import csv
 import io
+import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -12,11 +15,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from core import service
+from core import pipeline, quality, service
 from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
+from core.imageio import ImageError, decode, encode_png
 from core.storage import LocalStorage
 from core.tables import Batch, ItemState
+from models.registry import ModelError, load_denoiser
 
 app = typer.Typer(help="Denoise photos with a deep network, then describe each in a sentence.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -32,17 +37,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def collect(paths: list[Path]) -> list[service.Upload]:
-    """Files as given, folders by their image files (sorted); a missing path is an error."""
-    uploads = []
-    for path in paths:
-        if path.is_dir():
-            uploads += [service.Upload(p.name, p.read_bytes()) for p in sorted(path.iterdir())
-                        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-        elif path.is_file():
-            uploads.append(service.Upload(path.name, path.read_bytes()))
-        else:
-            fail(f"no such file or folder: {path}")
-    return uploads
+    return [service.Upload(p.name, p.read_bytes()) for p in image_files(paths)]
 
 
 def sample_uploads() -> list[service.Upload]:
@@ -70,8 +65,6 @@ def run(
     uploads = collect(paths) if paths else sample_uploads()
     if add_noise is None and not paths:
         add_noise = 25.0
-    if not uploads:
-        fail("no image files found")
     migrate(settings.database_url)
     sessions = session_factory(make_engine(settings.database_url))
     storage = LocalStorage(settings.files)
@@ -112,6 +105,148 @@ def result_table(batch: Batch) -> Table:
         table.add_row(item.filename, item.state.value, f"{r.sigma_estimate:.1f}", psnr, ssim, r.caption,
                       r.caption_noisy)
     return table
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            fail(f"no such file or folder: {path}")
+    if not files:
+        fail("no image files found")
+    return files
+
+
+def out_dir(path: Path, inputs: list[Path]) -> Path:
+    if any(p.resolve().parent == path.resolve() for p in inputs):
+        fail(f"the output folder {path} holds input files; choose another so nothing is overwritten")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@app.command()
+def noise(in_dir: Path, out: Path, sigma: Annotated[float, typer.Option(min=0, max=255)] = 25.0,
+          seed: int = 0) -> None:
+    """Add Gaussian noise of std SIGMA (0-255) to clean images; PNG files of the same names in OUT."""
+    files = image_files([in_dir])
+    out_dir(out, files)
+    limits = service.limits_of(get_settings())
+    failed = 0
+    for i, path in enumerate(files):
+        try:
+            picture = decode(path.read_bytes(), limits)
+        except ImageError as e:
+            typer.echo(f"{path.name}: {e}", err=True)
+            failed += 1
+            continue
+        noisy = pipeline.add_noise(picture, sigma, seed + i)
+        (out / f"{path.stem}.png").write_bytes(encode_png(replace(noisy, pixels=np.clip(noisy.pixels, 0, 1))))
+    console.print(f"{len(files) - failed} images with sigma {sigma} noise in {out}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def denoise(
+    paths: Annotated[list[Path], typer.Argument(help="images or folders, then the output folder last")],
+    sigma: Annotated[str, typer.Option(help="'auto' (estimate per image) or a number on the 0-255 scale")] = "auto",
+    model: str = "ffdnet",
+) -> None:
+    """Denoise images into the output folder (PNG, same names); prints the noise level used for each."""
+    if len(paths) < 2:
+        fail("give at least one input and the output folder")
+    *inputs, out = paths
+    fixed = None if sigma == "auto" else _sigma(sigma)
+    settings = get_settings()
+    files = image_files(inputs)
+    out_dir(out, files)
+    try:
+        net = load_denoiser(model, settings.weights_dir, settings.device)
+    except ModelError as e:
+        fail(str(e))
+    limits = service.limits_of(settings)
+    table, failed = Table("file", "sigma (estimated)", "sigma used", "seconds"), 0
+    for path in files:
+        try:
+            r = pipeline.restore(decode(path.read_bytes(), limits),
+                                 pipeline.Options(denoise_sigma=fixed, tile=settings.tile_size,
+                                                  overlap=settings.tile_overlap), net)
+        except ImageError as e:
+            typer.echo(f"{path.name}: {e}", err=True)
+            failed += 1
+            continue
+        (out / f"{path.stem}.png").write_bytes(encode_png(r.denoised))
+        table.add_row(path.name, f"{r.sigma_estimate:.2f}", f"{fixed if fixed is not None else r.sigma_estimate:.2f}",
+                      f"{r.timings['denoise']:.2f}")
+    console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _sigma(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        fail(f"--sigma must be 'auto' or a number, got {text!r}")
+    if not 0 <= value <= 255:
+        fail(f"--sigma must be between 0 and 255, got {value}")
+    return value
+
+
+@app.command()
+def compare(ref_dir: Path, test_dir: Path, csv_out: Annotated[Path | None, typer.Option("--csv")] = None,
+            json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
+    """PSNR/SSIM of each TEST image against the REF image of the same name (stem); BRISQUE where none."""
+    limits = service.limits_of(get_settings())
+    refs = {p.stem: p for p in image_files([ref_dir])}
+    rows: list[dict[str, object]] = []
+    failed = 0
+    for path in image_files([test_dir]):
+        try:
+            test = decode(path.read_bytes(), limits).pixels
+            ref = decode(refs[path.stem].read_bytes(), limits).pixels if path.stem in refs else None
+        except ImageError as e:
+            typer.echo(f"{path.name}: {e}", err=True)
+            failed += 1
+            continue
+        if ref is not None and ref.shape != test.shape:
+            typer.echo(f"{path.name}: size {test.shape} differs from its reference {ref.shape}", err=True)
+            failed += 1
+            continue
+        row: dict[str, object] = {"file": path.name, "psnr": None, "ssim": None, "brisque": None}
+        if ref is None:
+            row["brisque"] = quality.brisque(test)
+        else:
+            row["psnr"], row["ssim"] = quality.psnr(ref, test), quality.ssim(ref, test)
+        rows.append(row)
+    console.print(compare_table(rows))
+    write_rows(rows, csv_out, json_out)
+    if failed:
+        raise typer.Exit(1)
+
+
+def compare_table(rows: list[dict[str, object]]) -> Table:
+    table = Table("file", "PSNR (dB)", "SSIM", "BRISQUE")
+    fmt = {"psnr": "{:.2f}", "ssim": "{:.4f}", "brisque": "{:.2f}"}
+    for row in rows:
+        table.add_row(str(row["file"]), *(fmt[k].format(row[k]) if row[k] is not None else "" for k in fmt))
+    means = {k: [float(r[k]) for r in rows if r[k] is not None] for k in fmt}  # type: ignore[arg-type]
+    table.add_row("mean", *(fmt[k].format(sum(v) / len(v)) if v else "" for k, v in means.items()), style="bold")
+    return table
+
+
+def write_rows(rows: list[dict[str, object]], csv_out: Path | None, json_out: Path | None) -> None:
+    if csv_out:
+        with csv_out.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["file", "psnr", "ssim", "brisque"])
+            writer.writeheader()
+            writer.writerows(rows)
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=1))
 
 
 @app.command("migrate")

@@ -1,0 +1,73 @@
+"""Submit, claim and process against PostgreSQL: the row is the truth and a re-run stores one result."""
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
+
+from core import service
+from core.config import get_settings
+from core.db import make_engine, migrate, session_factory
+from core.storage import LocalStorage
+from core.tables import Item, ItemState, Result
+from tests.conftest import png, smooth_image
+
+
+@pytest.fixture
+def sessions(env: dict[str, str], postgres_url: str) -> Iterator[sessionmaker]:
+    migrate(postgres_url)
+    engine = make_engine(postgres_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def submit(sessions: sessionmaker, storage: LocalStorage, n: int = 2) -> list[str]:
+    uploads = [service.Upload(f"{i}.png", png(smooth_image(48, 48, seed=i))) for i in range(n)]
+    with sessions.begin() as s:
+        batch = service.submit(s, storage, get_settings(), uploads, service.BatchOptions(add_noise=15))
+        return [i.id for i in batch.items]
+
+
+def test_running_twice_stores_one_result(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    ids = submit(sessions, storage)
+    service.process_items(sessions, storage, get_settings(), ids)
+    service.process_items(sessions, storage, get_settings(), ids)
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Result)) == 2
+        assert [i.deliveries for i in s.scalars(select(Item).order_by(Item.position))] == [1, 1]
+        assert {i.state for i in s.scalars(select(Item))} == {ItemState.done}
+
+
+def test_interrupted_item_is_processed_on_redelivery(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    [item_id] = submit(sessions, storage, 1)
+    with sessions.begin() as s:  # a worker claimed it, then died
+        assert service.claim(s, item_id, max_deliveries=3) is not None
+    service.process_items(sessions, storage, get_settings(), [item_id])
+    with sessions() as s:
+        item = s.get_one(Item, item_id)
+        assert item.state == ItemState.done and item.deliveries == 2 and item.result is not None
+
+
+def test_poison_item_fails_after_max_deliveries(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    [item_id] = submit(sessions, storage, 1)
+    for _ in range(get_settings().max_deliveries):
+        with sessions.begin() as s:
+            assert service.claim(s, item_id, get_settings().max_deliveries) is not None
+    service.process_items(sessions, storage, get_settings(), [item_id])
+    with sessions() as s:
+        item = s.get_one(Item, item_id)
+        assert item.state == ItemState.failed and "gave up after 3 deliveries" in (item.error or "")
+        assert item.result is None
+
+
+def test_submit_refuses_bad_batches(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    with sessions() as s:
+        with pytest.raises(service.SubmitError, match="no files"):
+            service.submit(s, storage, get_settings(), [], service.BatchOptions())
+        with pytest.raises(service.SubmitError, match="add_noise must be between 0 and 255"):
+            service.submit(s, storage, get_settings(), [service.Upload("a", b"x")], service.BatchOptions(add_noise=300))

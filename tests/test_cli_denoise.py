@@ -1,0 +1,56 @@
+"""noise -> denoise -> compare on real files through the real command line."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import png, smooth_image
+from tests.test_cli import denocap
+
+
+def make_clean(folder: Path, n: int = 2) -> None:
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"img{i}.png").write_bytes(png(smooth_image(64, 96, seed=i)))
+
+
+def test_noise_then_compare_gives_the_psnr_sigma_implies(env: dict[str, str], tmp_path: Path) -> None:
+    make_clean(tmp_path / "clean")
+    out = denocap(env, "noise", str(tmp_path / "clean"), str(tmp_path / "noisy"), "--sigma", "25", "--seed", "1")
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "noisy").iterdir()) == ["img0.png", "img1.png"]
+    out = denocap(env, "compare", str(tmp_path / "clean"), str(tmp_path / "noisy"), "--json", str(tmp_path / "r.json"))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads((tmp_path / "r.json").read_text())
+    # sigma 25 on [0,255] is 20.17 dB; rounding to 8 bits and clipping move it by a little
+    assert all(abs(r["psnr"] - 20 * math.log10(255 / 25)) < 0.3 for r in rows), rows
+
+
+def test_noise_refuses_to_write_into_its_input(env: dict[str, str], tmp_path: Path) -> None:
+    make_clean(tmp_path / "clean")
+    out = denocap(env, "noise", str(tmp_path / "clean"), str(tmp_path / "clean"))
+    assert out.returncode == 2 and "overwritten" in out.stderr
+
+
+def test_denoise_reports_the_estimate_and_keeps_going_past_bad_files(env: dict[str, str], tmp_path: Path) -> None:
+    make_clean(tmp_path / "in")
+    (tmp_path / "in" / "zero.png").write_bytes(b"")
+    (tmp_path / "in" / "huge.png").write_bytes(png(np.zeros((20000, 1), np.uint8)))
+    out = denocap(env, "denoise", str(tmp_path / "in"), str(tmp_path / "out"), "--sigma", "auto")
+    assert out.returncode == 1
+    assert "zero.png: empty file" in out.stderr and "huge.png: image is 1x20000" in out.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0.png", "img1.png"]
+    assert Image.open(tmp_path / "out" / "img0.png").size == (96, 64)
+    assert "img0.png" in out.stdout
+
+
+def test_denoise_bad_arguments(env: dict[str, str], tmp_path: Path) -> None:
+    make_clean(tmp_path / "in")
+    cases = {("--sigma", "-3"): "error: --sigma must be between 0 and 255, got -3.0",
+             ("--sigma", "loud"): "error: --sigma must be 'auto' or a number, got 'loud'",
+             ("--model", "nosuch"): "error: unknown denoiser 'nosuch'; known: ffdnet"}
+    for args, message in cases.items():
+        out = denocap(env, "denoise", str(tmp_path / "in"), str(tmp_path / "out"), *args)
+        assert out.returncode == 2 and out.stderr.strip() == message
