@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import click
 import typer
+from typer.core import TyperGroup
 from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -21,7 +23,7 @@ from core.db import make_engine, migrate, session_factory
 from core.imageio import ImageError, decode, encode_png
 from core.storage import LocalStorage
 from core.tables import Batch, ItemState
-from models.registry import ModelError, load_denoiser
+from models.registry import ModelError, load_captioner, load_denoiser
 
 app = typer.Typer(help="Denoise photos with a deep network, then describe each in a sentence.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -247,6 +249,96 @@ def write_rows(rows: list[dict[str, object]], csv_out: Path | None, json_out: Pa
             writer.writerows(rows)
     if json_out:
         json_out.write_text(json.dumps(rows, indent=1))
+
+
+class _CaptionGroup(TyperGroup):
+    """`denocap caption IMAGE...` captions images; `prepare`, `train` and `eval` are subcommands."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):  # type: ignore[no-untyped-def]
+        if args and args[0] not in self.commands:
+            args = ["images", *args]
+        return super().resolve_command(ctx, args)
+
+
+caption_app = typer.Typer(cls=_CaptionGroup, no_args_is_help=True,
+                          help="Caption images, and prepare/train/evaluate the captioner on Flickr8k.")
+app.add_typer(caption_app, name="caption")
+
+
+@caption_app.command("images", hidden=True)
+def caption_images(paths: list[Path], beam: Annotated[int, typer.Option(min=1, max=10)] = 3,
+                   captioner: str = "attention",
+                   weights: Annotated[Path | None, typer.Option(help="folder with captioner.pt")] = None) -> None:
+    """Caption images (the denoised ones, if you want the service's behaviour: denoise first)."""
+    settings = get_settings()
+    files = image_files(paths)
+    if weights is not None and not weights.is_dir():
+        fail(f"weights folder not found: {weights}")
+    try:
+        model = load_captioner(captioner, weights or settings.weights_dir, settings.device, beam=beam)
+    except ModelError as e:
+        fail(str(e))
+    limits, failed = service.limits_of(settings), 0
+    for path in files:
+        try:
+            pixels = decode(path.read_bytes(), limits).pixels
+        except ImageError as e:
+            typer.echo(f"{path.name}: {e}", err=True)
+            failed += 1
+            continue
+        typer.echo(f"{path.name}\t{model([pixels])[0]}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@caption_app.command("prepare")
+def caption_prepare(data: Path | None = None, out: Path | None = None, threads: int = 1) -> None:
+    """Tokenize Flickr8k captions, build the vocabulary and cache encoder features (resumable)."""
+    from models.train_captioner import prepare
+    settings = get_settings()
+    _log_info()
+    prepare(_dataset(data or settings.shared_data / "caption" / "flickr8k"), out or settings.data_dir / "caption",
+            threads=threads)
+
+
+@caption_app.command("train")
+def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepared: Path | None = None,
+                  run_dir: Path | None = None, export: Path | None = None) -> None:
+    """Train the decoder on cached features; resumes from its last checkpoint; exports the best dev CIDEr."""
+    from models.train_captioner import train
+    settings = get_settings()
+    prepared = _dataset(prepared or settings.data_dir / "caption")
+    _log_info()
+    train(prepared, run_dir or settings.data_dir / "runs" / "captioner", export or settings.weights_dir / "captioner.pt",
+          hours=hours, epochs=epochs, threads=threads)
+
+
+@caption_app.command("eval")
+def caption_eval(beam: int = 3, limit: int | None = None, prepared: Path | None = None,
+                 json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
+    """BLEU-1..4, CIDEr-D, ROUGE-L on the Flickr8k test split, against a retrieval baseline in the same run."""
+    from models.eval_captioner import evaluate
+    settings = get_settings()
+    images = _dataset(settings.shared_data / "caption" / "flickr8k" / "images")
+    result = evaluate(_dataset(prepared or settings.data_dir / "caption"), images, settings.weights_dir, beam, limit)
+    table = Table("model", *next(iter(result.values())).keys())
+    for name, scores in result.items():
+        if name != "images":
+            table.add_row(name, *(f"{v:.3f}" for v in scores.values()))
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1))
+
+
+def _dataset(path: Path) -> Path:
+    if not path.exists():
+        fail(f"not found: {path} (prepare it first, or set DENOCAP_SHARED_DATA)")
+    return path
+
+
+def _log_info() -> None:
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s"))
 
 
 @app.command("migrate")

@@ -1,0 +1,95 @@
+"""Caption scores on the Flickr8k test split: the trained model against a no-training retrieval baseline,
+measured in one run, with the seconds per image of captioning.
+
+python -m models.eval_captioner
+"""
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.registry import load_captioner
+from models.train_captioner import CaptionData, load_rgb, score
+
+log = logging.getLogger(__name__)
+
+
+def ngrams(tokens: list[str]) -> Counter[str]:
+    return Counter(tokens + [" ".join(p) for p in zip(tokens, tokens[1:])])
+
+
+def consensus(candidates: list[list[str]]) -> list[str]:
+    """The candidate most similar (TF-IDF cosine over unigrams and bigrams) to all the others
+    (Devlin et al., "Exploring Nearest Neighbor Approaches for Image Captioning", 2015)."""
+    grams = [ngrams(c) for c in candidates]
+    df = Counter(g for c in grams for g in c)
+    vocab = {g: i for i, g in enumerate(df)}
+    mat = np.zeros((len(grams), len(vocab)), np.float32)
+    for row, c in enumerate(grams):
+        for g, n in c.items():
+            mat[row, vocab[g]] = n * np.log(len(grams) / df[g])
+    mat /= np.linalg.norm(mat, axis=1, keepdims=True) + 1e-8
+    sim = mat @ mat.T
+    np.fill_diagonal(sim, 0)
+    return candidates[int(sim.sum(1).argmax())]
+
+
+def retrieval_captions(data: CaptionData, names: list[str], k: int = 25) -> dict[str, str]:
+    """Nearest training images by mean-pooled encoder features (cosine), consensus of their references."""
+    train = data.splits["train"]
+    def pooled(ns: list[str]) -> np.ndarray:
+        v = np.stack([data.features[data.row[n]].astype(np.float32).mean(0) for n in ns])
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+    train_vecs, test_vecs = pooled(train), pooled(names)
+    out = {}
+    for name, vec in zip(names, test_vecs):
+        nearest = np.argsort(-(train_vecs @ vec))[:k]
+        out[name] = " ".join(consensus([c for j in nearest for c in data.refs[train[j]]]))
+    return out
+
+
+def evaluate(prepared: Path, images: Path, weights_dir: Path, beam: int = 3, limit: int | None = None,
+             threads: int = 2) -> dict[str, dict[str, float]]:
+    torch.set_num_threads(threads)
+    data = CaptionData(prepared, max_len=22)
+    names = data.splits["test"][:limit]
+    model = load_captioner("attention", weights_dir, "cpu", beam=beam)
+    captions, seconds = {}, []
+    for name in names:
+        pixels = load_rgb(images / name).permute(1, 2, 0).numpy()  # decoded before the clock starts
+        t = time.perf_counter()
+        captions[name] = model([pixels])[0]
+        seconds.append(time.perf_counter() - t)
+    ours = score(captions, data.refs) | {"seconds_per_image": float(np.median(seconds))}
+    t = time.perf_counter()
+    baseline = score(retrieval_captions(data, names), data.refs)
+    baseline["seconds_per_image"] = (time.perf_counter() - t) / len(names)
+    return {"attention (ours)": ours, "retrieval baseline": baseline, "images": {"count": len(names)}}
+
+
+def main() -> None:
+    import argparse
+    from core.config import get_settings
+    settings = get_settings()
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--prepared", type=Path, default=settings.data_dir / "caption")
+    p.add_argument("--images", type=Path, default=settings.shared_data / "caption" / "flickr8k" / "images")
+    p.add_argument("--weights-dir", type=Path, default=settings.weights_dir)
+    p.add_argument("--beam", type=int, default=3)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--json", type=Path)
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    result = evaluate(a.prepared, a.images, a.weights_dir, a.beam, a.limit)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if a.json:
+        a.json.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

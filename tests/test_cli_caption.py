@@ -1,0 +1,60 @@
+"""`denocap caption` on real files, and prepare/train/eval end to end on a handful of images."""
+import json
+from pathlib import Path
+
+from tests.conftest import png, smooth_image
+from tests.test_cli import denocap
+from tests.tiny import WORDS
+
+
+def test_caption_images_and_bad_inputs(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(png(smooth_image()))
+    (tmp_path / "b.jpg").write_bytes(b"nope")
+    out = denocap(env, "caption", str(tmp_path / "a.png"), str(tmp_path / "b.jpg"), "--beam", "2")
+    assert out.returncode == 1
+    name, caption = out.stdout.strip().split("\t")
+    assert name == "a.png" and caption and set(caption.split()) <= set(WORDS)
+    assert "b.jpg: not an image" in out.stderr
+
+
+def test_caption_bad_arguments(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(png(smooth_image()))
+    out = denocap(env, "caption", str(tmp_path / "a.png"), "--captioner", "nosuch")
+    assert out.returncode == 2 and out.stderr.strip() == "error: unknown captioner 'nosuch'; known: attention"
+    out = denocap(env, "caption", str(tmp_path / "a.png"), "--weights", str(tmp_path / "missing"))
+    assert out.returncode == 2 and out.stderr.strip() == f"error: weights folder not found: {tmp_path / 'missing'}"
+
+
+def fake_flickr8k(root: Path) -> Path:
+    """Six images in the Flickr8k layout: 4 train, 1 dev, 1 test, two captions each."""
+    data = root / "caption" / "flickr8k"
+    (data / "images").mkdir(parents=True)
+    names = [f"{i}.jpg" for i in range(6)]
+    lines = []
+    for i, name in enumerate(names):
+        (data / "images" / name).write_bytes(png(smooth_image(224, 224, seed=i)))
+        lines += [f"{name}#0\ta dog runs on the grass .", f"{name}#1\tA cat sits on the grass"]
+    (data / "Flickr8k.token.txt").write_text("\n".join(lines))
+    (data / "Flickr_8k.trainImages.txt").write_text("\n".join(names[:4]))
+    (data / "Flickr_8k.devImages.txt").write_text(names[4])
+    (data / "Flickr_8k.testImages.txt").write_text(names[5])
+    return root
+
+
+def test_prepare_train_eval_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
+    env = {**env, "DENOCAP_SHARED_DATA": str(fake_flickr8k(tmp_path / "shared")),
+           "DENOCAP_WEIGHTS_DIR": str(tmp_path / "weights")}
+    out = denocap(env, "caption", "prepare")
+    assert out.returncode == 0, out.stderr
+    prepared = Path(env["DENOCAP_DATA_DIR"]) / "caption"
+    assert (prepared / "features.done").read_text() == "6"
+    out = denocap(env, "caption", "train", "--epochs", "2")
+    assert out.returncode == 0, out.stderr
+    assert "epoch 2" in out.stderr and (tmp_path / "weights" / "captioner.pt").is_file()
+    out = denocap(env, "caption", "train", "--epochs", "3")  # resumes after epoch 2
+    assert "resumed after epoch 2" in out.stderr and "epoch 3" in out.stderr
+    out = denocap(env, "caption", "eval", "--json", str(tmp_path / "scores.json"))
+    assert out.returncode == 0, out.stderr
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert set(scores["attention (ours)"]) >= {"BLEU-1", "BLEU-4", "CIDEr", "ROUGE-L", "seconds_per_image"}
+    assert scores["retrieval baseline"]["BLEU-1"] > 0.5  # its consensus caption is one of the references
