@@ -341,6 +341,20 @@ def _log_info() -> None:
     logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s"))
 
 
+@app.command()
+def study(sigmas: str = "15,25,50", limit: int | None = None, docs: Path = Path("docs"), threads: int = 2) -> None:
+    """Benchmark: caption quality of clean, noisy and denoised Flickr8k test images; table and plots in DOCS."""
+    from models.study import study as run_study
+    data = _dataset(get_settings().shared_data / "caption" / "flickr8k")
+    try:
+        levels = [float(s) for s in sigmas.split(",")]
+    except ValueError:
+        fail(f"--sigmas takes numbers separated by commas, got {sigmas!r}")
+    _log_info()
+    run_study(data, levels, limit, docs, threads)
+    console.print(f"wrote {docs / 'study.md'}, {docs / 'study.png'}, {docs / 'study_examples.png'}")
+
+
 @app.command("migrate")
 def migrate_cmd() -> None:
     """Bring the database schema to the newest Alembic revision."""

@@ -6,7 +6,7 @@ from models.captioner import Captioner
 
 @torch.inference_mode()
 def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam: int = 3,
-                max_len: int | None = None, alpha: float = 0.7) -> list[int]:
+                max_len: int | None = None, alpha: float = 0.7, forbid: tuple[int, ...] = ()) -> list[int]:
     """memory: (1, grid, d) for one image. Returns the best token ids (without <bos>/<eos>).
 
     Hypotheses are ranked by log p / len^alpha (Wu et al., 2016); a word already in a hypothesis
@@ -20,6 +20,7 @@ def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam
     for t in range(1, max_len):
         logp = model.step(memory.expand(tokens.shape[0], -1, -1), tokens)  # (B, V)
         logp = _block_repeats(logp, tokens)
+        logp[:, list(forbid)] = float("-inf")
         if t == 1:
             logp[:, eos] = float("-inf")  # a caption has at least one word
         if t == max_len - 1:

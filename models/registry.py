@@ -91,7 +91,8 @@ class CaptionModel:
         device = next(self.decoder.parameters()).device
         batch = torch.stack([_rgb_224(im, device) for im in images])
         memory = self.decoder.memory(self.encoder(batch))
-        return [self.vocab.decode(beam_search(self.decoder, m[None], self.vocab.bos, self.vocab.eos, self.beam))
+        v = self.vocab
+        return [v.decode(beam_search(self.decoder, m[None], v.bos, v.eos, self.beam, forbid=(v.pad, v.bos, v.unk)))
                 for m in memory]
 
 

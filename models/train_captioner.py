@@ -99,7 +99,8 @@ def caption_names(model: Captioner, data: CaptionData, names: list[str], beam: i
     out = {}
     for n in names:
         memory = model.memory(data.features_of([n]))
-        out[n] = data.vocab.decode(beam_search(model, memory, data.vocab.bos, data.vocab.eos, beam=beam))
+        v = data.vocab
+        out[n] = v.decode(beam_search(model, memory, v.bos, v.eos, beam=beam, forbid=(v.pad, v.bos, v.unk)))
     model.train()
     return out
 

@@ -58,3 +58,14 @@ def test_prepare_train_eval_end_to_end(env: dict[str, str], tmp_path: Path) -> N
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert set(scores["attention (ours)"]) >= {"BLEU-1", "BLEU-4", "CIDEr", "ROUGE-L", "seconds_per_image"}
     assert scores["retrieval baseline"]["BLEU-1"] > 0.5  # its consensus caption is one of the references
+
+
+def test_study_writes_table_and_plots(env: dict[str, str], tmp_path: Path) -> None:
+    env = {**env, "DENOCAP_SHARED_DATA": str(fake_flickr8k(tmp_path / "shared"))}
+    out = denocap(env, "study", "--sigmas", "15,50", "--limit", "1", "--docs", str(tmp_path / "docs"))
+    assert out.returncode == 0, out.stderr
+    table = json.loads((tmp_path / "docs" / "study.json").read_text())
+    assert table["images"] == 1 and set(table["by_sigma"]) == {"15", "50"}
+    assert table["by_sigma"]["50"]["psnr_noisy"] < table["by_sigma"]["15"]["psnr_noisy"]
+    assert (tmp_path / "docs" / "study.png").stat().st_size > 10_000
+    assert "| 50 | denoised |" in (tmp_path / "docs" / "study.md").read_text()

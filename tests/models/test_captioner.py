@@ -55,3 +55,10 @@ def test_captioner_forward_and_step_shapes() -> None:
     assert model(memory, tokens).shape == (2, 3, len(vocab))
     logp = model.step(memory, tokens)
     assert logp.shape == (2, len(vocab)) and torch.allclose(logp.exp().sum(1), torch.ones(2))
+
+
+def test_forbidden_ids_are_never_produced() -> None:
+    table = {(1,): {3: 0.9, 15: 0.1}, (1, 15): {2: 1.0}}
+    toy = ToyDecoder(table)
+    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=2) == [3]
+    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=2, forbid=(3,)) == [15]
