@@ -36,7 +36,7 @@ def ours(blind: bool) -> Denoise:
     net = load_denoiser("ffdnet", settings.weights_dir, "cpu")
 
     def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
-        level = quality.noise_level(np.clip(noisy, 0, 1)) * 255 if blind else sigma
+        level = quality.noise_level(noisy) * 255 if blind else sigma
         return net(noisy.astype(np.float32), level / 255, settings.tile_size, settings.tile_overlap)
     return run
 

@@ -1,6 +1,8 @@
 """Safe image decoding and PNG encoding. Every failure a user can cause raises ImageError with a reason."""
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,17 +34,36 @@ class Picture:
 
 
 def decode(data: bytes, limits: Limits) -> Picture:
+    with _reasons():
+        img = _open(data, limits)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    return _to_picture(img)
+
+
+def probe(data: bytes, limits: Limits) -> tuple[int, int]:
+    """Header-only check (size and limits, no pixel decoding); raises ImageError like decode."""
+    with _reasons():
+        return _open(data, limits).size
+
+
+def _open(data: bytes, limits: Limits) -> Image.Image:
     if not data:
         raise ImageError("empty file")
     if len(data) > limits.max_bytes:
         raise ImageError(f"file is {len(data)} bytes, the limit is {limits.max_bytes}")
+    img = Image.open(io.BytesIO(data))
+    _check_size(img.size, limits)
+    return img
+
+
+@contextmanager
+def _reasons() -> Iterator[None]:
+    """Turns the many ways Pillow fails into an ImageError with the reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            _check_size(img.size, limits)
-            img.load()
-            img = ImageOps.exif_transpose(img)
+            yield
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -51,7 +72,6 @@ def decode(data: bytes, limits: Limits) -> Picture:
         raise ImageError("not an image (unknown format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"broken or truncated image: {e}") from None
-    return _to_picture(img)
 
 
 def _check_size(size: tuple[int, int], limits: Limits) -> None:

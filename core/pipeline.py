@@ -51,7 +51,7 @@ def restore(picture: Picture, options: Options, denoiser: Denoiser, reference: P
         reference, picture = picture, add_noise(picture, options.add_noise, options.seed)
     if reference is not None and reference.shape != picture.shape:
         raise ImageError(f"reference is {reference.shape}, the image is {picture.shape}")
-    estimate = quality.noise_level(np.clip(picture.pixels, 0, 1)) * 255.0
+    estimate = quality.noise_level(picture.pixels) * 255.0  # synthetic noise is not clipped (papers' protocol)
     timings["estimate"] = time.perf_counter() - t
     t = time.perf_counter()
     sigma = options.denoise_sigma if options.denoise_sigma is not None else estimate

@@ -1,5 +1,4 @@
 """What the API, the worker and the CLI do with the database and storage: submit, claim, process, store."""
-import io
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -7,13 +6,12 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
-from PIL import Image
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import pipeline
 from core.config import Settings
-from core.imageio import ImageError, Limits, encode_png
+from core.imageio import ImageError, Limits, encode_png, probe
 from core.storage import Storage
 from core.tables import Batch, Item, ItemState, Result
 from models.registry import CAPTIONERS, DENOISERS, CaptionModel, Denoiser, ModelError, load_captioner, load_denoiser
@@ -56,16 +54,10 @@ def check_options(options: BatchOptions) -> None:
 
 def precheck(data: bytes, limits: Limits) -> str | None:
     """Cheap header check at submission; the full decode happens in the worker. Returns the reason to refuse."""
-    if not data:
-        return "empty file"
-    if len(data) > limits.max_bytes:
-        return f"file is {len(data)} bytes, the limit is {limits.max_bytes}"
     try:
-        w, h = Image.open(io.BytesIO(data)).size
-    except Exception:  # noqa: BLE001 - any parser failure means "not an image we read"
-        return "not an image (unknown format)"
-    if max(w, h) > limits.max_side or w * h > limits.max_pixels or min(w, h) < 1:
-        return f"image is {w}x{h}; the limits are {limits.max_side} px a side and {limits.max_pixels} pixels"
+        probe(data, limits)
+    except ImageError as e:
+        return str(e)
     return None
 
 

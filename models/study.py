@@ -36,7 +36,7 @@ def run(root: Path, denoiser: Denoiser, captioner: CaptionModel, sigmas: list[fl
         for sigma in sigmas:
             noise = np.random.default_rng(seed + i).standard_normal(clean.shape).astype(np.float32) * sigma / 255
             noisy = clean + noise
-            level = quality.noise_level(np.clip(noisy, 0, 1)) * 255
+            level = quality.noise_level(noisy) * 255
             denoised = denoiser(noisy, level / 255, 512, 32)
             noisy_by_sigma.append(np.clip(noisy, 0, 1))
             denoised_by_sigma.append(denoised)

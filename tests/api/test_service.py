@@ -113,3 +113,29 @@ def test_unknown_ids_are_404(client: httpx.Client) -> None:
 
 def test_no_files_is_422(client: httpx.Client) -> None:
     assert client.post("/batches", data={"seed": "1"}).status_code == 422
+
+
+def bomb_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (30000, 30000)).save(buf, format="PNG")  # about 900 MB of pixels in a small file
+    return buf.getvalue()
+
+
+def test_malformed_files_fail_alone_and_names_are_only_labels(client: httpx.Client) -> None:
+    good = png(smooth_image(48, 64))
+    cut = png(smooth_image(128, 128))
+    named = [("../../etc/passwd.png", good), ("ünïcødé 画像.png", good), ("bomb.png", bomb_png()),
+             ("zero.png", b""), ("cut.png", cut[: len(cut) // 3]), ("tall.png", png(smooth_image(17000, 1, 1))),
+             ("GIF89a.jpg", b"GIF89a" + b"\x00" * 20), ("ok.png", good)]
+    r = client.post("/batches", files=files(*named))
+    assert r.status_code == 201, r.text
+    batch = wait_batch(client, r.json()["id"])
+    items = {i["filename"]: i for i in client.get(f"/batches/{batch['id']}/items").json()["data"]}
+    assert {n for n, i in items.items() if i["state"] == "done"} == {"../../etc/passwd.png", "ünïcødé 画像.png",
+                                                                      "ok.png"}
+    errors = {n: i["error"] for n, i in items.items() if i["state"] == "failed"}
+    assert "30000x30000" in errors["bomb.png"] or "decompression bomb" in errors["bomb.png"]
+    assert errors["zero.png"] == "empty file"
+    assert "truncated" in errors["cut.png"]
+    assert "1x17000" in errors["tall.png"]
+    assert errors["GIF89a.jpg"].startswith(("not an image", "broken or truncated"))
