@@ -12,12 +12,12 @@ from core.storage import LocalStorage, Storage
 
 
 @lru_cache
-def _sessions(url: str) -> sessionmaker:
+def sessions_for(url: str) -> sessionmaker:
     return session_factory(make_engine(url))
 
 
 def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:
-    with _sessions(settings.database_url)() as session:
+    with sessions_for(settings.database_url)() as session:
         yield session
 
 

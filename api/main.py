@@ -5,11 +5,12 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from api.deps import SessionDep
+from api.deps import SessionDep, SettingsDep, sessions_for
+from api.metrics import ItemStates
 from api.routes import batches, captions, items
 from api.schemas import Health
 
@@ -40,8 +41,10 @@ def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI
         return Health(status="ok", database=True)
 
     @app.get("/metrics", tags=["ops"], operation_id="ops-metrics", response_class=Response)
-    def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    def metrics(settings: SettingsDep) -> Response:
+        registry = CollectorRegistry()
+        registry.register(ItemStates(sessions_for(settings.database_url)))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -139,3 +139,11 @@ def test_malformed_files_fail_alone_and_names_are_only_labels(client: httpx.Clie
     assert "truncated" in errors["cut.png"]
     assert "1x17000" in errors["tall.png"]
     assert errors["GIF89a.jpg"].startswith(("not an image", "broken or truncated"))
+
+
+def test_metrics_count_items_by_state(client: httpx.Client) -> None:
+    text = client.get("/metrics").text
+    done = [line for line in text.splitlines() if line.startswith('denocap_items{state="done"}')]
+    assert done and float(done[0].split()[-1]) >= 1
+    # test_batch_end_to_end (earlier in this module, same database) failed one file that was not an image
+    assert 'denocap_failed_items{reason="not an image (unknown format)"}' in text
