@@ -142,8 +142,9 @@ def test_malformed_files_fail_alone_and_names_are_only_labels(client: httpx.Clie
 
 
 def test_metrics_count_items_by_state(client: httpx.Client) -> None:
+    r = client.post("/batches", files=files(("m.png", png(smooth_image(32, 32))), ("empty.png", b"")))
+    wait_batch(client, r.json()["id"])
     text = client.get("/metrics").text
     done = [line for line in text.splitlines() if line.startswith('denocap_items{state="done"}')]
     assert done and float(done[0].split()[-1]) >= 1
-    # test_batch_end_to_end (earlier in this module, same database) failed one file that was not an image
-    assert 'denocap_failed_items{reason="not an image (unknown format)"}' in text
+    assert 'denocap_failed_items{reason="empty file"}' in text
