@@ -268,14 +268,16 @@ app.add_typer(caption_app, name="caption")
 @caption_app.command("images", hidden=True)
 def caption_images(paths: list[Path], beam: Annotated[int, typer.Option(min=1, max=10)] = 3,
                    captioner: str = "attention",
-                   weights: Annotated[Path | None, typer.Option(help="folder with captioner.pt")] = None) -> None:
+                   weights: Annotated[Path | None, typer.Option(help="folder with captioner.pt, or a local "
+                                                                     "transformers folder for --captioner blip")] = None) -> None:
     """Caption images (the denoised ones, if you want the service's behaviour: denoise first)."""
     settings = get_settings()
     files = image_files(paths)
     if weights is not None and not weights.is_dir():
         fail(f"weights folder not found: {weights}")
     try:
-        model = load_captioner(captioner, weights or settings.weights_dir, settings.device, beam=beam)
+        folder = weights or (settings.blip_weights if captioner == "blip" else None) or settings.weights_dir
+        model = load_captioner(captioner, folder, settings.device, beam=beam)
     except ModelError as e:
         fail(str(e))
     limits, failed = service.limits_of(settings), 0

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     denoiser: str = "ffdnet"
     captioner: str = "attention"
     weights_dir: Path = WEIGHTS_DIR
+    blip_weights: Path | None = None  # a local transformers folder for the opt-in `blip` captioner
     device: str = "auto"  # auto | cpu | cuda
     torch_threads: int = 0  # 0: torch's default
     micro_batch: int = 4  # items per task; their captions are encoded together

@@ -6,7 +6,7 @@ import numpy as np
 
 from core import quality
 from core.imageio import ImageError, Limits, Picture, decode
-from models.registry import CaptionModel, Denoiser
+from models.registry import CaptionBackend, Denoiser
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _metrics(noisy: Picture, denoised: Picture, reference: Picture | None) -> di
             "psnr": quality.psnr(ref, denoised.pixels), "ssim": quality.ssim(ref, denoised.pixels)}
 
 
-def describe(restored: list[Restored], captioner: CaptionModel) -> list[Result]:
+def describe(restored: list[Restored], captioner: CaptionBackend) -> list[Result]:
     """Captions of the denoised and the noisy image of every item, encoded as one micro-batch."""
     t = time.perf_counter()
     images = [r.denoised.pixels for r in restored] + [r.noisy.pixels for r in restored]
@@ -97,7 +97,7 @@ def restore_bytes(data: bytes, reference: bytes | None, options: Options, limits
     return restored
 
 
-def process(data: bytes, options: Options, limits: Limits, denoiser: Denoiser, captioner: CaptionModel,
+def process(data: bytes, options: Options, limits: Limits, denoiser: Denoiser, captioner: CaptionBackend,
             reference: bytes | None = None) -> Result:
     """One image, start to end."""
     return describe([restore_bytes(data, reference, options, limits, denoiser)], captioner)[0]

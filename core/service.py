@@ -14,7 +14,8 @@ from core.config import Settings
 from core.imageio import ImageError, Limits, encode_png, probe
 from core.storage import Storage
 from core.tables import Batch, Item, ItemState, Result
-from models.registry import CAPTIONERS, DENOISERS, CaptionModel, Denoiser, ModelError, load_captioner, load_denoiser
+from models.registry import (CAPTION_BACKENDS, DENOISERS, CaptionBackend, Denoiser, ModelError, load_captioner,
+                             load_denoiser)
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ def check_options(options: BatchOptions) -> None:
             raise SubmitError(f"{name} must be between 0 and 255, got {value}")
     if options.denoiser not in DENOISERS:
         raise SubmitError(f"unknown denoiser {options.denoiser!r}; known: {', '.join(DENOISERS)}")
-    if options.captioner not in CAPTIONERS:
-        raise SubmitError(f"unknown captioner {options.captioner!r}; known: {', '.join(CAPTIONERS)}")
+    if options.captioner not in CAPTION_BACKENDS:
+        raise SubmitError(f"unknown captioner {options.captioner!r}; known: {', '.join(CAPTION_BACKENDS)}")
 
 
 def precheck(data: bytes, limits: Limits) -> str | None:
@@ -130,7 +131,7 @@ def cached_denoiser(name: str, weights_dir: Path, device: str) -> Denoiser:
 
 
 @lru_cache(maxsize=4)
-def cached_captioner(name: str, weights_dir: Path, device: str) -> CaptionModel:
+def cached_captioner(name: str, weights_dir: Path, device: str) -> CaptionBackend:
     return load_captioner(name, weights_dir, device)
 
 
@@ -149,7 +150,14 @@ def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, 
             with sessions.begin() as session:
                 _fail(session.get_one(Item, item_id), str(e))
     for captioner_name, group in restored.items():
-        captioner = cached_captioner(captioner_name, settings.weights_dir, settings.device)
+        folder = settings.blip_weights if captioner_name == "blip" else settings.weights_dir
+        try:
+            captioner = cached_captioner(captioner_name, folder or Path("-"), settings.device)
+        except ModelError as e:
+            with sessions.begin() as session:
+                for item_id, _ in group:
+                    _fail(session.get_one(Item, item_id), str(e))
+            continue
         for (item_id, _), result in zip(group, pipeline.describe([r for _, r in group], captioner)):
             _store(sessions, storage, item_id, result)
 

@@ -2,6 +2,7 @@
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -16,6 +17,14 @@ from models.vocab import Vocabulary
 
 DENOISERS = {"ffdnet": (FFDNetConfig, FFDNet)}
 CAPTIONERS = {"attention": (CaptionerConfig, Captioner)}
+CAPTION_BACKENDS = (*CAPTIONERS, "blip")  # blip: opt-in, transformers and a local weights folder
+
+
+class CaptionBackend(Protocol):
+    name: str
+    version: str
+
+    def __call__(self, images: list[np.ndarray]) -> list[str]: ...
 
 
 class ModelError(ValueError):
@@ -103,10 +112,19 @@ def _rgb_224(image: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int = 3,
-                   encoder_weights: Path | None = None) -> CaptionModel:
-    if name not in CAPTIONERS:
-        raise ModelError(f"unknown captioner {name!r}; known: {', '.join(CAPTIONERS)}")
+                   encoder_weights: Path | None = None) -> CaptionBackend:
+    """`attention` reads captioner.pt from weights_dir; `blip` reads a transformers folder (weights_dir itself)."""
+    if name not in CAPTION_BACKENDS:
+        raise ModelError(f"unknown captioner {name!r}; known: {', '.join(CAPTION_BACKENDS)}")
     dev = pick_device(device)
+    if name == "blip":
+        if not (weights_dir / "config.json").is_file():
+            raise ModelError(f"no BLIP model in {weights_dir} (config.json missing); pass --weights FOLDER")
+        try:
+            from models.blip import load_blip
+        except ImportError:
+            raise ModelError("the blip captioner needs transformers: pip install -e '.[blip]'") from None
+        return load_blip(weights_dir, dev, beam)
     path = weights_dir / "captioner.pt"
     decoder, ckpt = _restore(CAPTIONERS, name, path, dev)
     return CaptionModel(name, version_of(path), Encoder(encoder_weights).to(dev), decoder, Vocabulary(ckpt["vocab"]), beam)

@@ -16,13 +16,13 @@ import torch
 
 from core import quality
 from core.config import get_settings
-from models.registry import CaptionModel, Denoiser, load_captioner, load_denoiser
+from models.registry import CaptionBackend, Denoiser, load_captioner, load_denoiser
 from models.train_captioner import load_rgb, read_flickr8k, score
 
 log = logging.getLogger(__name__)
 
 
-def run(root: Path, denoiser: Denoiser, captioner: CaptionModel, sigmas: list[float], limit: int | None,
+def run(root: Path, denoiser: Denoiser, captioner: CaptionBackend, sigmas: list[float], limit: int | None,
         seed: int = 0) -> tuple[dict, dict]:
     splits, refs = read_flickr8k(root)
     names = splits["test"][:limit]

@@ -20,7 +20,7 @@ def test_caption_images_and_bad_inputs(env: dict[str, str], tmp_path: Path) -> N
 def test_caption_bad_arguments(env: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(png(smooth_image()))
     out = denocap(env, "caption", str(tmp_path / "a.png"), "--captioner", "nosuch")
-    assert out.returncode == 2 and out.stderr.strip() == "error: unknown captioner 'nosuch'; known: attention"
+    assert out.returncode == 2 and out.stderr.strip() == "error: unknown captioner 'nosuch'; known: attention, blip"
     out = denocap(env, "caption", str(tmp_path / "a.png"), "--weights", str(tmp_path / "missing"))
     assert out.returncode == 2 and out.stderr.strip() == f"error: weights folder not found: {tmp_path / 'missing'}"
 
