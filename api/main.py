@@ -18,9 +18,15 @@ log = logging.getLogger(__name__)
 
 
 def celery_enqueue(item_ids: list[str]) -> None:
+    """The rows are committed before this runs: if the broker is down, the reconciler sends them later."""
+    from kombu.exceptions import OperationalError as BrokerError
+
     from core.config import get_settings
     from worker.tasks import enqueue
-    enqueue(item_ids, get_settings().micro_batch)
+    try:
+        enqueue(item_ids, get_settings().micro_batch)
+    except BrokerError as e:
+        log.error("broker unavailable, %d items wait for the reconciler: %s", len(item_ids), e)
 
 
 def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI:

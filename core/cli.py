@@ -372,11 +372,22 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
 
 
 @app.command()
-def worker(concurrency: int = 1, loglevel: str = "INFO", pool: str = "prefork") -> None:
+def worker(concurrency: int = 1, loglevel: str = "INFO", pool: str = "prefork",
+           beat: Annotated[bool, typer.Option(help="also run the reconciler on a schedule (one worker is enough)")] = False,
+           ) -> None:
     """Run a Celery worker that processes queued items."""
     from worker.app import app as celery_app
-    celery_app.worker_main(["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", f"--pool={pool}",
-                            "-Q", "denocap"])
+    args = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}", f"--pool={pool}", "-Q", "denocap"]
+    if beat:
+        args += ["--beat", f"--schedule={get_settings().data_dir / 'celerybeat-schedule'}"]
+    celery_app.worker_main(args)
+
+
+@app.command("reconcile")
+def reconcile_cmd() -> None:
+    """Re-send the items whose message may be lost (broker flushed, worker died); safe to run any time."""
+    from worker.tasks import reconcile
+    console.print(f"re-enqueued {reconcile()} items")
 
 
 def main() -> None:  # the console script

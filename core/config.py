@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     task_time_limit: int = 660
     visibility_timeout: int = 3600
     max_deliveries: int = 3
+    requeue_after: int = 1800  # a queued item with no run for this long gets another message
+    reconcile_every: int = 60  # seconds between reconciler runs (worker started with --beat)
 
     @model_validator(mode="after")
     def _defaults_under_data_dir(self) -> "Settings":
@@ -48,6 +50,11 @@ class Settings(BaseSettings):
         assert self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout, (
             "need task_soft_time_limit < task_time_limit < visibility_timeout")
         return self
+
+    @property
+    def lease(self) -> int:
+        """A running item whose run started longer ago than this is taken to be lost."""
+        return self.task_time_limit + 30
 
     @property
     def files(self) -> Path:

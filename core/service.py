@@ -2,11 +2,11 @@
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import pipeline
@@ -103,11 +103,14 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def claim(session: Session, item_id: str, max_deliveries: int) -> Item | None:
-    """Marks a queued or interrupted item running (one more delivery); None when done, failed or unknown.
-    An item delivered more than max_deliveries times is failed, so a poison item cannot loop forever."""
+def claim(session: Session, item_id: str, max_deliveries: int, lease: int) -> Item | None:
+    """Marks a queued item, or a running one whose lease (seconds) ran out, running (one more delivery).
+    None when the item is done, failed, running under a live lease, or unknown: so a duplicate message never
+    runs an item twice at once. An item delivered more than max_deliveries times is failed, so a poison item
+    cannot loop forever."""
+    expired = and_(Item.state == ItemState.running, Item.started_at < _now() - timedelta(seconds=lease))
     row = session.execute(
-        update(Item).where(Item.id == item_id, Item.state.in_([ItemState.queued, ItemState.running]))
+        update(Item).where(Item.id == item_id, or_(Item.state == ItemState.queued, expired))
         .values(state=ItemState.running, deliveries=Item.deliveries + 1, started_at=_now())
         .returning(Item.deliveries)
     ).first()
@@ -119,6 +122,20 @@ def claim(session: Session, item_id: str, max_deliveries: int) -> Item | None:
         _fail(item, f"gave up after {max_deliveries} deliveries (the worker died on this item each time)")
         return None
     return item
+
+
+def mark_enqueued(session: Session, item_ids: list[str]) -> None:
+    session.execute(update(Item).where(Item.id.in_(item_ids)).values(enqueued_at=_now()))
+
+
+def due_for_requeue(session: Session, requeue_after: int, lease: int) -> list[str]:
+    """Items whose message may be lost: queued with no message for `requeue_after` seconds (the broker was
+    flushed or restarted empty), or running past their lease (the worker died and its message is gone)."""
+    now = _now()
+    stale_queue = and_(Item.state == ItemState.queued,
+                       or_(Item.enqueued_at.is_(None), Item.enqueued_at < now - timedelta(seconds=requeue_after)))
+    expired = and_(Item.state == ItemState.running, Item.started_at < now - timedelta(seconds=lease))
+    return list(session.scalars(select(Item.id).where(or_(stale_queue, expired)).order_by(Item.created_at)))
 
 
 def _fail(item: Item, reason: str) -> None:
@@ -139,7 +156,7 @@ def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, 
     """Runs claimed items through the pipeline; captions of the whole micro-batch are encoded together.
     Safe to run again on the same ids: done items are skipped and a result is stored once."""
     with sessions.begin() as session:
-        claimed = [item for i in item_ids if (item := claim(session, i, settings.max_deliveries))]
+        claimed = [item for i in item_ids if (item := claim(session, i, settings.max_deliveries, settings.lease))]
         work = [(item.id, BatchOptions(**item.batch.options), item.has_reference) for item in claimed]
     restored: dict[str, list[tuple[str, pipeline.Restored]]] = {}
     for item_id, options, has_reference in work:

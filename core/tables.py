@@ -47,6 +47,7 @@ class Item(Base):
     deliveries: Mapped[int] = mapped_column(Integer, default=0)
     has_reference: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     batch: Mapped[Batch] = relationship(back_populates="items")

@@ -19,6 +19,7 @@ def make_celery() -> Celery:
         task_ignore_result=True,
         worker_max_memory_per_child=4_000_000,  # KiB: a leaking child is replaced between tasks
         task_default_queue="denocap",
+        beat_schedule={"reconcile": {"task": "denocap.reconcile", "schedule": float(s.reconcile_every)}},
     )
     return app
 

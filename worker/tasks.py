@@ -35,6 +35,20 @@ def process_items(self, item_ids: list[str]) -> None:  # type: ignore[no-untyped
     service.process_items(_sessions(), LocalStorage(settings.files), settings, item_ids)
 
 
+@app.task(name="denocap.reconcile")
+def reconcile() -> int:
+    """The broker is not a database: re-send items whose message may be lost (see service.due_for_requeue)."""
+    settings = get_settings()
+    with _sessions()() as session:
+        ids = service.due_for_requeue(session, settings.requeue_after, settings.lease)
+    if ids:
+        log.warning("reconciler re-enqueues %d items", len(ids))
+        enqueue(ids, settings.micro_batch)
+    return len(ids)
+
+
 def enqueue(item_ids: list[str], micro_batch: int) -> None:
     for start in range(0, len(item_ids), micro_batch):
         process_items.delay(item_ids[start:start + micro_batch])
+    with _sessions().begin() as session:
+        service.mark_enqueued(session, item_ids)

@@ -1,5 +1,6 @@
 """Submit, claim and process against PostgreSQL: the row is the truth and a re-run stores one result."""
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -40,28 +41,55 @@ def test_running_twice_stores_one_result(sessions: sessionmaker, tmp_path: Path)
         assert {i.state for i in s.scalars(select(Item))} == {ItemState.done}
 
 
-def test_interrupted_item_is_processed_on_redelivery(sessions: sessionmaker, tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "files")
+def age(sessions: sessionmaker, item_id: str, seconds: float) -> None:
+    """Moves the start of the item's current run into the past, as if it had been running that long."""
+    with sessions.begin() as s:
+        item = s.get_one(Item, item_id)
+        item.started_at = item.started_at - timedelta(seconds=seconds)
+
+
+def test_running_item_is_not_run_again_until_its_lease_ends(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage, settings = LocalStorage(tmp_path / "files"), get_settings()
     [item_id] = submit(sessions, storage, 1)
-    with sessions.begin() as s:  # a worker claimed it, then died
-        assert service.claim(s, item_id, max_deliveries=3) is not None
-    service.process_items(sessions, storage, get_settings(), [item_id])
+    with sessions.begin() as s:  # a worker claimed it and is still working (or died)
+        assert service.claim(s, item_id, settings.max_deliveries, settings.lease) is not None
+    service.process_items(sessions, storage, settings, [item_id])  # a duplicate message arrives meanwhile
+    with sessions() as s:
+        item = s.get_one(Item, item_id)
+        assert item.state == ItemState.running and item.deliveries == 1 and item.result is None
+        assert service.due_for_requeue(s, settings.requeue_after, settings.lease) == []
+    age(sessions, item_id, settings.lease + 1)  # the lease ran out: the first worker is taken to be dead
+    with sessions() as s:
+        assert service.due_for_requeue(s, settings.requeue_after, settings.lease) == [item_id]
+    service.process_items(sessions, storage, settings, [item_id])
     with sessions() as s:
         item = s.get_one(Item, item_id)
         assert item.state == ItemState.done and item.deliveries == 2 and item.result is not None
 
 
 def test_poison_item_fails_after_max_deliveries(sessions: sessionmaker, tmp_path: Path) -> None:
-    storage = LocalStorage(tmp_path / "files")
+    storage, settings = LocalStorage(tmp_path / "files"), get_settings()
     [item_id] = submit(sessions, storage, 1)
-    for _ in range(get_settings().max_deliveries):
+    for _ in range(settings.max_deliveries):
         with sessions.begin() as s:
-            assert service.claim(s, item_id, get_settings().max_deliveries) is not None
-    service.process_items(sessions, storage, get_settings(), [item_id])
+            assert service.claim(s, item_id, settings.max_deliveries, settings.lease) is not None
+        age(sessions, item_id, settings.lease + 1)
+    service.process_items(sessions, storage, settings, [item_id])
     with sessions() as s:
         item = s.get_one(Item, item_id)
         assert item.state == ItemState.failed and "gave up after 3 deliveries" in (item.error or "")
         assert item.result is None
+
+
+def test_queued_items_without_a_recent_message_are_due(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage, settings = LocalStorage(tmp_path / "files"), get_settings()
+    ids = submit(sessions, storage, 2)
+    with sessions.begin() as s:
+        assert service.due_for_requeue(s, settings.requeue_after, settings.lease) == ids  # never enqueued
+        service.mark_enqueued(s, ids)
+    with sessions() as s:
+        assert service.due_for_requeue(s, settings.requeue_after, settings.lease) == []
+        assert service.due_for_requeue(s, -1, settings.lease) == ids  # as if requeue_after had passed
 
 
 def test_submit_refuses_bad_batches(sessions: sessionmaker, tmp_path: Path) -> None:

@@ -1,0 +1,45 @@
+"""Items whose messages were lost (never sent, or the queue was flushed) are found by the reconciler, which a
+worker started with --beat runs on a schedule, and end done exactly once."""
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from core import service
+from core.config import Settings
+from core.db import make_engine, migrate, session_factory
+from core.storage import LocalStorage
+from core.tables import Item, ItemState, Result
+from tests.conftest import base_env, png, smooth_image
+from tests.services import start, stop
+
+pytestmark = pytest.mark.slow
+
+
+def test_lost_messages_are_sent_again(weights_dir: Path, postgres_url: str, redis_url: str, tmp_path: Path) -> None:
+    env = {**base_env(tmp_path / "data", weights_dir), "DENOCAP_DATABASE_URL": postgres_url,
+           "DENOCAP_BROKER_URL": redis_url, "DENOCAP_RECONCILE_EVERY": "1", "DENOCAP_REQUEUE_AFTER": "0"}
+    migrate(postgres_url)
+    settings = Settings(data_dir=tmp_path / "data", database_url=postgres_url, weights_dir=weights_dir)
+    sessions = session_factory(make_engine(postgres_url))
+    with sessions.begin() as s:  # rows committed, but no message ever reached the broker
+        uploads = [service.Upload(f"{i}.png", png(smooth_image(40, 40, seed=i))) for i in range(3)]
+        batch = service.submit(s, LocalStorage(settings.files), settings, uploads, service.BatchOptions())
+        batch_id = batch.id
+    worker = start(env, tmp_path / "worker.log", "worker", "--beat")
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with sessions() as s:
+                states = list(s.scalars(select(Item.state).where(Item.batch_id == batch_id)))
+            if states == [ItemState.done] * 3:
+                break
+            time.sleep(1)
+        assert states == [ItemState.done] * 3, (tmp_path / "worker.log").read_text()[-3000:]
+        time.sleep(3)  # more reconciler runs: done items are never sent or stored again
+        with sessions() as s:
+            assert s.scalar(select(func.count()).select_from(Result).join(Item).where(Item.batch_id == batch_id)) == 3
+            assert [i.deliveries for i in s.scalars(select(Item).where(Item.batch_id == batch_id))] == [1, 1, 1]
+    finally:
+        stop(worker)
