@@ -9,7 +9,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import skimage.data
 import torch
 from PIL import Image

@@ -139,6 +139,7 @@ def due_for_requeue(session: Session, requeue_after: int, lease: int) -> list[st
 
 
 def _fail(item: Item, reason: str) -> None:
+    log.info("item %s of batch %s failed: %s", item.id, item.batch_id, reason)
     item.state, item.error, item.finished_at = ItemState.failed, reason, _now()
 
 
@@ -209,6 +210,7 @@ def _store(sessions: sessionmaker, storage: Storage, item_id: str, result: pipel
             denoiser_version=r.denoiser_version, captioner_version=result.captioner_version,
             denoised_key=f"{prefix}/denoised.png", noisy_key=f"{prefix}/noisy.png", timings=r.timings))
         item.state, item.error, item.finished_at = ItemState.done, None, _now()
+        log.info("item %s of batch %s done in %.2f s", item_id, item.batch_id, sum(r.timings.values()))
 
 
 def _safe(version: str) -> str:

@@ -98,7 +98,7 @@ def caption_names(model: Captioner, data: CaptionData, names: list[str], beam: i
     model.eval()
     out = {}
     for n in names:
-        memory = model.memory(data.features_of([n]))
+        memory = model.memory(data.features_of([n]).to(next(model.parameters()).device))
         v = data.vocab
         out[n] = v.decode(beam_search(model, memory, v.bos, v.eos, beam=beam, forbid=(v.pad, v.bos, v.unk)))
     model.train()
@@ -124,11 +124,12 @@ def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epoch
     """One epoch = every training image once with one of its captions at random. Keeps the best dev CIDEr."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     data = CaptionData(prepared, (config or CaptionerConfig(vocab_size=1)).max_len)
     last = run_dir / "last.pt"
     state = checkpoint.load(last) if last.exists() else None
     config = CaptionerConfig(**state["config"]) if state else (config or CaptionerConfig(vocab_size=len(data.vocab)))
-    model = Captioner(config)
+    model = Captioner(config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     epoch, best = 0, -math.inf
     if state:
@@ -145,11 +146,11 @@ def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epoch
         t0, total = time.monotonic(), 0.0
         for i in range(steps_per_epoch):
             names = [train_names[j] for j in order[i * batch:(i + 1) * batch]]
-            tokens = data.tokens_of([data.refs[n][rng.integers(len(data.refs[n]))] for n in names])
+            tokens = data.tokens_of([data.refs[n][rng.integers(len(data.refs[n]))] for n in names]).to(device)
             step = epoch * steps_per_epoch + i
             for group in opt.param_groups:
                 group["lr"] = lr * min(1.0, (step + 1) / 300) * 0.5 * (1 + math.cos(math.pi * step / (epochs * steps_per_epoch)))
-            logits = model(model.memory(data.features_of(names)), tokens[:, :-1])
+            logits = model(model.memory(data.features_of(names).to(device)), tokens[:, :-1])
             loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], ignore_index=data.vocab.pad,
                                    label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)

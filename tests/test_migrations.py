@@ -1,7 +1,6 @@
 """Alembic makes the schema (PostgreSQL and SQLite), matches core/tables.py, and downgrades to empty."""
 from pathlib import Path
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
