@@ -67,7 +67,7 @@ def prepare(root: Path, out: Path, batch: int = 32, threads: int = 1) -> None:
 
 
 def load_rgb(path: Path) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255.0
 
 
 class CaptionData:
