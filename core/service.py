@@ -170,7 +170,9 @@ def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, 
     for captioner_name, group in restored.items():
         folder = settings.blip_weights if captioner_name == "blip" else settings.weights_dir
         try:
-            captioner = cached_captioner(captioner_name, folder or Path("-"), settings.device)
+            if folder is None:
+                raise ModelError("the blip captioner is not configured on this worker (DENOCAP_BLIP_WEIGHTS)")
+            captioner = cached_captioner(captioner_name, folder, settings.device)
         except ModelError as e:
             with sessions.begin() as session:
                 for item_id, _ in group:
