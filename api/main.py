@@ -13,6 +13,7 @@ from api.deps import SessionDep, SettingsDep, sessions_for
 from api.metrics import ItemStates
 from api.routes import batches, captions, items
 from api.schemas import Health
+from core.config import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,6 @@ def celery_enqueue(item_ids: list[str]) -> None:
     """The rows are committed before this runs: if the broker is down, the reconciler sends them later."""
     from kombu.exceptions import OperationalError as BrokerError
 
-    from core.config import get_settings
     from worker.tasks import enqueue
     try:
         enqueue(item_ids, get_settings().micro_batch)
@@ -34,6 +34,14 @@ def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI
     app.state.enqueue = enqueue
     for router in (batches.router, batches.images, items.router, captions.router):
         app.include_router(router)
+
+    @app.middleware("http")
+    async def request_size(request: Request, call_next):  # type: ignore[no-untyped-def]
+        limit = get_settings().max_request_bytes
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            return JSONResponse({"detail": f"request body is {length} bytes, the limit is {limit}"}, status_code=413)
+        return await call_next(request)
 
     @app.exception_handler(OperationalError)
     async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
@@ -49,7 +57,7 @@ def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI
     @app.get("/metrics", tags=["ops"], operation_id="ops-metrics", response_class=Response)
     def metrics(settings: SettingsDep) -> Response:
         registry = CollectorRegistry()
-        registry.register(ItemStates(sessions_for(settings.database_url)))
+        registry.register(ItemStates(sessions_for(settings.database_url), settings.broker_url))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

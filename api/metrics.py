@@ -1,29 +1,63 @@
-"""Prometheus metrics read from the database at scrape time, so every API replica reports the same truth."""
+"""Prometheus metrics read at scrape time from the database and the broker, so every API replica reports the
+same truth: items by state, failures by kind, recent per-stage seconds, queue depth."""
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
+import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from core.tables import Item, ItemState
+from core.tables import Item, ItemState, Result
+from worker.app import QUEUE
+
+RECENT = timedelta(minutes=10)
 
 
 class ItemStates(Collector):
-    def __init__(self, sessions: sessionmaker) -> None:
+    def __init__(self, sessions: sessionmaker, broker_url: str) -> None:
         self.sessions = sessions
+        self.broker_url = broker_url
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        gauge = GaugeMetricFamily("denocap_items", "Items by state", labels=["state"])
         with self.sessions() as session:
             counts = dict(session.execute(select(Item.state, func.count()).group_by(Item.state)).all())
+            failures = session.execute(select(Item.failure, func.count()).where(Item.state == ItemState.failed)
+                                       .group_by(Item.failure)).all()
+            since = datetime.now(timezone.utc) - RECENT
+            timings = session.scalars(select(Result.timings).where(Result.created_at > since).limit(10_000)).all()
+        gauge = GaugeMetricFamily("denocap_items", "Items by state", labels=["state"])
         for state in ItemState:
             gauge.add_metric([state.value], counts.get(state, 0))
         yield gauge
-        failed = GaugeMetricFamily("denocap_failed_items", "Failed items by reason", labels=["reason"])
-        with self.sessions() as session:
-            rows = session.execute(select(Item.error, func.count()).where(Item.state == ItemState.failed)
-                                   .group_by(Item.error)).all()
-        for reason, n in rows:
-            failed.add_metric([(reason or "unknown").split(":")[0][:80]], n)
+        failed = GaugeMetricFamily("denocap_failed_items", "Failed items by kind of failure", labels=["reason"])
+        for kind, n in failures:
+            failed.add_metric([kind or "unknown"], n)
         yield failed
+        yield stage_seconds(timings)
+        if (depth := queue_depth(self.broker_url)) is not None:
+            yield GaugeMetricFamily("denocap_queue_depth", "Messages waiting in the broker's queue", value=depth)
+
+
+def stage_seconds(timings: list[dict[str, float]]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily("denocap_stage_seconds", "Mean seconds per item and stage, items of the last 10 minutes",
+                              labels=["stage"])
+    totals: dict[str, list[float]] = {}
+    for row in timings:
+        for stage, seconds in row.items():
+            totals.setdefault(stage, []).append(seconds)
+    for stage, values in sorted(totals.items()):
+        gauge.add_metric([stage], sum(values) / len(values))
+    return gauge
+
+
+def queue_depth(broker_url: str) -> int | None:
+    """None when the broker is not Redis or cannot be reached: the scrape still answers."""
+    if not broker_url.startswith("redis"):
+        return None
+    try:
+        with redis.Redis.from_url(broker_url, socket_timeout=1, socket_connect_timeout=1) as client:
+            return int(client.llen(QUEUE))
+    except redis.RedisError:
+        return None

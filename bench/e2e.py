@@ -13,7 +13,7 @@ import skimage.data
 import torch
 from PIL import Image
 
-from core import pipeline, service
+from core import pipeline, service, tenants
 from core.config import Settings
 from core.db import make_engine, migrate, session_factory
 from core.imageio import decode
@@ -69,7 +69,8 @@ def main() -> None:
         storage = LocalStorage(settings.files)
         t = time.perf_counter()
         with sessions.begin() as s:
-            batch = service.submit(s, storage, settings, [service.Upload(f"{i}.png", d) for i, d in enumerate(data)],
+            tenant = tenants.tenant_named(s, tenants.LOCAL, create=True).id
+            batch, _ = service.submit(s, storage, settings, tenant, [service.Upload(f"{i}.png", d) for i, d in enumerate(data)],
                                    service.BatchOptions(add_noise=25))
             ids = [i.id for i in batch.items]
         for start in range(0, len(ids), settings.micro_batch):

@@ -16,8 +16,9 @@ from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy.orm import sessionmaker
 
-from core import pipeline, quality, service
+from core import logs, pipeline, quality, service, tenants
 from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
 from core.imageio import ImageError, decode, encode_png
@@ -73,7 +74,8 @@ def run(
     options = service.BatchOptions(add_noise, seed, denoise_sigma, denoiser, captioner)
     with sessions.begin() as session:
         try:
-            batch = service.submit(session, storage, settings, uploads, options)
+            tenant = tenants.tenant_named(session, tenants.LOCAL, create=True)
+            batch, _ = service.submit(session, storage, settings, tenant.id, uploads, options)
         except service.SubmitError as e:
             fail(str(e))
         batch_id = batch.id
@@ -367,8 +369,10 @@ def migrate_cmd() -> None:
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Run the HTTP API (needs Redis for the queue and a worker to process)."""
     import uvicorn
-    migrate(get_settings().database_url)
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers)
+    settings = get_settings()
+    migrate(settings.database_url)
+    logs.setup(settings.log_format)
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers, log_config=None)
 
 
 @app.command()
@@ -381,6 +385,52 @@ def worker(concurrency: int = 1, loglevel: str = "INFO", pool: str = "prefork",
     if beat:
         args += ["--beat", f"--schedule={get_settings().data_dir / 'celerybeat-schedule'}"]
     celery_app.worker_main(args)
+
+
+apikey = typer.Typer(help="API keys of tenants: every route but /health and /metrics needs one.",
+                     no_args_is_help=True)
+app.add_typer(apikey, name="apikey")
+
+
+def _key_sessions() -> sessionmaker:
+    url = get_settings().database_url
+    migrate(url)
+    return session_factory(make_engine(url))
+
+
+@apikey.command("create")
+def apikey_create(tenant: Annotated[str, typer.Argument(help="tenant name; made on its first key")],
+                  label: Annotated[str, typer.Option(help="what the key is for")] = "") -> None:
+    """Print a new key (shown once; only its hash is stored)."""
+    with _key_sessions().begin() as session:
+        try:
+            new = tenants.create_key(session, tenant, label)
+        except tenants.TenantError as e:
+            fail(str(e))
+    typer.echo(f"key {new.id} for tenant {new.tenant!r} (store it now; it is not shown again):", err=True)
+    typer.echo(new.key)
+
+
+@apikey.command("list")
+def apikey_list(tenant: Annotated[str | None, typer.Argument(help="only this tenant's keys")] = None) -> None:
+    """Keys with their tenant, label, and whether they are revoked (never the secrets)."""
+    table = Table("key id", "tenant", "label", "created", "revoked")
+    with _key_sessions()() as session:
+        for key in tenants.list_keys(session, tenant):
+            table.add_row(key.id, key.tenant.name, key.label, f"{key.created_at:%Y-%m-%d %H:%M}",
+                          f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "")
+    console.print(table)
+
+
+@apikey.command("revoke")
+def apikey_revoke(key_id: str) -> None:
+    """Revoke a key at once: its next request gets 401."""
+    with _key_sessions().begin() as session:
+        try:
+            tenants.revoke_key(session, key_id)
+        except tenants.TenantError as e:
+            fail(str(e))
+    console.print(f"revoked {key_id}")
 
 
 @app.command("reconcile")

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     max_pixels: int = 50_000_000
     max_side: int = 16384
     max_files_per_batch: int = 10_000
+    max_request_bytes: int = 2 * 1024**3  # a whole upload request
+    max_batches_in_flight: int = 20  # unfinished batches per tenant
 
     task_soft_time_limit: int = 600
     task_time_limit: int = 660
@@ -38,6 +40,8 @@ class Settings(BaseSettings):
     max_deliveries: int = 3
     requeue_after: int = 1800  # a queued item with no run for this long gets another message
     reconcile_every: int = 60  # seconds between reconciler runs (worker started with --beat)
+    database_retry_seconds: int = 300  # a worker keeps a finished result this long while the database is down
+    log_format: str = "text"  # text | json (one object a line, with batch and item ids)
 
     @model_validator(mode="after")
     def _defaults_under_data_dir(self) -> "Settings":

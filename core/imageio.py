@@ -15,6 +15,10 @@ class ImageError(ValueError):
     """The bytes are not an image this service accepts; the message says why."""
 
 
+class TooLarge(ImageError):
+    """Over a size limit from the settings (bytes, pixels, side) or a decompression bomb."""
+
+
 @dataclass(frozen=True)
 class Limits:
     max_bytes: int
@@ -51,7 +55,7 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
     if not data:
         raise ImageError("empty file")
     if len(data) > limits.max_bytes:
-        raise ImageError(f"file is {len(data)} bytes, the limit is {limits.max_bytes}")
+        raise TooLarge(f"file is {len(data)} bytes, the limit is {limits.max_bytes}")
     img = Image.open(io.BytesIO(data))
     _check_size(img.size, limits)
     return img
@@ -67,7 +71,7 @@ def _reasons() -> Iterator[None]:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"decompression bomb: {e}") from None
+        raise TooLarge(f"decompression bomb: {e}") from None
     except UnidentifiedImageError:
         raise ImageError("not an image (unknown format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -79,7 +83,7 @@ def _check_size(size: tuple[int, int], limits: Limits) -> None:
     if w < 1 or h < 1:
         raise ImageError(f"image has no pixels ({w}x{h})")
     if max(w, h) > limits.max_side or w * h > limits.max_pixels:
-        raise ImageError(f"image is {w}x{h}; the limits are {limits.max_side} px a side and {limits.max_pixels} pixels")
+        raise TooLarge(f"image is {w}x{h}; the limits are {limits.max_side} px a side and {limits.max_pixels} pixels")
 
 
 def _to_picture(img: Image.Image) -> Picture:

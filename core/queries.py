@@ -1,10 +1,18 @@
-"""Read-side queries shared by the API and the CLI."""
+"""Read-side queries shared by the API and the CLI; every one is scoped to a tenant."""
 from dataclasses import dataclass
 
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.tables import Batch, Item, ItemState, Result
+
+
+def tenant_batch(session: Session, tenant_id: str, batch_id: str) -> Batch | None:
+    return session.scalar(select(Batch).where(Batch.id == batch_id, Batch.tenant_id == tenant_id))
+
+
+def tenant_item(session: Session, tenant_id: str, item_id: str) -> Item | None:
+    return session.scalar(select(Item).join(Batch).where(Item.id == item_id, Batch.tenant_id == tenant_id))
 
 
 def batch_counts(session: Session, batch_id: str) -> dict[ItemState, int]:
@@ -33,9 +41,9 @@ class CaptionFilter:
     max_brisque: float | None = None
 
 
-def caption_query(f: CaptionFilter) -> Select:
-    stmt = select(Result, Item).join(Item, Item.id == Result.item_id)
-    conds = []
+def caption_query(tenant_id: str, f: CaptionFilter) -> Select:
+    stmt = select(Result, Item).join(Item, Item.id == Result.item_id).join(Batch, Batch.id == Item.batch_id)
+    conds = [Batch.tenant_id == tenant_id]
     for word in (f.q or "").split():
         pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         conds.append(or_(Result.caption.ilike(pattern, escape="\\"), Result.caption_noisy.ilike(pattern, escape="\\")))
@@ -48,17 +56,19 @@ def caption_query(f: CaptionFilter) -> Select:
             conds.append(column <= high)
     if f.batch_id:
         conds.append(Item.batch_id == f.batch_id)
-    return stmt.where(and_(*conds)) if conds else stmt
+    return stmt.where(and_(*conds))
 
 
-def search_captions(session: Session, f: CaptionFilter, limit: int, offset: int) -> tuple[list[tuple[Result, Item]], int]:
-    stmt = caption_query(f)
+def search_captions(session: Session, tenant_id: str, f: CaptionFilter, limit: int,
+                    offset: int) -> tuple[list[tuple[Result, Item]], int]:
+    stmt = caption_query(tenant_id, f)
     count = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.execute(stmt.order_by(Item.created_at, Item.position, Item.id).limit(limit).offset(offset)).all()
     return [(r, i) for r, i in rows], count
 
 
-def list_batches(session: Session, limit: int, offset: int) -> tuple[list[Batch], int]:
-    count = session.scalar(select(func.count()).select_from(Batch)) or 0
-    rows = session.scalars(select(Batch).order_by(Batch.created_at.desc()).limit(limit).offset(offset)).all()
+def list_batches(session: Session, tenant_id: str, limit: int, offset: int) -> tuple[list[Batch], int]:
+    mine = select(Batch).where(Batch.tenant_id == tenant_id)
+    count = session.scalar(select(func.count()).select_from(mine.subquery())) or 0
+    rows = session.scalars(mine.order_by(Batch.created_at.desc()).limit(limit).offset(offset)).all()
     return list(rows), count

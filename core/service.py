@@ -1,17 +1,21 @@
 """What the API, the worker and the CLI do with the database and storage: submit, claim, process, store."""
+import hashlib
+import json
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import pipeline
 from core.config import Settings
-from core.imageio import ImageError, Limits, encode_png, probe
+from core.imageio import ImageError, Limits, TooLarge, encode_png, probe
 from core.storage import Storage
 from core.tables import Batch, Item, ItemState, Result
 from models.registry import (CAPTION_BACKENDS, DENOISERS, CaptionBackend, Denoiser, ModelError, load_captioner,
@@ -21,7 +25,19 @@ log = logging.getLogger(__name__)
 
 
 class SubmitError(ValueError):
-    """The batch as a whole is refused (bad options, no files, too many files)."""
+    """The batch as a whole is refused (bad options, no files); the API answers 422."""
+
+
+class RequestTooLarge(SubmitError):
+    """More files than a batch may hold, or the one file of a single-image request is over a limit (413)."""
+
+
+class TooManyInFlight(SubmitError):
+    """The tenant has as many unfinished batches as the settings allow (429)."""
+
+
+class IdempotencyConflict(SubmitError):
+    """The Idempotency-Key was used before with a different request (409)."""
 
 
 @dataclass(frozen=True)
@@ -53,42 +69,75 @@ def check_options(options: BatchOptions) -> None:
         raise SubmitError(f"unknown captioner {options.captioner!r}; known: {', '.join(CAPTION_BACKENDS)}")
 
 
-def precheck(data: bytes, limits: Limits) -> str | None:
+def failure_kind(error: Exception) -> str:
+    return "too_large" if isinstance(error, TooLarge) else "bad_image" if isinstance(error, ImageError) else "model"
+
+
+def precheck(data: bytes, limits: Limits) -> ImageError | None:
     """Cheap header check at submission; the full decode happens in the worker. Returns the reason to refuse."""
     try:
         probe(data, limits)
     except ImageError as e:
-        return str(e)
+        return e
     return None
 
 
-def submit(session: Session, storage: Storage, settings: Settings, uploads: list[Upload],
-           options: BatchOptions, references: dict[str, bytes] | None = None) -> Batch:
-    """Stores every file and queues the valid ones; bad files become failed items with the reason."""
+def request_digest(uploads: list[Upload], options: BatchOptions, references: dict[str, bytes]) -> str:
+    """What makes two submissions the same request: options, file names and contents, references."""
+    parts = [asdict(options), [(u.filename, hashlib.sha256(u.data).hexdigest()) for u in uploads],
+             sorted((name, hashlib.sha256(data).hexdigest()) for name, data in references.items())]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def earlier_submission(session: Session, tenant_id: str, idempotency_key: str, digest: str) -> Batch | None:
+    batch = session.scalar(select(Batch).where(Batch.tenant_id == tenant_id,
+                                               Batch.idempotency_key == idempotency_key))
+    if batch is not None and batch.request_digest != digest:
+        raise IdempotencyConflict("this Idempotency-Key was used with a different request")
+    return batch
+
+
+def batches_in_flight(session: Session, tenant_id: str) -> int:
+    unfinished = select(Item.batch_id).join(Batch).where(
+        Batch.tenant_id == tenant_id, Item.state.in_([ItemState.queued, ItemState.running])).distinct()
+    return session.scalar(select(func.count()).select_from(unfinished.subquery())) or 0
+
+
+def submit(session: Session, storage: Storage, settings: Settings, tenant_id: str, uploads: list[Upload],
+           options: BatchOptions, references: dict[str, bytes] | None = None,
+           idempotency_key: str | None = None) -> tuple[Batch, bool]:
+    """Stores every file and queues the valid ones; bad files become failed items with the reason.
+    Returns the batch and True, or with an idempotency key seen before, the earlier batch and False."""
     check_options(options)
     if not uploads:
         raise SubmitError("no files in the batch")
     if len(uploads) > settings.max_files_per_batch:
-        raise SubmitError(f"{len(uploads)} files, the limit is {settings.max_files_per_batch} per batch")
+        raise RequestTooLarge(f"{len(uploads)} files, the limit is {settings.max_files_per_batch} per batch")
     references = references or {}
-    batch = Batch(options=asdict(options), denoiser=options.denoiser, captioner=options.captioner)
+    digest = request_digest(uploads, options, references) if idempotency_key else None
+    if idempotency_key and (earlier := earlier_submission(session, tenant_id, idempotency_key, digest or "")):
+        return earlier, False
+    if batches_in_flight(session, tenant_id) >= settings.max_batches_in_flight:
+        raise TooManyInFlight(f"{settings.max_batches_in_flight} batches are still running for this tenant; "
+                              "submit more when one finishes")
+    batch = Batch(tenant_id=tenant_id, options=asdict(options), denoiser=options.denoiser,
+                  captioner=options.captioner, idempotency_key=idempotency_key, request_digest=digest)
     session.add(batch)
     limits = limits_of(settings)
     for position, upload in enumerate(uploads):
-        reason = precheck(upload.data, limits)
+        error = precheck(upload.data, limits)
         reference = references.get(upload.filename)
         item = Item(batch=batch, position=position, filename=upload.filename[:255] or f"file{position}",
-                    state=ItemState.failed if reason else ItemState.queued, error=reason,
-                    has_reference=reference is not None)
+                    state=ItemState.failed if error else ItemState.queued, has_reference=reference is not None)
         session.add(item)
         session.flush()
-        if reason is None:
+        if error is None:
             storage.put(input_key(item.id), upload.data)
             if reference is not None:
                 storage.put(reference_key(item.id), reference)
         else:
-            item.finished_at = _now()
-    return batch
+            item.error, item.failure, item.finished_at = str(error), failure_kind(error), _now()
+    return batch, True
 
 
 def input_key(item_id: str) -> str:
@@ -119,7 +168,7 @@ def claim(session: Session, item_id: str, max_deliveries: int, lease: int) -> It
     item = session.get(Item, item_id)
     assert item is not None
     if row.deliveries > max_deliveries:
-        _fail(item, f"gave up after {max_deliveries} deliveries (the worker died on this item each time)")
+        _fail(item, f"gave up after {max_deliveries} deliveries (the worker died on this item each time)", "poison")
         return None
     return item
 
@@ -138,9 +187,9 @@ def due_for_requeue(session: Session, requeue_after: int, lease: int) -> list[st
     return list(session.scalars(select(Item.id).where(or_(stale_queue, expired)).order_by(Item.created_at)))
 
 
-def _fail(item: Item, reason: str) -> None:
-    log.info("item %s of batch %s failed: %s", item.id, item.batch_id, reason)
-    item.state, item.error, item.finished_at = ItemState.failed, reason, _now()
+def _fail(item: Item, reason: str, kind: str) -> None:
+    log.info("item failed: %s", reason, extra={"item_id": item.id, "batch_id": item.batch_id, "failure": kind})
+    item.state, item.error, item.failure, item.finished_at = ItemState.failed, reason, kind, _now()
 
 
 @lru_cache(maxsize=4)
@@ -165,8 +214,7 @@ def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, 
             r = _restore_one(storage, settings, item_id, options, has_reference)
             restored.setdefault(options.captioner, []).append((item_id, r))
         except (ImageError, ModelError) as e:
-            with sessions.begin() as session:
-                _fail(session.get_one(Item, item_id), str(e))
+            _with_database(settings, partial(_fail_in, sessions, [item_id], str(e), failure_kind(e)))
     for captioner_name, group in restored.items():
         folder = settings.blip_weights if captioner_name == "blip" else settings.weights_dir
         try:
@@ -174,12 +222,30 @@ def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, 
                 raise ModelError("the blip captioner is not configured on this worker (DENOCAP_BLIP_WEIGHTS)")
             captioner = cached_captioner(captioner_name, folder, settings.device)
         except ModelError as e:
-            with sessions.begin() as session:
-                for item_id, _ in group:
-                    _fail(session.get_one(Item, item_id), str(e))
+            _with_database(settings, partial(_fail_in, sessions, [i for i, _ in group], str(e), "model"))
             continue
         for (item_id, _), result in zip(group, pipeline.describe([r for _, r in group], captioner)):
-            _store(sessions, storage, item_id, result)
+            _with_database(settings, partial(_store, sessions, storage, item_id, result))
+
+
+def _fail_in(sessions: sessionmaker, item_ids: list[str], reason: str, kind: str) -> None:
+    with sessions.begin() as session:
+        for item_id in item_ids:
+            _fail(session.get_one(Item, item_id), reason, kind)
+
+
+def _with_database(settings: Settings, write: Callable[[], None]) -> None:
+    """Retries a write with backoff while the database is unreachable, so finished work is not thrown away."""
+    deadline, pause = time.monotonic() + settings.database_retry_seconds, 0.5
+    while True:
+        try:
+            return write()
+        except OperationalError as e:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database unavailable, retrying in %.1f s: %s", pause, e.orig)
+            time.sleep(pause)
+            pause = min(pause * 2, 15.0)
 
 
 def _restore_one(storage: Storage, settings: Settings, item_id: str, options: BatchOptions,
@@ -212,7 +278,8 @@ def _store(sessions: sessionmaker, storage: Storage, item_id: str, result: pipel
             denoiser_version=r.denoiser_version, captioner_version=result.captioner_version,
             denoised_key=f"{prefix}/denoised.png", noisy_key=f"{prefix}/noisy.png", timings=r.timings))
         item.state, item.error, item.finished_at = ItemState.done, None, _now()
-        log.info("item %s of batch %s done in %.2f s", item_id, item.batch_id, sum(r.timings.values()))
+        log.info("item done in %.2f s", sum(r.timings.values()),
+                 extra={"item_id": item_id, "batch_id": item.batch_id, "timings": r.timings})
 
 
 def _safe(version: str) -> str:

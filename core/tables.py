@@ -3,7 +3,7 @@ import enum
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -26,9 +26,33 @@ class ItemState(str, enum.Enum):
     failed = "failed"
 
 
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ApiKey(Base):
+    """A key is shown once; only the SHA-256 of its secret part is kept (keys are random, 256 bits)."""
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    tenant: Mapped[Tenant] = relationship()
+
+
 class Batch(Base):
     __tablename__ = "batches"
+    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key", name="uq_batches_tenant_idempotency_key"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE", name="fk_batches_tenant"),
+                                           index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_digest: Mapped[str | None] = mapped_column(String(64))  # same key, other body: refused
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
     options: Mapped[dict] = mapped_column(JSON, default=dict)
     denoiser: Mapped[str] = mapped_column(String(64))
@@ -44,6 +68,7 @@ class Item(Base):
     filename: Mapped[str] = mapped_column(String(255))  # shown to the user, never used as a path
     state: Mapped[ItemState] = mapped_column(Enum(ItemState, name="item_state"), default=ItemState.queued, index=True)
     error: Mapped[str | None] = mapped_column(Text)
+    failure: Mapped[str | None] = mapped_column(String(32))  # the kind of error, for metrics
     deliveries: Mapped[int] = mapped_column(Integer, default=0)
     has_reference: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

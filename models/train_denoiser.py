@@ -66,9 +66,10 @@ def learning_rate(step: int, total: int, base: float) -> float:
 def train(
     data: Path, run_dir: Path, export: Path, channels: int = 3, patch: int = 48, batch: int = 32,
     steps: int = 20000, hours: float = 1.0, lr: float = 1e-3, threads: int = 1, seed: int = 0,
-    config: FFDNetConfig | None = None, eval_every: int = 250,
+    config: FFDNetConfig | None = None, eval_every: int = 250, init: Path | None = None,
 ) -> float:
-    """Run until `steps` or `hours`; returns the best validation PSNR. Resumes from run_dir/last.pt."""
+    """Run until `steps` or `hours`; returns the best validation PSNR. Resumes from run_dir/last.pt; a new run
+    starts from the shipped weights `init` when given (fine-tuning with a fresh optimizer and schedule)."""
     torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     images = load_images(data, channels)
@@ -76,10 +77,15 @@ def train(
     train_images = images[:-VAL_IMAGES]
     last = run_dir / "last.pt"
     state = checkpoint.load(last) if last.exists() else None
-    config = FFDNetConfig(**state["config"]) if state else (config or FFDNetConfig(channels=channels))
+    shipped = checkpoint.load(init) if init and not state else None
+    source = state or shipped
+    config = FFDNetConfig(**source["config"]) if source else (config or FFDNetConfig(channels=channels))
     model = FFDNet(config).to(device)
+    if shipped:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["state"].items()})
+        log.info("starting from %s (step %d, val %.2f dB)", init, shipped["step"], shipped["val_psnr"])
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    step, best = 0, -math.inf
+    step, best = 0, shipped["val_psnr"] if shipped else -math.inf
     if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -131,13 +137,16 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--patch", type=int, default=48)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--init", type=Path, help="shipped weights to start a new run from")
     a = p.parse_args()
     name = "color" if a.channels == 3 else "gray"
     data = a.data or settings.shared_data / "denoise" / "train" / ("cbsd432" if a.channels == 3 else "bsd400")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train(data, a.run_dir or settings.data_dir / "runs" / f"denoiser_{name}",
           a.export or Path(__file__).parent / "weights" / f"ffdnet_{name}.pt",
-          channels=a.channels, patch=a.patch, batch=a.batch, steps=a.steps, hours=a.hours, threads=a.threads)
+          channels=a.channels, patch=a.patch, batch=a.batch, steps=a.steps, hours=a.hours, threads=a.threads,
+          lr=a.lr, init=a.init)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
+from core import tenants
 from core.config import get_settings
+from core.db import make_engine, session_factory
 from tests.tiny import write_weights
 
 POSTGRES_ADMIN = os.environ.get("DENOCAP_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -79,3 +82,17 @@ def smooth_image(h: int = 64, w: int = 80, channels: int = 3, seed: int = 0) -> 
     planes = [np.clip(base + disc * (c + 1) / channels, 0, 1) for c in range(channels)]
     img = (np.stack(planes, axis=-1) * 255).round().astype(np.uint8)
     return img[..., 0] if channels == 1 else img
+
+
+def tenant_id(session: Session, name: str = "tests") -> str:
+    """The id of a tenant for service-level tests (made on first use)."""
+    return tenants.tenant_named(session, name, create=True).id
+
+
+def api_key(database_url: str, tenant: str) -> str:
+    """A fresh API key of the tenant, as `denocap apikey create` makes it."""
+    engine = make_engine(database_url)
+    with session_factory(engine).begin() as session:
+        key = tenants.create_key(session, tenant).key
+    engine.dispose()
+    return key

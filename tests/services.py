@@ -52,3 +52,8 @@ def wait_batch(client: httpx.Client, batch_id: str, timeout: float = 300) -> dic
             return batch
         time.sleep(0.5)
     raise TimeoutError(f"batch {batch_id} not finished: {batch}")
+
+
+def files(*named: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """Multipart `files` fields for POST /batches."""
+    return [("files", (name, data, "application/octet-stream")) for name, data in named]

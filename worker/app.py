@@ -1,8 +1,11 @@
 """The Celery app: Redis broker, late acks, one task at a time per process, time limits from settings."""
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
 
+from core import logs
 from core.config import get_settings
+
+QUEUE = "denocap"
 
 
 def make_celery() -> Celery:
@@ -18,7 +21,7 @@ def make_celery() -> Celery:
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,
         worker_max_memory_per_child=4_000_000,  # KiB: a leaking child is replaced between tasks
-        task_default_queue="denocap",
+        task_default_queue=QUEUE,
         beat_schedule={"reconcile": {"task": "denocap.reconcile", "schedule": float(s.reconcile_every)}},
     )
     return app
@@ -32,3 +35,9 @@ def _after_fork(**_: object) -> None:
     """Engines inherited from the parent must not be shared with the child; models load lazily later."""
     from worker import tasks
     tasks.reset_process_state()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: object, **_: object) -> None:
+    logs.use_format(logger, get_settings().log_format)  # type: ignore[arg-type]

@@ -1,14 +1,16 @@
 """Submit batches (or one image) and poll them."""
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Query, UploadFile, status
+from fastapi import APIRouter, Form, Header, HTTPException, Query, Response, UploadFile, status
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.deps import EnqueueDep, SessionDep, SettingsDep, StorageDep
+from api.deps import EnqueueDep, SessionDep, SettingsDep, StorageDep, TenantDep
 from api.routes.items import item_out
 from api.schemas import BatchOut, ItemOut, Page, SubmitOut
 from core import queries, service
+from core.imageio import TooLarge
 from core.tables import Batch, Item, ItemState
 
 router = APIRouter(prefix="/batches", tags=["batches"])
@@ -26,16 +28,32 @@ def batch_out(session: Session, batch: Batch) -> BatchOut:
                     progress=progress, finished=finished)
 
 
-async def submit(session: SessionDep, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep,
-                 files: list[UploadFile], references: list[UploadFile], options: service.BatchOptions) -> SubmitOut:
+STATUS = {service.RequestTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
+          service.TooManyInFlight: status.HTTP_429_TOO_MANY_REQUESTS,
+          service.IdempotencyConflict: status.HTTP_409_CONFLICT}
+IdempotencyKey = Annotated[str | None, Header(max_length=255, description="the same key and request give the same batch")]
+
+
+async def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: str,
+                 files: list[UploadFile], references: list[UploadFile], options: service.BatchOptions,
+                 idempotency_key: str | None, response: Response) -> SubmitOut:
+    """201 with a new batch; 200 with the earlier batch when an Idempotency-Key is repeated with the same request."""
     uploads = [await read_upload(f, settings.max_file_bytes) for f in files]
     refs = {r.filename: r.data for r in [await read_upload(f, settings.max_file_bytes) for f in references]}
     try:
-        batch = service.submit(session, storage, settings, uploads, options, refs)
+        batch, created = service.submit(session, storage, settings, tenant, uploads, options, refs, idempotency_key)
+        session.commit()
     except service.SubmitError as e:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
-    session.commit()
-    enqueue([i.id for i in batch.items if i.state == ItemState.queued])
+        code = STATUS.get(type(e), status.HTTP_422_UNPROCESSABLE_CONTENT)
+        headers = {"Retry-After": "60"} if code == status.HTTP_429_TOO_MANY_REQUESTS else None
+        raise HTTPException(code, str(e), headers=headers) from None
+    except IntegrityError:  # the same key submitted at the same moment: the other request made the batch
+        session.rollback()
+        batch, created = service.submit(session, storage, settings, tenant, uploads, options, refs, idempotency_key)
+    if created:
+        enqueue([i.id for i in batch.items if i.state == ItemState.queued])
+    else:
+        response.status_code = status.HTTP_200_OK
     out = batch_out(session, batch)
     return SubmitOut(**out.model_dump(), items=[item_out(i) for i in batch.items])
 
@@ -48,7 +66,8 @@ def _options(add_noise: float | None, seed: int, denoise_sigma: float | None, de
 
 @router.post("", response_model=SubmitOut, status_code=status.HTTP_201_CREATED, operation_id="batches-create")
 async def create_batch(
-    session: SessionDep, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep,
+    session: SessionDep, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: TenantDep,
+    response: Response, idempotency_key: IdempotencyKey = None, *,
     files: Annotated[list[UploadFile], Form(description="images")],
     references: Annotated[list[UploadFile], Form(description="clean references, matched by file name")] = [],  # noqa: B006
     add_noise: Annotated[float | None, Form(ge=0, le=255, description="add Gaussian noise of this sigma (0-255)")] = None,
@@ -57,31 +76,34 @@ async def create_batch(
     denoiser: Annotated[str, Form()] = "ffdnet",
     captioner: Annotated[str, Form()] = "attention",
 ) -> SubmitOut:
-    return await submit(session, settings, storage, enqueue, files, references,
-                        _options(add_noise, seed, denoise_sigma, denoiser, captioner))
+    return await submit(session, settings, storage, enqueue, tenant, files, references,
+                        _options(add_noise, seed, denoise_sigma, denoiser, captioner), idempotency_key, response)
 
 
 @router.get("", response_model=Page[BatchOut], operation_id="batches-list")
-def list_batches(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+def list_batches(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
                  offset: Annotated[int, Query(ge=0)] = 0) -> Page[BatchOut]:
-    rows, count = queries.list_batches(session, limit, offset)
+    rows, count = queries.list_batches(session, tenant, limit, offset)
     return Page(data=[batch_out(session, b) for b in rows], count=count)
 
 
-@router.get("/{batch_id}", response_model=BatchOut, operation_id="batches-get")
-def get_batch(session: SessionDep, batch_id: str) -> BatchOut:
-    batch = session.get(Batch, batch_id)
+def _batch(session: Session, tenant: str, batch_id: str) -> Batch:
+    batch = queries.tenant_batch(session, tenant, batch_id)
     if batch is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "batch not found")
-    return batch_out(session, batch)
+    return batch
+
+
+@router.get("/{batch_id}", response_model=BatchOut, operation_id="batches-get")
+def get_batch(session: SessionDep, tenant: TenantDep, batch_id: str) -> BatchOut:
+    return batch_out(session, _batch(session, tenant, batch_id))
 
 
 @router.get("/{batch_id}/items", response_model=Page[ItemOut], operation_id="batches-items")
-def batch_items(session: SessionDep, batch_id: str, state: ItemState | None = None,
+def batch_items(session: SessionDep, tenant: TenantDep, batch_id: str, state: ItemState | None = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                 offset: Annotated[int, Query(ge=0)] = 0) -> Page[ItemOut]:
-    if session.get(Batch, batch_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "batch not found")
+    _batch(session, tenant, batch_id)
     stmt = select(Item).where(Item.batch_id == batch_id)
     if state is not None:
         stmt = stmt.where(Item.state == state)
@@ -95,7 +117,8 @@ images = APIRouter(prefix="/images", tags=["images"])
 
 @images.post("", response_model=SubmitOut, status_code=status.HTTP_201_CREATED, operation_id="images-create")
 async def create_image(
-    session: SessionDep, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep,
+    session: SessionDep, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: TenantDep,
+    response: Response, idempotency_key: IdempotencyKey = None, *,
     file: Annotated[UploadFile, Form(description="one image")],
     reference: Annotated[UploadFile | None, Form(description="its clean reference")] = None,
     add_noise: Annotated[float | None, Form(ge=0, le=255)] = None,
@@ -104,7 +127,12 @@ async def create_image(
     denoiser: Annotated[str, Form()] = "ffdnet",
     captioner: Annotated[str, Form()] = "attention",
 ) -> SubmitOut:
+    """One image; unlike a batch, an image over a size limit is refused whole with 413."""
     if reference is not None:
         reference.filename = file.filename
-    return await submit(session, settings, storage, enqueue, [file], [reference] if reference else [],
-                        _options(add_noise, seed, denoise_sigma, denoiser, captioner))
+    head = await file.read(settings.max_file_bytes + 1)
+    if isinstance(error := service.precheck(head, service.limits_of(settings)), TooLarge):
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(error))
+    await file.seek(0)
+    return await submit(session, settings, storage, enqueue, tenant, [file], [reference] if reference else [],
+                        _options(add_noise, seed, denoise_sigma, denoiser, captioner), idempotency_key, response)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep
+from api.deps import SessionDep, TenantDep
 from api.schemas import CaptionOut, Page
 from core import queries
 from core.tables import Item, Result
@@ -40,16 +40,16 @@ def caption_out(result: Result, item: Item) -> CaptionOut:
 
 
 @router.get("", response_model=Page[CaptionOut], operation_id="captions-search")
-def search(session: SessionDep, f: FilterDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+def search(session: SessionDep, tenant: TenantDep, f: FilterDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
            offset: Annotated[int, Query(ge=0)] = 0) -> Page[CaptionOut]:
-    rows, count = queries.search_captions(session, f, limit, offset)
+    rows, count = queries.search_captions(session, tenant, f, limit, offset)
     return Page(data=[caption_out(r, i) for r, i in rows], count=count)
 
 
-def _rows(session: Session, f: queries.CaptionFilter) -> Iterator[CaptionOut]:
+def _rows(session: Session, tenant: str, f: queries.CaptionFilter) -> Iterator[CaptionOut]:
     offset = 0
     while True:
-        rows, _ = queries.search_captions(session, f, EXPORT_PAGE, offset)
+        rows, _ = queries.search_captions(session, tenant, f, EXPORT_PAGE, offset)
         yield from (caption_out(r, i) for r, i in rows)
         if len(rows) < EXPORT_PAGE:
             return
@@ -70,8 +70,9 @@ def _csv(rows: Iterator[CaptionOut]) -> Iterator[str]:
 
 @router.get("/export", response_class=StreamingResponse, operation_id="captions-export",
             responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}})
-def export(session: SessionDep, f: FilterDep, format: Literal["csv", "jsonl"] = "csv") -> StreamingResponse:
-    rows = _rows(session, f)
+def export(session: SessionDep, tenant: TenantDep, f: FilterDep,
+           format: Literal["csv", "jsonl"] = "csv") -> StreamingResponse:
+    rows = _rows(session, tenant, f)
     if format == "csv":
         return StreamingResponse(_csv(rows), media_type="text/csv",
                                  headers={"Content-Disposition": 'attachment; filename="captions.csv"'})

@@ -1,9 +1,9 @@
 """One item: status, result, and its images."""
 from fastapi import APIRouter, HTTPException, Response, status
 
-from api.deps import SessionDep, StorageDep
+from api.deps import SessionDep, StorageDep, TenantDep
 from api.schemas import ItemOut
-from core import service
+from core import queries, service
 from core.tables import Item
 
 router = APIRouter(prefix="/items", tags=["items"])
@@ -19,20 +19,20 @@ def item_out(item: Item) -> ItemOut:
     return out
 
 
-def _item(session: SessionDep, item_id: str) -> Item:
-    item = session.get(Item, item_id)
+def _item(session: SessionDep, tenant: str, item_id: str) -> Item:
+    item = queries.tenant_item(session, tenant, item_id)
     if item is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "item not found")
     return item
 
 
 @router.get("/{item_id}", response_model=ItemOut, operation_id="items-get")
-def get_item(session: SessionDep, item_id: str) -> ItemOut:
-    return item_out(_item(session, item_id))
+def get_item(session: SessionDep, tenant: TenantDep, item_id: str) -> ItemOut:
+    return item_out(_item(session, tenant, item_id))
 
 
-def _result_image(session: SessionDep, storage: StorageDep, item_id: str, which: str) -> Response:
-    item = _item(session, item_id)
+def _result_image(session: SessionDep, storage: StorageDep, tenant: str, item_id: str, which: str) -> Response:
+    item = _item(session, tenant, item_id)
     if item.result is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"item is {item.state.value}; no {which} image yet")
     key = item.result.denoised_key if which == "denoised" else item.result.noisy_key
@@ -40,20 +40,20 @@ def _result_image(session: SessionDep, storage: StorageDep, item_id: str, which:
 
 
 @router.get("/{item_id}/denoised.png", response_class=Response, responses={200: PNG}, operation_id="items-denoised")
-def denoised_image(session: SessionDep, storage: StorageDep, item_id: str) -> Response:
-    return _result_image(session, storage, item_id, "denoised")
+def denoised_image(session: SessionDep, storage: StorageDep, tenant: TenantDep, item_id: str) -> Response:
+    return _result_image(session, storage, tenant, item_id, "denoised")
 
 
 @router.get("/{item_id}/noisy.png", response_class=Response, responses={200: PNG}, operation_id="items-noisy")
-def noisy_image(session: SessionDep, storage: StorageDep, item_id: str) -> Response:
+def noisy_image(session: SessionDep, storage: StorageDep, tenant: TenantDep, item_id: str) -> Response:
     """The image the denoiser saw (with the synthetic noise, if the batch asked for it)."""
-    return _result_image(session, storage, item_id, "noisy")
+    return _result_image(session, storage, tenant, item_id, "noisy")
 
 
 @router.get("/{item_id}/original", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}},
             operation_id="items-original")
-def original_file(session: SessionDep, storage: StorageDep, item_id: str) -> Response:
-    item = _item(session, item_id)
+def original_file(session: SessionDep, storage: StorageDep, tenant: TenantDep, item_id: str) -> Response:
+    item = _item(session, tenant, item_id)
     key = service.input_key(item.id)
     if not storage.exists(key):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "the upload was refused and not kept")

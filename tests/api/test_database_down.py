@@ -14,7 +14,8 @@ def test_database_down_is_503(env: dict[str, str], monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("DENOCAP_DATABASE_URL", f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none")
     get_settings.cache_clear()
     queued: list[list[str]] = []
-    client = TestClient(create_app(enqueue=queued.append), raise_server_exceptions=False)
+    client = TestClient(create_app(enqueue=queued.append), raise_server_exceptions=False,
+                        headers={"X-API-Key": "dc_0123_secret"})  # checking it needs the database
     for r in (client.get("/health"), client.get("/batches"),
               client.post("/batches", files=[("files", ("a.png", png(smooth_image())))])):
         assert r.status_code == 503, r.text

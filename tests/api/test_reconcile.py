@@ -11,7 +11,7 @@ from core.config import Settings
 from core.db import make_engine, migrate, session_factory
 from core.storage import LocalStorage
 from core.tables import Item, ItemState, Result
-from tests.conftest import base_env, png, smooth_image
+from tests.conftest import tenant_id, base_env, png, smooth_image
 from tests.services import start, stop
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ def test_lost_messages_are_sent_again(weights_dir: Path, postgres_url: str, redi
     sessions = session_factory(make_engine(postgres_url))
     with sessions.begin() as s:  # rows committed, but no message ever reached the broker
         uploads = [service.Upload(f"{i}.png", png(smooth_image(40, 40, seed=i))) for i in range(3)]
-        batch = service.submit(s, LocalStorage(settings.files), settings, uploads, service.BatchOptions())
+        batch, _ = service.submit(s, LocalStorage(settings.files), settings, tenant_id(s), uploads, service.BatchOptions())
         batch_id = batch.id
     worker = start(env, tmp_path / "worker.log", "worker", "--beat")
     try:

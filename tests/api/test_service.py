@@ -2,41 +2,15 @@
 import csv
 import io
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from core.db import migrate
-from tests.conftest import base_env, png, smooth_image
-from tests.services import free_port, start, stop, wait_batch, wait_http
+from tests.conftest import png, smooth_image
+from tests.services import files, wait_batch
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def client(weights_dir: Path, postgres_url: str, redis_url: str,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    tmp_path = tmp_path_factory.mktemp("stack")
-    env = {**base_env(tmp_path / "data", weights_dir), "DENOCAP_DATABASE_URL": postgres_url,
-           "DENOCAP_BROKER_URL": redis_url}
-    migrate(postgres_url)
-    port = free_port()
-    worker = start(env, tmp_path / "worker.log", "worker", "--concurrency", "1")
-    server = start(env, tmp_path / "server.log", "serve", "--port", str(port))
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", server, tmp_path / "server.log")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
-            yield c
-    finally:
-        stop(server)
-        stop(worker)
-
-
-def files(*named: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [("files", (name, data, "application/octet-stream")) for name, data in named]
 
 
 def test_batch_end_to_end(client: httpx.Client) -> None:
@@ -144,7 +118,8 @@ def test_malformed_files_fail_alone_and_names_are_only_labels(client: httpx.Clie
 def test_metrics_count_items_by_state(client: httpx.Client) -> None:
     r = client.post("/batches", files=files(("m.png", png(smooth_image(32, 32))), ("empty.png", b"")))
     wait_batch(client, r.json()["id"])
-    text = client.get("/metrics").text
+    text = httpx.get(f"{client.base_url}/metrics").text  # no key needed
     done = [line for line in text.splitlines() if line.startswith('denocap_items{state="done"}')]
     assert done and float(done[0].split()[-1]) >= 1
-    assert 'denocap_failed_items{reason="empty file"}' in text
+    assert 'denocap_failed_items{reason="bad_image"}' in text
+    assert 'denocap_stage_seconds{stage="denoise"}' in text and "denocap_queue_depth" in text

@@ -12,7 +12,7 @@ from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
 from core.storage import LocalStorage
 from core.tables import Item, ItemState, Result
-from tests.conftest import png, smooth_image
+from tests.conftest import tenant_id, png, smooth_image
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def sessions(env: dict[str, str], postgres_url: str) -> Iterator[sessionmaker]:
 def submit(sessions: sessionmaker, storage: LocalStorage, n: int = 2) -> list[str]:
     uploads = [service.Upload(f"{i}.png", png(smooth_image(48, 48, seed=i))) for i in range(n)]
     with sessions.begin() as s:
-        batch = service.submit(s, storage, get_settings(), uploads, service.BatchOptions(add_noise=15))
+        batch, _ = service.submit(s, storage, get_settings(), tenant_id(s), uploads, service.BatchOptions(add_noise=15))
         return [i.id for i in batch.items]
 
 
@@ -96,6 +96,6 @@ def test_submit_refuses_bad_batches(sessions: sessionmaker, tmp_path: Path) -> N
     storage = LocalStorage(tmp_path / "files")
     with sessions() as s:
         with pytest.raises(service.SubmitError, match="no files"):
-            service.submit(s, storage, get_settings(), [], service.BatchOptions())
+            service.submit(s, storage, get_settings(), tenant_id(s), [], service.BatchOptions())
         with pytest.raises(service.SubmitError, match="add_noise must be between 0 and 255"):
-            service.submit(s, storage, get_settings(), [service.Upload("a", b"x")], service.BatchOptions(add_noise=300))
+            service.submit(s, storage, get_settings(), tenant_id(s), [service.Upload("a", b"x")], service.BatchOptions(add_noise=300))

@@ -1,0 +1,84 @@
+"""Tenants and their API keys. A key reads `dc_<key id>_<secret>`; only the SHA-256 of the secret is stored.
+The secret is 256 random bits, so a fast hash is enough (nothing to brute-force, unlike a password)."""
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.tables import ApiKey, Tenant
+
+LOCAL = "local"  # the tenant of the embedded default (`denocap run`)
+PREFIX = "dc"
+
+
+class TenantError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewKey:
+    id: str
+    tenant: str
+    key: str  # shown once
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def tenant_named(session: Session, name: str, create: bool = False) -> Tenant:
+    tenant = session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        if not create:
+            raise TenantError(f"no tenant named {name!r}")
+        tenant = Tenant(name=name)
+        try:
+            with session.begin_nested():
+                session.add(tenant)
+        except IntegrityError:  # made at the same moment by another process
+            return tenant_named(session, name)
+    return tenant
+
+
+def create_key(session: Session, tenant_name: str, label: str = "") -> NewKey:
+    """A new key for the tenant, which is created on its first key."""
+    if not tenant_name.strip() or len(tenant_name) > 100:
+        raise TenantError("a tenant name is 1 to 100 characters")
+    tenant = tenant_named(session, tenant_name, create=True)
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey(tenant=tenant, digest=_digest(secret), label=label[:100])
+    session.add(key)
+    session.flush()
+    return NewKey(key.id, tenant.name, f"{PREFIX}_{key.id}_{secret}")
+
+
+def revoke_key(session: Session, key_id: str) -> ApiKey:
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise TenantError(f"no key {key_id!r}")
+    key.revoked_at = key.revoked_at or datetime.now(timezone.utc)
+    return key
+
+
+def list_keys(session: Session, tenant_name: str | None = None) -> list[ApiKey]:
+    stmt = select(ApiKey).join(Tenant).order_by(Tenant.name, ApiKey.created_at)
+    if tenant_name:
+        stmt = stmt.where(Tenant.name == tenant_name)
+    return list(session.scalars(stmt))
+
+
+def authenticate(session: Session, presented: str) -> str | None:
+    """The tenant id of a valid, unrevoked key; None for anything else."""
+    prefix, _, rest = presented.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != PREFIX or not key_id or not secret or len(key_id) > 32:
+        return None
+    key = session.get(ApiKey, key_id)
+    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.digest, _digest(secret)):
+        return None
+    return key.tenant_id
