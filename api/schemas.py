@@ -1,12 +1,15 @@
 """Request and response models of the HTTP API (distinct from the ORM tables)."""
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict
 
 from core.tables import ItemState
 
 T = TypeVar("T")
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="rows to skip")]
+Score = Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9)]
 
 
 class Page(BaseModel, Generic[T]):

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import EnqueueDep, SessionDep, SettingsDep, StorageDep, TenantDep
 from api.routes.items import item_out
-from api.schemas import BatchOut, ItemOut, Page, SubmitOut
+from api.schemas import BatchOut, ItemOut, Offset, Page, SubmitOut
 from core import queries, service
 from core.imageio import TooLarge
 from core.tables import Batch, Item, ItemState
@@ -82,7 +82,7 @@ async def create_batch(
 
 @router.get("", response_model=Page[BatchOut], operation_id="batches-list")
 def list_batches(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                 offset: Annotated[int, Query(ge=0)] = 0) -> Page[BatchOut]:
+                 offset: Offset = 0) -> Page[BatchOut]:
     rows, count = queries.list_batches(session, tenant, limit, offset)
     return Page(data=[batch_out(session, b) for b in rows], count=count)
 
@@ -102,7 +102,7 @@ def get_batch(session: SessionDep, tenant: TenantDep, batch_id: str) -> BatchOut
 @router.get("/{batch_id}/items", response_model=Page[ItemOut], operation_id="batches-items")
 def batch_items(session: SessionDep, tenant: TenantDep, batch_id: str, state: ItemState | None = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                offset: Annotated[int, Query(ge=0)] = 0) -> Page[ItemOut]:
+                offset: Offset = 0) -> Page[ItemOut]:
     _batch(session, tenant, batch_id)
     stmt = select(Item).where(Item.batch_id == batch_id)
     if state is not None:

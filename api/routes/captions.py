@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, TenantDep
-from api.schemas import CaptionOut, Page
+from api.schemas import CaptionOut, Offset, Page, Score
 from core import queries
 from core.tables import Item, Result
 
@@ -20,11 +20,11 @@ EXPORT_PAGE = 500
 
 def caption_filter(
     q: Annotated[str | None, Query(max_length=200, description="words that must all occur in a caption")] = None,
-    batch_id: str | None = None,
-    min_psnr: float | None = None, max_psnr: float | None = None,
-    min_ssim: float | None = None, max_ssim: float | None = None,
-    min_sigma: float | None = None, max_sigma: float | None = None,
-    max_brisque: float | None = None,
+    batch_id: Annotated[str | None, Query(max_length=64)] = None,
+    min_psnr: Score = None, max_psnr: Score = None,
+    min_ssim: Score = None, max_ssim: Score = None,
+    min_sigma: Score = None, max_sigma: Score = None,
+    max_brisque: Score = None,
 ) -> queries.CaptionFilter:
     return queries.CaptionFilter(q, batch_id, min_psnr, max_psnr, min_ssim, max_ssim, min_sigma, max_sigma, max_brisque)
 
@@ -41,7 +41,7 @@ def caption_out(result: Result, item: Item) -> CaptionOut:
 
 @router.get("", response_model=Page[CaptionOut], operation_id="captions-search")
 def search(session: SessionDep, tenant: TenantDep, f: FilterDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-           offset: Annotated[int, Query(ge=0)] = 0) -> Page[CaptionOut]:
+           offset: Offset = 0) -> Page[CaptionOut]:
     rows, count = queries.search_captions(session, tenant, f, limit, offset)
     return Page(data=[caption_out(r, i) for r, i in rows], count=count)
 
