@@ -4,7 +4,7 @@ from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings, get_settings
@@ -38,12 +38,16 @@ EnqueueDep = Annotated[Callable[[list[str]], None], Depends(get_enqueue)]
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="a key from `denocap apikey create`")
 bearer = HTTPBearer(auto_error=False, description="the same key as a bearer token")
+COOKIE = "denocap_key"
+key_cookie = APIKeyCookie(name=COOKIE, auto_error=False,
+                          description="set by the gallery's sign-in form (HttpOnly, SameSite=Strict, session only)")
 
 
 def get_tenant(session: SessionDep, key: Annotated[str | None, Depends(api_key_header)],
-               token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+               token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+               cookie: Annotated[str | None, Depends(key_cookie)]) -> str:
     """The tenant id of the presented key; 401 when there is none or it is wrong or revoked."""
-    presented = key or (token.credentials if token else None)
+    presented = key or (token.credentials if token else None) or cookie
     tenant_id = authenticate(session, presented) if presented else None
     if tenant_id is None:
         detail = "invalid or revoked API key" if presented else "an API key is required (X-API-Key header)"

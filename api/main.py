@@ -2,7 +2,7 @@
 import logging
 from collections.abc import Callable
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from api.deps import SessionDep, SettingsDep, sessions_for
 from api.metrics import ItemStates
-from api.routes import batches, captions, items
+from api.routes import batches, captions, gallery, items
 from api.schemas import Health
 from core.config import get_settings
 
@@ -32,8 +32,9 @@ def celery_enqueue(item_ids: list[str]) -> None:
 def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI:
     app = FastAPI(title="denocap", version="0.1.0", generate_unique_id_function=_operation_id)
     app.state.enqueue = enqueue
-    for router in (batches.router, batches.images, items.router, captions.router):
+    for router in (batches.router, batches.images, items.router, captions.router, gallery.router):
         app.include_router(router)
+    app.add_exception_handler(HTTPException, gallery.login_page_on_401)  # type: ignore[arg-type]
 
     @app.middleware("http")
     async def request_size(request: Request, call_next):  # type: ignore[no-untyped-def]

@@ -120,3 +120,19 @@ def encode_png(picture: Picture) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def thumbnail_jpeg(png_bytes: bytes, size: int) -> bytes:
+    """A JPEG at most `size` px a side of a stored PNG (8 or 16 bit, gray, RGB or RGBA on white)."""
+    img = Image.open(io.BytesIO(png_bytes))
+    if img.mode.startswith("I"):
+        img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8))
+    if img.mode in ("RGBA", "LA"):
+        background = Image.new("RGB", img.size, "white")
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        img = background
+    img = img.convert("RGB")
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()

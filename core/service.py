@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import pipeline
 from core.config import Settings
-from core.imageio import ImageError, Limits, TooLarge, encode_png, probe
+from core.imageio import ImageError, Limits, TooLarge, encode_png, probe, thumbnail_jpeg
 from core.storage import Storage
 from core.tables import Batch, Item, ItemState, Result
 from models.registry import (CAPTION_BACKENDS, DENOISERS, CaptionBackend, Denoiser, ModelError, load_captioner,
@@ -280,6 +280,16 @@ def _store(sessions: sessionmaker, storage: Storage, item_id: str, result: pipel
         item.state, item.error, item.finished_at = ItemState.done, None, _now()
         log.info("item done in %.2f s", sum(r.timings.values()),
                  extra={"item_id": item_id, "batch_id": item.batch_id, "timings": r.timings})
+
+
+def thumbnail(storage: Storage, result: Result, which: str, size: int = 320) -> bytes:
+    """Made on first request, then served from storage: a page of thousands of items stays fast."""
+    key = f"thumbs/{result.item_id}/{_safe(result.denoiser_version)}/{which}-{size}.jpg"
+    if storage.exists(key):
+        return storage.get(key)
+    data = thumbnail_jpeg(storage.get(result.denoised_key if which == "denoised" else result.noisy_key), size)
+    storage.put(key, data)
+    return data
 
 
 def _safe(version: str) -> str:

@@ -1,4 +1,6 @@
 """One item: status, result, and its images."""
+from typing import Literal
+
 from fastapi import APIRouter, HTTPException, Response, status
 
 from api.deps import SessionDep, StorageDep, TenantDep
@@ -14,7 +16,8 @@ def item_out(item: Item) -> ItemOut:
     out = ItemOut.model_validate(item)
     links = {"self": f"/items/{item.id}", "original": f"/items/{item.id}/original"}
     if item.result is not None:
-        links |= {"denoised": f"/items/{item.id}/denoised.png", "noisy": f"/items/{item.id}/noisy.png"}
+        links |= {"denoised": f"/items/{item.id}/denoised.png", "noisy": f"/items/{item.id}/noisy.png",
+                  "thumbnail": f"/items/{item.id}/thumbs/denoised.jpg"}
     out.links = links
     return out
 
@@ -48,6 +51,18 @@ def denoised_image(session: SessionDep, storage: StorageDep, tenant: TenantDep, 
 def noisy_image(session: SessionDep, storage: StorageDep, tenant: TenantDep, item_id: str) -> Response:
     """The image the denoiser saw (with the synthetic noise, if the batch asked for it)."""
     return _result_image(session, storage, tenant, item_id, "noisy")
+
+
+@router.get("/{item_id}/thumbs/{which}.jpg", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}}}, operation_id="items-thumbnail")
+def thumbnail(session: SessionDep, storage: StorageDep, tenant: TenantDep, item_id: str,
+              which: Literal["noisy", "denoised"]) -> Response:
+    """A small JPEG of the noisy or the denoised image, made once and cached."""
+    item = _item(session, tenant, item_id)
+    if item.result is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"item is {item.state.value}; no {which} image yet")
+    return Response(service.thumbnail(storage, item.result, which), media_type="image/jpeg",
+                    headers={"Cache-Control": "private, max-age=86400"})
 
 
 @router.get("/{item_id}/original", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}},
