@@ -17,8 +17,9 @@ def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam
     tokens = torch.full((1, 1), bos, dtype=torch.long, device=memory.device)
     scores = torch.zeros(1, device=memory.device)
     finished: list[tuple[float, list[int]]] = []
+    cache = model.start(memory)
     for t in range(1, max_len):
-        logp = model.step(memory.expand(tokens.shape[0], -1, -1), tokens)  # (B, V)
+        logp = model.step(cache, tokens[:, -1])  # (B, V)
         logp = _block_repeats(logp, tokens)
         logp[:, list(forbid)] = float("-inf")
         if t == 1:
@@ -32,7 +33,7 @@ def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam
         vocab = logp.shape[1]
         rows = torch.div(top.indices, vocab, rounding_mode="floor")
         words = top.indices % vocab
-        next_tokens, next_scores = [], []
+        next_tokens, next_scores, kept = [], [], []
         for score, row, word in zip(top.values.tolist(), rows.tolist(), words.tolist()):
             if score == float("-inf"):
                 continue
@@ -42,10 +43,12 @@ def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam
             elif len(next_tokens) < beam:
                 next_tokens.append(tokens[row].tolist() + [word])
                 next_scores.append(score)
+                kept.append(row)
         if not next_tokens or len(finished) >= beam:
             break
         tokens = torch.tensor(next_tokens, device=memory.device)
         scores = torch.tensor(next_scores, device=memory.device)
+        cache.reorder(torch.tensor(kept, device=memory.device))
     return max(finished)[1] if finished else tokens[0, 1:].tolist()
 
 

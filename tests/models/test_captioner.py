@@ -18,16 +18,28 @@ def test_vocabulary_round_trip(tmp_path) -> None:
     assert again.words == vocab.words
 
 
+class ToyCache:
+    def __init__(self) -> None:
+        self.prefixes: list[list[int]] = [[]]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.prefixes = [self.prefixes[r] for r in rows.tolist()]
+
+
 class ToyDecoder:
-    """Next-token log-probabilities from a fixed table: prefix length -> distribution."""
+    """Next-token log-probabilities from a fixed table: prefix -> distribution (the decoder's cache protocol)."""
 
     def __init__(self, table: dict[tuple[int, ...], dict[int, float]], vocab: int = 20) -> None:
         self.config = CaptionerConfig(vocab_size=vocab, max_len=6)
         self.table, self.vocab = table, vocab
 
-    def step(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        out = torch.full((tokens.shape[0], self.vocab), -1e9)
-        for row, prefix in enumerate(tokens.tolist()):
+    def start(self, memory: torch.Tensor) -> ToyCache:
+        return ToyCache()
+
+    def step(self, cache: ToyCache, last: torch.Tensor) -> torch.Tensor:
+        cache.prefixes = [p + [w] for p, w in zip(cache.prefixes, last.tolist(), strict=True)]
+        out = torch.full((len(cache.prefixes), self.vocab), -1e9)
+        for row, prefix in enumerate(cache.prefixes):
             for word, p in self.table.get(tuple(prefix), {2: 1.0}).items():
                 out[row, word] = torch.log(torch.tensor(p))
         return out
@@ -48,13 +60,23 @@ def test_no_repeated_content_words() -> None:
     assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=2) == [15, 16]
 
 
-def test_captioner_forward_and_step_shapes() -> None:
+@torch.inference_mode()
+def test_cached_steps_equal_the_full_forward_pass() -> None:
     model, vocab = tiny_captioner()
-    memory = model.memory(torch.randn(2, 49, 1280))
-    tokens = torch.tensor([[vocab.bos, 4, 5], [vocab.bos, 6, 7]])
-    assert model(memory, tokens).shape == (2, 3, len(vocab))
-    logp = model.step(memory, tokens)
-    assert logp.shape == (2, len(vocab)) and torch.allclose(logp.exp().sum(1), torch.ones(2))
+    model.eval()
+    memory = model.memory(torch.randn(1, 49, 1280))
+    tokens = torch.tensor([[vocab.bos, 4, 5, 6], [vocab.bos, 7, 8, 9], [vocab.bos, 4, 9, 5]])
+    full = torch.log_softmax(model(memory.expand(3, -1, -1), tokens), dim=-1)  # (3, 4, vocab)
+    cache = model.start(memory)
+    for t in range(tokens.shape[1]):
+        logp = model.step(cache, tokens[:, t])
+        assert logp.shape == (3, len(vocab))
+        torch.testing.assert_close(logp, full[:, t], atol=1e-4, rtol=1e-4)
+    cache.reorder(torch.tensor([2, 0]))  # the beam kept hypotheses 2 and 0
+    logp = model.step(cache, torch.tensor([6, 6]))
+    again = torch.log_softmax(model(memory.expand(2, -1, -1), torch.cat([tokens[[2, 0]], torch.tensor([[6], [6]])], 1)),
+                              dim=-1)[:, -1]
+    torch.testing.assert_close(logp, again, atol=1e-4, rtol=1e-4)
 
 
 def test_forbidden_ids_are_never_produced() -> None:
