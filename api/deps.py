@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings, get_settings
 from core.db import make_engine, session_factory
-from core.storage import LocalStorage, Storage
+from core.storage import Storage, make_storage
 from core.tenants import authenticate
 
 
@@ -24,7 +24,7 @@ def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterato
 
 
 def get_storage(settings: Annotated[Settings, Depends(get_settings)]) -> Storage:
-    return LocalStorage(settings.files)
+    return make_storage(settings)
 
 
 def get_enqueue(request: Request) -> Callable[[list[str]], None]:

@@ -17,7 +17,7 @@ from core import pipeline, service, tenants
 from core.config import Settings
 from core.db import make_engine, migrate, session_factory
 from core.imageio import decode
-from core.storage import LocalStorage
+from core.storage import make_storage
 from core.tables import ItemState
 
 
@@ -66,7 +66,7 @@ def main() -> None:
 
         migrate(settings.database_url)
         sessions = session_factory(make_engine(settings.database_url))
-        storage = LocalStorage(settings.files)
+        storage = make_storage(settings)
         t = time.perf_counter()
         with sessions.begin() as s:
             tenant = tenants.tenant_named(s, tenants.LOCAL, create=True).id

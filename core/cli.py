@@ -22,7 +22,7 @@ from core import logs, pipeline, quality, service, tenants
 from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
 from core.imageio import ImageError, decode, encode_png
-from core.storage import LocalStorage
+from core.storage import make_storage
 from core.tables import Batch, ItemState
 from models.registry import ModelError, load_captioner, load_denoiser
 
@@ -70,7 +70,7 @@ def run(
         add_noise = 25.0
     migrate(settings.database_url)
     sessions = session_factory(make_engine(settings.database_url))
-    storage = LocalStorage(settings.files)
+    storage = make_storage(settings)
     options = service.BatchOptions(add_noise, seed, denoise_sigma, denoiser, captioner)
     with sessions.begin() as session:
         try:

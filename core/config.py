@@ -1,6 +1,7 @@
 """All settings, read from the environment (prefix DENOCAP_) in one place."""
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,7 +14,13 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("denocap-data")
     database_url: str = ""  # empty: SQLite file under data_dir
-    storage_root: Path | None = None  # None: data_dir/files
+    storage: Literal["local", "s3"] = "local"
+    storage_root: Path | None = None  # local storage; None: data_dir/files
+    s3_endpoint: str = ""  # e.g. http://minio:9000; empty: AWS
+    s3_bucket: str = "denocap"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_region: str = "us-east-1"
     broker_url: str = "redis://127.0.0.1:6379/0"
     shared_data: Path = Path("../shared/data")  # training, evaluation and benchmarks only
 

@@ -1,8 +1,12 @@
-"""Image files by key. Keys are made from ids by the callers, never from user file names."""
+"""Image files by key: a local folder (the embedded default) or S3-compatible object storage. Keys are made
+from ids by the callers, never from user file names, and no code path assumes a shared filesystem."""
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
+
+from core.config import Settings
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
@@ -13,6 +17,11 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool: ...
 
 
+def check_key(key: str) -> str:
+    assert _KEY.match(key) and ".." not in key.split("/"), f"bad storage key {key!r}"
+    return key
+
+
 class LocalStorage:
     """A folder; writes go to a temporary file that is renamed into place."""
 
@@ -20,8 +29,7 @@ class LocalStorage:
         self.root = root.resolve()
 
     def _path(self, key: str) -> Path:
-        assert _KEY.match(key) and ".." not in key.split("/"), f"bad storage key {key!r}"
-        return self.root / key
+        return self.root / check_key(key)
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -35,3 +43,50 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+
+class S3Storage:
+    """A bucket on any S3-compatible server (AWS, MinIO, rclone serve s3); made on first use if missing."""
+
+    def __init__(self, endpoint: str, bucket: str, access_key: str, secret_key: str, region: str) -> None:
+        import boto3
+        from botocore.config import Config
+        self.bucket = bucket
+        self.client = boto3.client(
+            "s3", endpoint_url=endpoint or None, aws_access_key_id=access_key or None,
+            aws_secret_access_key=secret_key or None, region_name=region,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 8, "mode": "standard"}))
+        if not self._found(lambda: self.client.head_bucket(Bucket=bucket)):
+            self.client.create_bucket(Bucket=bucket)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)
+
+    def get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        return self._found(lambda: self.client.head_object(Bucket=self.bucket, Key=check_key(key)))
+
+    def _found(self, head) -> bool:  # type: ignore[no-untyped-def]
+        from botocore.exceptions import ClientError
+        try:
+            head()
+        except ClientError as e:
+            if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+                return False
+            raise
+        return True
+
+
+def make_storage(settings: Settings) -> Storage:
+    if settings.storage == "s3":
+        return _s3(settings.s3_endpoint, settings.s3_bucket, settings.s3_access_key, settings.s3_secret_key,
+                   settings.s3_region)
+    return LocalStorage(settings.files)
+
+
+@lru_cache(maxsize=4)
+def _s3(endpoint: str, bucket: str, access_key: str, secret_key: str, region: str) -> S3Storage:
+    """One client per process and configuration (boto3 clients are thread-safe)."""
+    return S3Storage(endpoint, bucket, access_key, secret_key, region)

@@ -15,8 +15,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "core.cli", *args], env={**os.environ, **env},
+def start(env: dict[str, str], log: Path, *args: str, wrap: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """`denocap ARGS` as a user would run it; `wrap` runs it inside another command (e.g. ip netns exec NS)."""
+    return subprocess.Popen([*wrap, sys.executable, "-m", "core.cli", *args], env={**os.environ, **env},
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import sessionmaker
 from core import service
 from core.config import get_settings
 from core.db import make_engine, session_factory
-from core.storage import LocalStorage
+from core.storage import make_storage
 from worker.app import app
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def reset_process_state() -> None:
 def process_items(self, item_ids: list[str]) -> None:  # type: ignore[no-untyped-def]
     settings = get_settings()
     log.info("items %s (delivery %s)", item_ids, self.request.retries)
-    service.process_items(_sessions(), LocalStorage(settings.files), settings, item_ids)
+    service.process_items(_sessions(), make_storage(settings), settings, item_ids)
 
 
 @app.task(name="denocap.reconcile")

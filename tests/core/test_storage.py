@@ -1,0 +1,70 @@
+"""Both storage backends, the local folder and S3 (a real rclone S3 server), behave the same, and the whole
+pipeline runs on S3 with nothing written to the local disk."""
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from core import service
+from core.config import get_settings
+from core.db import make_engine, migrate, session_factory
+from core.storage import LocalStorage, S3Storage, Storage, make_storage
+from core.tables import Item, ItemState
+from tests.conftest import png, smooth_image, tenant_id
+from tests.throwaway import ThrowawayS3
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayS3]:
+    server = ThrowawayS3(tmp_path_factory.mktemp("s3"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return LocalStorage(tmp_path / "files")
+    s3: ThrowawayS3 = request.getfixturevalue("s3")
+    return S3Storage(s3.endpoint, f"b{tmp_path.name[-8:].lower().replace('_', '-')}x", s3.ACCESS, s3.SECRET, "us-east-1")
+
+
+def test_put_get_exists_overwrite(storage: Storage) -> None:
+    assert not storage.exists("items/abc/input")
+    storage.put("items/abc/input", b"one")
+    assert storage.exists("items/abc/input") and storage.get("items/abc/input") == b"one"
+    storage.put("items/abc/input", b"two")
+    assert storage.get("items/abc/input") == b"two"
+    with pytest.raises(Exception):
+        storage.get("items/missing/input")
+
+
+@pytest.mark.parametrize("key", ["../x", "/etc/passwd", "a//b", "a/../b", "a b", "", "items/é"])
+def test_keys_made_from_user_input_are_refused(storage: Storage, key: str) -> None:
+    with pytest.raises(AssertionError, match="bad storage key"):
+        storage.put(key, b"x")
+
+
+def test_the_pipeline_on_s3_writes_nothing_locally(s3: ThrowawayS3, env: dict[str, str], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in s3.env("pipeline").items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    settings = get_settings()
+    storage = make_storage(settings)
+    assert isinstance(storage, S3Storage)
+    migrate(settings.database_url)
+    sessions = session_factory(make_engine(settings.database_url))
+    uploads = [service.Upload(f"{i}.png", png(smooth_image(40, 40, seed=i))) for i in range(3)]
+    with sessions.begin() as s:
+        batch, _ = service.submit(s, storage, settings, tenant_id(s), uploads, service.BatchOptions(add_noise=10))
+        ids = [i.id for i in batch.items]
+    service.process_items(sessions, storage, settings, ids)
+    with sessions() as s:
+        items = s.scalars(select(Item).where(Item.id.in_(ids))).all()
+        assert {i.state for i in items} == {ItemState.done}
+        for item in items:
+            assert storage.get(item.result.denoised_key).startswith(b"\x89PNG")
+            assert (s3.folder / "pipeline" / item.result.denoised_key).is_file()
+    assert not (Path(env["DENOCAP_DATA_DIR"]) / "files").exists()
