@@ -44,24 +44,46 @@ def add_noise(picture: Picture, sigma: float, seed: int) -> Picture:
     return replace(picture, pixels=picture.pixels + noise)
 
 
-def restore(picture: Picture, options: Options, denoiser: Denoiser, reference: Picture | None = None) -> Restored:
-    timings: dict[str, float] = {}
+@dataclass
+class Prepared:
+    """An image ready for the denoiser: the (noisy) input, its reference, the noise estimate."""
+    picture: Picture
+    reference: Picture | None
+    sigma_estimate: float  # 0-255 scale
+    sigma: float  # what the denoiser is told, 0-255
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(picture: Picture, options: Options, reference: Picture | None = None) -> Prepared:
     t = time.perf_counter()
     if options.add_noise is not None:
         reference, picture = picture, add_noise(picture, options.add_noise, options.seed)
     if reference is not None and reference.shape != picture.shape:
         raise ImageError(f"reference is {reference.shape}, the image is {picture.shape}")
     estimate = quality.noise_level(picture.pixels) * 255.0  # synthetic noise is not clipped (papers' protocol)
-    timings["estimate"] = time.perf_counter() - t
-    t = time.perf_counter()
     sigma = options.denoise_sigma if options.denoise_sigma is not None else estimate
-    denoised = replace(picture, pixels=denoiser(picture.pixels, sigma / 255.0, options.tile, options.overlap))
-    timings["denoise"] = time.perf_counter() - t
+    return Prepared(picture, reference, estimate, sigma, {"estimate": time.perf_counter() - t})
+
+
+def restore_many(prepared: list[Prepared], denoiser: Denoiser, tile: int, overlap: int) -> list[Restored]:
+    """Denoises the images together (same-size tiles share forward passes on a GPU), then scores each."""
     t = time.perf_counter()
-    noisy = replace(picture, pixels=np.clip(picture.pixels, 0, 1))
-    metrics = _metrics(noisy, denoised, reference)
-    timings["metrics"] = time.perf_counter() - t
-    return Restored(noisy, denoised, reference, estimate, metrics, f"{denoiser.name}@{denoiser.version}", timings)
+    outs = denoiser.many([p.picture.pixels for p in prepared], [p.sigma / 255.0 for p in prepared], tile, overlap)
+    per_image = (time.perf_counter() - t) / max(len(prepared), 1)
+    restored = []
+    for p, pixels in zip(prepared, outs, strict=True):
+        t = time.perf_counter()
+        denoised = replace(p.picture, pixels=pixels)
+        noisy = replace(p.picture, pixels=np.clip(p.picture.pixels, 0, 1))
+        metrics = _metrics(noisy, denoised, p.reference)
+        timings = {**p.timings, "denoise": per_image, "metrics": time.perf_counter() - t}
+        restored.append(Restored(noisy, denoised, p.reference, p.sigma_estimate, metrics,
+                                 f"{denoiser.name}@{denoiser.version}", timings))
+    return restored
+
+
+def restore(picture: Picture, options: Options, denoiser: Denoiser, reference: Picture | None = None) -> Restored:
+    return restore_many([prepare(picture, options, reference)], denoiser, options.tile, options.overlap)[0]
 
 
 def _metrics(noisy: Picture, denoised: Picture, reference: Picture | None) -> dict[str, float]:
@@ -85,19 +107,19 @@ def describe(restored: list[Restored], captioner: CaptionBackend) -> list[Result
     return results
 
 
-def restore_bytes(data: bytes, reference: bytes | None, options: Options, limits: Limits,
-                  denoiser: Denoiser) -> Restored:
-    """decode (image and optional reference) then restore; the worker calls this per item."""
+def prepare_bytes(data: bytes, reference: bytes | None, options: Options, limits: Limits) -> Prepared:
+    """decode (image and optional reference) then prepare; the worker calls this per item."""
     t = time.perf_counter()
     picture = decode(data, limits)
     ref = decode(reference, limits) if reference is not None else None
     decode_s = time.perf_counter() - t
-    restored = restore(picture, options, denoiser, ref)
-    restored.timings["decode"] = decode_s
-    return restored
+    prepared = prepare(picture, options, ref)
+    prepared.timings["decode"] = decode_s
+    return prepared
 
 
 def process(data: bytes, options: Options, limits: Limits, denoiser: Denoiser, captioner: CaptionBackend,
             reference: bytes | None = None) -> Result:
     """One image, start to end."""
-    return describe([restore_bytes(data, reference, options, limits, denoiser)], captioner)[0]
+    prepared = prepare_bytes(data, reference, options, limits)
+    return describe(restore_many([prepared], denoiser, options.tile, options.overlap), captioner)[0]

@@ -193,8 +193,8 @@ def _fail(item: Item, reason: str, kind: str) -> None:
 
 
 @lru_cache(maxsize=4)
-def cached_denoiser(name: str, weights_dir: Path, device: str) -> Denoiser:
-    return load_denoiser(name, weights_dir, device)
+def cached_denoiser(name: str, weights_dir: Path, device: str, tile: int = 512) -> Denoiser:
+    return load_denoiser(name, weights_dir, device, tile)
 
 
 @lru_cache(maxsize=4)
@@ -203,18 +203,29 @@ def cached_captioner(name: str, weights_dir: Path, device: str) -> CaptionBacken
 
 
 def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, item_ids: Iterable[str]) -> None:
-    """Runs claimed items through the pipeline; captions of the whole micro-batch are encoded together.
-    Safe to run again on the same ids: done items are skipped and a result is stored once."""
+    """Runs claimed items through the pipeline; the micro-batch is denoised together (same-size tiles share
+    forward passes on a GPU) and its captions are encoded together. Safe to run again on the same ids: done
+    items are skipped and a result is stored once."""
     with sessions.begin() as session:
         claimed = [item for i in item_ids if (item := claim(session, i, settings.max_deliveries, settings.lease))]
         work = [(item.id, BatchOptions(**item.batch.options), item.has_reference) for item in claimed]
-    restored: dict[str, list[tuple[str, pipeline.Restored]]] = {}
+    prepared: dict[str, list[tuple[str, BatchOptions, pipeline.Prepared]]] = {}
     for item_id, options, has_reference in work:
         try:
-            r = _restore_one(storage, settings, item_id, options, has_reference)
-            restored.setdefault(options.captioner, []).append((item_id, r))
-        except (ImageError, ModelError) as e:
+            p = _prepare_one(storage, settings, item_id, options, has_reference)
+            prepared.setdefault(options.denoiser, []).append((item_id, options, p))
+        except ImageError as e:
             _with_database(settings, partial(_fail_in, sessions, [item_id], str(e), failure_kind(e)))
+    restored: dict[str, list[tuple[str, pipeline.Restored]]] = {}
+    for denoiser_name, items in prepared.items():
+        try:
+            denoiser = cached_denoiser(denoiser_name, settings.weights_dir, settings.device, settings.tile_size)
+        except ModelError as e:
+            _with_database(settings, partial(_fail_in, sessions, [i for i, _, _ in items], str(e), "model"))
+            continue
+        outs = pipeline.restore_many([p for _, _, p in items], denoiser, settings.tile_size, settings.tile_overlap)
+        for (item_id, options, _), r in zip(items, outs, strict=True):
+            restored.setdefault(options.captioner, []).append((item_id, r))
     for captioner_name, group in restored.items():
         folder = settings.blip_weights if captioner_name == "blip" else settings.weights_dir
         try:
@@ -224,7 +235,7 @@ def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, 
         except ModelError as e:
             _with_database(settings, partial(_fail_in, sessions, [i for i, _ in group], str(e), "model"))
             continue
-        for (item_id, _), result in zip(group, pipeline.describe([r for _, r in group], captioner)):
+        for (item_id, _), result in zip(group, pipeline.describe([r for _, r in group], captioner), strict=True):
             _with_database(settings, partial(_store, sessions, storage, item_id, result))
 
 
@@ -248,13 +259,12 @@ def _with_database(settings: Settings, write: Callable[[], None]) -> None:
             pause = min(pause * 2, 15.0)
 
 
-def _restore_one(storage: Storage, settings: Settings, item_id: str, options: BatchOptions,
-                 has_reference: bool) -> pipeline.Restored:
+def _prepare_one(storage: Storage, settings: Settings, item_id: str, options: BatchOptions,
+                 has_reference: bool) -> pipeline.Prepared:
     reference = storage.get(reference_key(item_id)) if has_reference else None
-    denoiser = cached_denoiser(options.denoiser, settings.weights_dir, settings.device)
     run = pipeline.Options(options.add_noise, options.seed, options.denoise_sigma, settings.tile_size,
                            settings.tile_overlap)
-    return pipeline.restore_bytes(storage.get(input_key(item_id)), reference, run, limits_of(settings), denoiser)
+    return pipeline.prepare_bytes(storage.get(input_key(item_id)), reference, run, limits_of(settings))
 
 
 def _store(sessions: sessionmaker, storage: Storage, item_id: str, result: pipeline.Result) -> None:

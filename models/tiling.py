@@ -1,25 +1,60 @@
-"""Denoising an image of any size in bounded memory: overlapping tiles, each keeping only its centre."""
+"""Denoising images of any size in bounded memory: overlapping tiles, each keeping only its centre. Tiles of
+the same size from several images go through the network together (micro-batching, for GPUs)."""
+from dataclasses import dataclass
+
 import torch
 
 from models.ffdnet import FFDNet
 
 
-@torch.inference_mode()
-def denoise_tiled(net: FFDNet, x: torch.Tensor, sigma: float, tile: int, overlap: int) -> torch.Tensor:
-    """x: (1, C, H, W) in [0, 1] (noise may go past the range). Tiles of at most `tile` pixels a side overlap
-    by `overlap` on each side, which exceeds the network's receptive radius, so the result equals an
-    untiled pass up to floating point."""
+@dataclass(frozen=True)
+class Tile:
+    image: int
+    rows: slice  # the piece cut from the image, overlap included
+    cols: slice
+    keep_rows: slice  # the centre kept, in image coordinates
+    keep_cols: slice
+
+
+def plan(image: int, h: int, w: int, tile: int, overlap: int) -> list[Tile]:
+    """Tiles of at most `tile` px a side overlapping by `overlap`, which exceeds the network's receptive
+    radius, so the stitched result equals an untiled pass up to floating point."""
     assert tile > 2 * overlap, f"tile ({tile}) must exceed twice the overlap ({overlap})"
-    _, _, h, w = x.shape
-    s = torch.tensor([sigma], dtype=x.dtype, device=x.device)
     if h <= tile and w <= tile:
-        return net(x, s)
-    out = torch.empty_like(x)
-    step = tile - 2 * overlap
+        return [Tile(image, slice(0, h), slice(0, w), slice(0, h), slice(0, w))]
+    step, tiles = tile - 2 * overlap, []
     for y in range(0, h, step):
-        for x0 in range(0, w, step):
-            top, left = max(y - overlap, 0), max(x0 - overlap, 0)
-            bottom, right = min(y + step + overlap, h), min(x0 + step + overlap, w)
-            piece = net(x[..., top:bottom, left:right], s)
-            out[..., y:y + step, x0:x0 + step] = piece[..., y - top:y - top + step, x0 - left:x0 - left + step]
-    return out
+        for x in range(0, w, step):
+            tiles.append(Tile(image, slice(max(y - overlap, 0), min(y + step + overlap, h)),
+                              slice(max(x - overlap, 0), min(x + step + overlap, w)),
+                              slice(y, min(y + step, h)), slice(x, min(x + step, w))))
+    return tiles
+
+
+@torch.inference_mode()
+def denoise_many(net: FFDNet, images: list[torch.Tensor], sigmas: list[float], tile: int, overlap: int,
+                 max_batch: int = 1, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    """images: (1, C, H, W) each, in [0, 1] (noise may go past the range); sigma per image on the same scale.
+    Same-size tiles of all images are run `max_batch` at a time, in `dtype` (e.g. float16 on a GPU)."""
+    outs = [torch.empty_like(x) for x in images]
+    groups: dict[tuple[int, int], list[Tile]] = {}
+    for i, x in enumerate(images):
+        for t in plan(i, x.shape[-2], x.shape[-1], tile, overlap):
+            groups.setdefault((t.rows.stop - t.rows.start, t.cols.stop - t.cols.start), []).append(t)
+    for tiles in groups.values():
+        for start in range(0, len(tiles), max_batch):
+            chunk = tiles[start:start + max_batch]
+            x = torch.cat([images[t.image][..., t.rows, t.cols] for t in chunk])
+            s = torch.tensor([sigmas[t.image] for t in chunk], dtype=x.dtype, device=x.device)
+            with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+                y = net(x, s).float()
+            for piece, t in zip(y, chunk, strict=True):
+                outs[t.image][0, :, t.keep_rows, t.keep_cols] = piece[
+                    :, t.keep_rows.start - t.rows.start:t.keep_rows.stop - t.rows.start,
+                    t.keep_cols.start - t.cols.start:t.keep_cols.stop - t.cols.start]
+    return outs
+
+
+def denoise_tiled(net: FFDNet, x: torch.Tensor, sigma: float, tile: int, overlap: int) -> torch.Tensor:
+    """One image, one tile at a time."""
+    return denoise_many(net, [x], [sigma], tile, overlap)[0]

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 from sqlalchemy import select
 
 from core import service
@@ -36,7 +37,7 @@ def test_put_get_exists_overwrite(storage: Storage) -> None:
     assert storage.exists("items/abc/input") and storage.get("items/abc/input") == b"one"
     storage.put("items/abc/input", b"two")
     assert storage.get("items/abc/input") == b"two"
-    with pytest.raises(Exception):
+    with pytest.raises((FileNotFoundError, ClientError)):
         storage.get("items/missing/input")
 
 

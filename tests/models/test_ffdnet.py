@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.tiling import denoise_tiled
+from models.tiling import denoise_many, denoise_tiled
 from tests.tiny import tiny_denoiser
 
 
@@ -31,3 +31,27 @@ def test_sigma_changes_the_output() -> None:
     x = torch.rand(1, 3, 32, 32)
     with torch.inference_mode():
         assert not torch.allclose(net(x, torch.tensor([0.0])), net(x, torch.tensor([0.3])))
+
+
+def test_micro_batches_of_same_size_tiles_equal_one_at_a_time() -> None:
+    torch.manual_seed(2)
+    net = tiny_denoiser(3)
+    images = [torch.rand(1, 3, 300, 260), torch.rand(1, 3, 300, 260), torch.rand(1, 3, 40, 50),
+              torch.rand(1, 3, 130, 500)]
+    sigmas = [0.05, 0.2, 0.1, 0.3]
+    batched = denoise_many(net, images, sigmas, tile=128, overlap=16, max_batch=8)
+    for x, s, y in zip(images, sigmas, batched, strict=True):
+        torch.testing.assert_close(y, denoise_tiled(net, x, s, tile=128, overlap=16), atol=1e-5, rtol=1e-5)
+
+
+def test_denoiser_many_mixes_gray_and_color(weights_dir) -> None:  # type: ignore[no-untyped-def]
+    from models.registry import load_denoiser
+    denoiser = load_denoiser("ffdnet", weights_dir, "cpu")
+    denoiser.max_batch = 4
+    rng = np.random.default_rng(0)
+    images = [rng.random((64, 80, 3), dtype=np.float32), rng.random((64, 80, 1), dtype=np.float32),
+              rng.random((64, 80, 3), dtype=np.float32)]
+    together = denoiser.many(images, [0.1, 0.1, 0.2], 48, 8)
+    for img, s, out in zip(images, [0.1, 0.1, 0.2], together, strict=True):
+        assert out.shape == img.shape
+        np.testing.assert_allclose(out, denoiser(img, s, 48, 8), atol=1e-5)
