@@ -1,7 +1,8 @@
 """Caption scores on the Flickr8k test split: the trained model against a no-training retrieval baseline,
 measured in one run, with the seconds per image of captioning.
 
-python -m models.eval_captioner
+python -m models.eval_captioner [--beam 3] [--json F]
+python -m models.eval_captioner --tune   (decoding settings on the dev split)
 """
 import json
 import logging
@@ -12,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.registry import load_captioner
-from models.train_captioner import CaptionData, load_rgb, score
+from models.registry import CaptionModel, load_captioner
+from models.train_captioner import CaptionData, caption_names, load_rgb, score
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,24 @@ def evaluate(prepared: Path, images: Path, weights_dir: Path, beam: int = 3, lim
     return {"attention (ours)": ours, "retrieval baseline": baseline, "images": {"count": len(names)}}
 
 
+def tune(prepared: Path, weights_dir: Path, beams: list[int], alphas: list[float],
+         threads: int = 1) -> list[dict[str, float]]:
+    """Decoding settings scored on the dev split (cached features), never on test."""
+    torch.set_num_threads(threads)
+    data = CaptionData(prepared, max_len=22)
+    model = load_captioner("attention", weights_dir, "cpu")
+    assert isinstance(model, CaptionModel)
+    names = data.splits["dev"]
+    rows = []
+    for beam in beams:
+        for alpha in alphas:
+            scores = score(caption_names(model.decoder, data, names, beam, alpha), data.refs)
+            rows.append({"beam": beam, "alpha": alpha, **scores})
+            log.info("beam %d alpha %.2f  BLEU-1 %.3f BLEU-4 %.3f CIDEr %.3f", beam, alpha, scores["BLEU-1"],
+                     scores["BLEU-4"], scores["CIDEr"])
+    return rows
+
+
 def main() -> None:
     import argparse
     from core.config import get_settings
@@ -82,9 +101,13 @@ def main() -> None:
     p.add_argument("--beam", type=int, default=3)
     p.add_argument("--limit", type=int)
     p.add_argument("--json", type=Path)
+    p.add_argument("--tune", action="store_true", help="score beam sizes and length penalties on the dev split")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    result = evaluate(a.prepared, a.images, a.weights_dir, a.beam, a.limit)
+    if a.tune:
+        result = tune(a.prepared, a.weights_dir, [1, 3, 5], [0.0, 0.5, 0.7, 1.0])
+    else:
+        result = evaluate(a.prepared, a.images, a.weights_dir, a.beam, a.limit)
     text = json.dumps(result, indent=1)
     print(text)
     if a.json:

@@ -94,13 +94,15 @@ class CaptionData:
         return ids
 
 
-def caption_names(model: Captioner, data: CaptionData, names: list[str], beam: int) -> dict[str, str]:
+def caption_names(model: Captioner, data: CaptionData, names: list[str], beam: int,
+                  alpha: float = 0.7) -> dict[str, str]:
     model.eval()
     out = {}
     for n in names:
         memory = model.memory(data.features_of([n]).to(next(model.parameters()).device))
         v = data.vocab
-        out[n] = v.decode(beam_search(model, memory, v.bos, v.eos, beam=beam, forbid=(v.pad, v.bos, v.unk)))
+        out[n] = v.decode(beam_search(model, memory, v.bos, v.eos, beam=beam, alpha=alpha,
+                                      forbid=(v.pad, v.bos, v.unk)))
     model.train()
     return out
 

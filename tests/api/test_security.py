@@ -40,17 +40,21 @@ def alpha_batch(client: httpx.Client) -> dict:
 
 
 def fill(path: str, batch: dict) -> str:
-    return path.replace("{batch_id}", batch["id"]).replace("{item_id}", batch["items"][0]["id"])
+    return (path.replace("{batch_id}", batch["id"]).replace("{item_id}", batch["items"][0]["id"])
+            .replace("{which}", "denoised"))
 
 
 def test_every_route_but_ops_needs_a_valid_key(stack: str, postgres_url: str, alpha_batch: dict) -> None:
-    guarded = [(m, p) for m, p in routes(stack) if p not in OPS]
+    guarded = [(m, p) for m, p in routes(stack) if p not in OPS and not p.startswith("/gallery/log")]
     assert len(guarded) >= 10
     for headers in ({}, {"X-API-Key": "dc_0123_wrong"}, {"X-API-Key": "garbage"}, {"Authorization": "Bearer x"}):
         for method, path in guarded:
             r = httpx.request(method, f"{stack}{fill(path, alpha_batch)}", headers=headers)
             assert r.status_code == 401, (method, path, headers, r.text)
-            assert r.json()["detail"] in ("an API key is required (X-API-Key header)", "invalid or revoked API key")
+            if path.startswith("/gallery"):  # a page: the sign-in form
+                assert 'action="/gallery/login"' in r.text
+            else:
+                assert r.json()["detail"] in ("an API key is required (X-API-Key header)", "invalid or revoked API key")
     for path in OPS:
         assert httpx.get(f"{stack}{path}").status_code == 200
 
@@ -85,11 +89,13 @@ def test_another_tenant_gets_404_on_every_route_with_my_ids(stack: str, client: 
     with_ids = [(m, p) for m, p in routes(stack) if "{" in p]
     assert {p for _, p in with_ids} >= {"/batches/{batch_id}", "/batches/{batch_id}/items", "/items/{item_id}",
                                         "/items/{item_id}/denoised.png", "/items/{item_id}/noisy.png",
-                                        "/items/{item_id}/original"}
+                                        "/items/{item_id}/original", "/items/{item_id}/thumbs/{which}.jpg",
+                                        "/gallery/batches/{batch_id}", "/gallery/items/{item_id}"}
     for method, path in with_ids:
         assert client.request(method, fill(path, alpha_batch)).status_code == 200, path  # the owner sees it
         r = other.request(method, fill(path, alpha_batch))
         assert r.status_code == 404 and r.json()["detail"].endswith("not found"), (path, r.text)
+    assert alpha_batch["id"] not in other.get("/gallery").text and alpha_batch["id"][:8] in client.get("/gallery").text
     assert alpha_batch["id"] not in {b["id"] for b in other.get("/batches").json()["data"]}
     assert alpha_batch["id"] in {b["id"] for b in client.get("/batches").json()["data"]}
     caption = client.get("/items/" + done["id"]).json()["result"]["caption"]
