@@ -1,7 +1,7 @@
 """Side-by-side denoiser benchmark, the papers' protocol: clean in [0, 255], Gaussian noise added in float with a
 fixed seed (no clipping), denoise, clip, PSNR/SSIM on the full image. One run, one table, timings in the same run.
 
-python -m bench.denoisers [--sets cbsd68,bsd68,set12] [--sigmas 15,25,50] [--peers bm3d,dncnn] [--limit N]
+python -m bench.denoisers [--sets cbsd68,bsd68,set12] [--sigmas 15,25,50] [--peers official,bm3d,dncnn] [--limit N]
 Peers are installed by the bench extra (`pip install -e '.[bench]'`); never a runtime dependency.
 """
 import argparse
@@ -68,6 +68,27 @@ def dncnn_peer(weights: Path) -> Denoise:
     return run
 
 
+def official_peers(peers: Path, train: Path) -> dict[str, Denoise]:
+    """The official MatConvNet models, color net for color images and gray net for gray (bench/mat_peers.py).
+    FFDNet's sub-pixel layout is chosen on a training image (CBSD432 / BSD400), never a test image."""
+    from bench.mat_peers import DnCNN, calibrate
+    dncnn = {3: DnCNN(peers / "dncnn_GD_Color_Blind.mat"), 1: DnCNN(peers / "dncnn_GD_Gray_Blind.mat")}
+    first = {3: sorted((train / "cbsd432").iterdir())[0], 1: sorted((train / "bsd400").iterdir())[0]}
+    ffdnet = {c: calibrate(peers / f"ffdnet_{'color' if c == 3 else 'gray'}.mat",
+                           np.asarray(Image.open(first[c]).convert("RGB" if c == 3 else "L"), np.float32)
+                           .reshape(*Image.open(first[c]).size[::-1], c) / 255) for c in (3, 1)}
+
+    def tensor(noisy: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(noisy.astype(np.float32)).permute(2, 0, 1)[None]
+
+    def run_dncnn(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        return dncnn[noisy.shape[2]](tensor(noisy))[0].permute(1, 2, 0).numpy()
+
+    def run_ffdnet(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        return ffdnet[noisy.shape[2]](tensor(noisy), sigma / 255)[0].permute(1, 2, 0).numpy()
+    return {"CDnCNN-B / DnCNN-B (official, blind)": run_dncnn, "FFDNet (official, known sigma)": run_ffdnet}
+
+
 def evaluate(method: Denoise, images: list[np.ndarray], sigma: float, seed: int = 0) -> tuple[float, float]:
     psnrs, ssims = [], []
     for i, clean in enumerate(images):
@@ -91,7 +112,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sets", default="cbsd68,bsd68,set12")
     p.add_argument("--sigmas", default="15,25,50")
-    p.add_argument("--peers", default="bm3d,dncnn")
+    p.add_argument("--peers", default="official,bm3d,dncnn")
     p.add_argument("--limit", type=int)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)
@@ -99,6 +120,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     root = get_settings().shared_data / "denoise"
     methods: dict[str, Denoise] = {"ours (blind)": ours(blind=True), "ours (known sigma)": ours(blind=False)}
+    if "official" in a.peers:
+        methods |= official_peers(get_settings().shared_data / "peers", root / "train")
     if "bm3d" in a.peers:
         methods["BM3D/CBM3D"] = bm3d_peer()
     dncnn_path = get_settings().shared_data / "peers" / "kair_dncnn_25.pth"
