@@ -173,3 +173,27 @@ def test_sigterm_lets_the_worker_finish_its_item(stack_on: Callable[..., Stack],
     stack.worker()  # the rest is still queued for the next worker
     wait_batch(stack.client, batch, timeout=240)
     stack.check_exactly_once(batch)
+
+
+def test_a_second_message_for_a_running_item_does_not_run_it_again(stack_on: Callable[..., Stack], postgres_url: str,
+                                                                   redis_url: str) -> None:
+    """What a broker redelivery looks like (visibility timeout passed, or a reconciler run): another message for
+    an item a worker is still running, picked up by a free worker process at once."""
+    from celery import Celery
+    stack = stack_on(postgres_url, redis_url)
+    stack.worker("--concurrency", "2")
+    r = stack.client.post("/batches", files=files(("slow.png", png(smooth_image(1400, 1400)))),
+                          data={"add_noise": "20"})
+    batch, item_id = r.json()["id"], r.json()["items"][0]["id"]
+    wait_for(lambda: stack.states(batch)[ItemState.running] == 1, 120, "never started")
+    Celery(broker=redis_url).send_task("denocap.process_items", args=[[item_id]], queue="denocap")
+    wait_batch(stack.client, batch, timeout=240)
+    item = stack.client.get(f"/items/{item_id}").json()
+    assert item["state"] == "done" and item["deliveries"] == 1
+    stored = [x for x in stack.log_lines() if x.get("message", "").startswith("item done")]
+    assert [x["item_id"] for x in stored] == [item_id]
+    lines = list(stack.log_lines())
+    received = [i for i, x in enumerate(lines) if "received" in x.get("message", "").lower()
+                and "process_items" in x.get("message", "")]
+    done = next(i for i, x in enumerate(lines) if x.get("message", "").startswith("item done"))
+    assert len(received) == 2 and received[1] < done, stack.tail()  # the second came while the item ran
