@@ -41,6 +41,19 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
+def gallery_timings(client: httpx.Client, batch_id: str, item_id: str) -> dict[str, float]:
+    """Seconds to render the first and the last page of a batch in the gallery, and a thumbnail made then cached."""
+    def seconds(path: str) -> float:
+        t = time.perf_counter()
+        client.get(path).raise_for_status()
+        return round(time.perf_counter() - t, 4)
+    pages = -(-client.get(f"/batches/{batch_id}").json()["total"] // 48)
+    return {"gallery_first_page_s": seconds(f"/gallery/batches/{batch_id}"),
+            "gallery_last_page_s": seconds(f"/gallery/batches/{batch_id}?page={pages}"),
+            "thumbnail_made_s": seconds(f"/items/{item_id}/thumbs/denoised.jpg"),
+            "thumbnail_cached_s": seconds(f"/items/{item_id}/thumbs/denoised.jpg")}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--images", type=int, default=2000)
@@ -77,12 +90,13 @@ def main() -> None:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300,
                               headers={"X-API-Key": api_key(database, "soak")})
         images = [png(smooth_image(a.size, a.size, seed=i % 50)) for i in range(a.images)]
-        t0 = time.perf_counter()
+        t0, batch_ids = time.perf_counter(), []
         for start_at in range(0, a.images, a.batch):
             chunk = images[start_at:start_at + a.batch]
             r = client.post("/batches", files=files(*[(f"{start_at + i}.png", d) for i, d in enumerate(chunk)]),
                             data={"add_noise": "25"})
             r.raise_for_status()
+            batch_ids.append(r.json()["id"])
         engine = make_engine(database)
         sessions = session_factory(engine)
         while True:
@@ -96,7 +110,9 @@ def main() -> None:
         with sessions() as s:
             states = Counter(s.scalars(select(Item.state)))
             results = s.scalar(select(func.count()).select_from(Result))
+            first_item = s.scalars(select(Item.id).where(Item.state == ItemState.done).limit(1)).one()
         engine.dispose()
+        gallery = gallery_timings(client, batch_ids[-1], first_item)
     finally:
         running = False
         stop(server)
@@ -112,7 +128,7 @@ def main() -> None:
               "failed": states[ItemState.failed], "lost": a.images - states[ItemState.done] - states[ItemState.failed],
               "result_rows": results, "stored_twice": sum(n > 1 for n in stored.values()),
               "peak_rss_mib_per_worker": [round(kib / 1024) for kib in peaks], "cpu_count": os.cpu_count(),
-              "size": a.size}
+              "size": a.size, **gallery}
     print(json.dumps(report, indent=1))
     with admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

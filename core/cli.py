@@ -24,6 +24,7 @@ from core.db import make_engine, migrate, session_factory
 from core.imageio import ImageError, decode, encode_png
 from core.storage import make_storage
 from core.tables import Batch, ItemState
+from models.decode import BEAM
 from models.registry import ModelError, load_captioner, load_denoiser
 
 app = typer.Typer(help="Denoise photos with a deep network, then describe each in a sentence.",
@@ -268,7 +269,7 @@ app.add_typer(caption_app, name="caption")
 
 
 @caption_app.command("images", hidden=True)
-def caption_images(paths: list[Path], beam: Annotated[int, typer.Option(min=1, max=10)] = 3,
+def caption_images(paths: list[Path], beam: Annotated[int, typer.Option(min=1, max=10)] = BEAM,
                    captioner: str = "attention",
                    weights: Annotated[Path | None, typer.Option(help="folder with captioner.pt, or a local "
                                                                      "transformers folder for --captioner blip")] = None) -> None:
@@ -318,7 +319,7 @@ def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepar
 
 
 @caption_app.command("eval")
-def caption_eval(beam: int = 3, limit: int | None = None, prepared: Path | None = None,
+def caption_eval(beam: int = BEAM, limit: int | None = None, prepared: Path | None = None,
                  json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """BLEU-1..4, CIDEr-D, ROUGE-L on the Flickr8k test split, against a retrieval baseline in the same run."""
     from models.eval_captioner import evaluate

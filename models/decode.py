@@ -3,10 +3,12 @@ import torch
 
 from models.captioner import Captioner
 
+BEAM, ALPHA = 5, 0.5  # chosen on the Flickr8k dev split: python -m models.eval_captioner --tune
+
 
 @torch.inference_mode()
-def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam: int = 3,
-                max_len: int | None = None, alpha: float = 0.7, forbid: tuple[int, ...] = ()) -> list[int]:
+def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam: int = BEAM,
+                max_len: int | None = None, alpha: float = ALPHA, forbid: tuple[int, ...] = ()) -> list[int]:
     """memory: (1, grid, d) for one image. Returns the best token ids (without <bos>/<eos>).
 
     Hypotheses are ranked by log p / len^alpha (Wu et al., 2016); a word already in a hypothesis

@@ -1,7 +1,7 @@
 """Caption scores on the Flickr8k test split: the trained model against a no-training retrieval baseline,
 measured in one run, with the seconds per image of captioning.
 
-python -m models.eval_captioner [--beam 3] [--json F]
+python -m models.eval_captioner [--beam 5] [--json F]
 python -m models.eval_captioner --tune   (decoding settings on the dev split)
 """
 import json
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.decode import BEAM
 from models.registry import CaptionModel, load_captioner
 from models.train_captioner import CaptionData, caption_names, load_rgb, score
 
@@ -53,7 +54,7 @@ def retrieval_captions(data: CaptionData, names: list[str], k: int = 25) -> dict
     return out
 
 
-def evaluate(prepared: Path, images: Path, weights_dir: Path, beam: int = 3, limit: int | None = None,
+def evaluate(prepared: Path, images: Path, weights_dir: Path, beam: int = BEAM, limit: int | None = None,
              threads: int = 2) -> dict[str, dict[str, float]]:
     torch.set_num_threads(threads)
     data = CaptionData(prepared, max_len=22)
@@ -98,7 +99,7 @@ def main() -> None:
     p.add_argument("--prepared", type=Path, default=settings.data_dir / "caption")
     p.add_argument("--images", type=Path, default=settings.shared_data / "caption" / "flickr8k" / "images")
     p.add_argument("--weights-dir", type=Path, default=settings.weights_dir)
-    p.add_argument("--beam", type=int, default=3)
+    p.add_argument("--beam", type=int, default=BEAM)
     p.add_argument("--limit", type=int)
     p.add_argument("--json", type=Path)
     p.add_argument("--tune", action="store_true", help="score beam sizes and length penalties on the dev split")

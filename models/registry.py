@@ -9,7 +9,7 @@ import torch
 
 from models import checkpoint
 from models.captioner import Captioner, CaptionerConfig
-from models.decode import beam_search
+from models.decode import BEAM, beam_search
 from models.encoder import Encoder
 from models.ffdnet import FFDNet, FFDNetConfig
 from models.tiling import denoise_many
@@ -120,7 +120,7 @@ class CaptionModel:
     encoder: Encoder
     decoder: Captioner
     vocab: Vocabulary
-    beam: int = 3
+    beam: int = BEAM
 
     @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> list[str]:
@@ -139,7 +139,7 @@ def _rgb_224(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.nn.functional.interpolate(x[None], size=(224, 224), mode="bilinear", antialias=True)[0]
 
 
-def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int = 3,
+def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int = BEAM,
                    encoder_weights: Path | None = None) -> CaptionBackend:
     """`attention` reads captioner.pt from weights_dir; `blip` reads a transformers folder (weights_dir itself)."""
     if name not in CAPTION_BACKENDS:

@@ -18,7 +18,7 @@ from PIL import Image
 from core.config import get_settings
 from models import checkpoint
 from models.captioner import Captioner, CaptionerConfig
-from models.decode import beam_search
+from models.decode import ALPHA, beam_search
 from models.encoder import FEATURE_DIM, GRID, Encoder
 from models.vocab import Vocabulary, tokenize
 
@@ -95,7 +95,7 @@ class CaptionData:
 
 
 def caption_names(model: Captioner, data: CaptionData, names: list[str], beam: int,
-                  alpha: float = 0.7) -> dict[str, str]:
+                  alpha: float = ALPHA) -> dict[str, str]:
     model.eval()
     out = {}
     for n in names:
