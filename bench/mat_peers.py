@@ -30,16 +30,19 @@ def conv_layers(path: Path) -> tuple[list[str], list[nn.Conv2d]]:
     return types, convs
 
 
+def conv_relu_stack(convs: list[nn.Conv2d]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for conv in convs[:-1]:
+        layers += [conv, nn.ReLU()]
+    return nn.Sequential(*layers, convs[-1])
+
+
 class DnCNN(nn.Module):
     """conv-relu ... conv predicting the noise: output = input - net(input)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        _, convs = conv_layers(path)
-        layers: list[nn.Module] = []
-        for conv in convs[:-1]:
-            layers += [conv, nn.ReLU()]
-        self.body = nn.Sequential(*layers, convs[-1])
+        self.body = conv_relu_stack(conv_layers(path)[1])
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -52,12 +55,8 @@ class MatFFDNet(nn.Module):
 
     def __init__(self, path: Path, order: tuple[int, ...] | None = None, map_first: bool = False) -> None:
         super().__init__()
-        _, convs = conv_layers(path)
-        layers: list[nn.Module] = []
-        for conv in convs[:-1]:
-            layers += [conv, nn.ReLU()]
-        self.body = nn.Sequential(*layers, convs[-1])
-        self.channels = convs[-1].out_channels // 4
+        self.body = conv_relu_stack(conv_layers(path)[1])
+        self.channels = self.body[-1].out_channels // 4
         self.order = list(order or range(4 * self.channels))
         self.inverse = list(np.argsort(self.order))
         self.map_first = map_first
