@@ -25,3 +25,17 @@ def test_batches_in_flight_per_tenant_are_limited(env: dict[str, str], monkeypat
     assert app.post("/batches", files=files(("bad.png", b"")), headers=alpha).status_code == 429
     assert app.post("/batches", files=body, headers=beta).status_code == 201
     assert len(queued) == 3
+
+
+def test_a_batch_may_hold_more_than_a_thousand_files(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starlette's multipart parser stops at 1,000 files; the service's own limit applies instead."""
+    monkeypatch.setenv("DENOCAP_MAX_FILES_PER_BATCH", "1200")
+    get_settings.cache_clear()
+    url = get_settings().database_url
+    migrate(url)
+    app = TestClient(create_app(enqueue=lambda ids: None), headers={"X-API-Key": api_key(url, "many")})
+    tiny = png(smooth_image(8, 8))
+    r = app.post("/batches", files=files(*[(f"{i}.png", tiny) for i in range(1200)]))
+    assert r.status_code == 201 and r.json()["total"] == 1200
+    r = app.post("/batches", files=files(*[(f"{i}.png", tiny) for i in range(1201)]))
+    assert r.status_code == 413 and r.json()["detail"] == "1201 files, the limit is 1200 per batch"
