@@ -3,7 +3,7 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from core.db import downgrade, make_engine, migrate
 from core.tables import Base
@@ -29,3 +29,18 @@ def test_postgres_upgrade_downgrade(postgres_url: str) -> None:
 
 def test_sqlite_upgrade_downgrade(tmp_path: Path) -> None:
     check_round_trip(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+def test_batches_made_before_tenants_belong_to_the_local_tenant(postgres_url: str) -> None:
+    downgrade(postgres_url)
+    migrate(postgres_url, "0002")
+    engine = make_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO batches (id, created_at, options, denoiser, captioner) "
+                          "VALUES ('old', now(), '{}', 'ffdnet', 'attention')"))
+    migrate(postgres_url)
+    with engine.connect() as conn:
+        owner = conn.execute(text("SELECT t.name FROM batches b JOIN tenants t ON t.id = b.tenant_id "
+                                  "WHERE b.id = 'old'")).scalar_one()
+    engine.dispose()
+    assert owner == "local"
