@@ -9,8 +9,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
+from core.config import QUEUE
 from core.tables import Item, ItemState, Result
-from worker.app import QUEUE
 
 RECENT = timedelta(minutes=10)
 

@@ -89,3 +89,23 @@ def calibrate(path: Path, clean: np.ndarray, sigma: float = 25 / 255) -> MatFFDN
                     best = (mse, net)
     assert best is not None
     return best[1]
+
+
+def main() -> None:
+    """Parameters and conv multiply-adds per input pixel of ours and the official peers."""
+    from core.config import get_settings
+    from models.registry import load_denoiser
+    s = get_settings()
+    peers = s.shared_data / "peers"
+    nets = {"ours": (load_denoiser("ffdnet", s.weights_dir, "cpu").color, 0.25),  # convs at half resolution
+            "CDnCNN-B": (DnCNN(peers / "dncnn_GD_Color_Blind.mat"), 1.0),
+            "FFDNet": (MatFFDNet(peers / "ffdnet_color.mat"), 0.25)}
+    for name, (net, area) in nets.items():
+        params = sum(p.numel() for p in net.parameters())
+        macs = area * sum(m.weight.numel() for m in net.modules() if isinstance(m, nn.Conv2d))
+        print(f"{name}: {params / 1e6:.2f} M parameters, {macs / 1e3:.0f} k multiply-adds per input pixel")
+    print("command: python -m bench.mat_peers")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+QUEUE = "denocap"  # the Celery queue the workers consume and /metrics measures
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
 
 

@@ -67,6 +67,15 @@ def search_captions(session: Session, tenant_id: str, f: CaptionFilter, limit: i
     return [(r, i) for r, i in rows], count
 
 
+def batch_items(session: Session, batch_id: str, state: ItemState | None, limit: int,
+                offset: int) -> tuple[list[Item], int]:
+    stmt = select(Item).where(Item.batch_id == batch_id)
+    if state is not None:
+        stmt = stmt.where(Item.state == state)
+    count = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    return list(session.scalars(stmt.order_by(Item.position).limit(limit).offset(offset))), count
+
+
 def list_batches(session: Session, tenant_id: str, limit: int, offset: int) -> tuple[list[Batch], int]:
     mine = select(Batch).where(Batch.tenant_id == tenant_id)
     count = session.scalar(select(func.count()).select_from(mine.subquery())) or 0

@@ -114,9 +114,11 @@ def submit(session: Session, storage: Storage, settings: Settings, tenant_id: st
     if len(uploads) > settings.max_files_per_batch:
         raise RequestTooLarge(f"{len(uploads)} files, the limit is {settings.max_files_per_batch} per batch")
     references = references or {}
-    digest = request_digest(uploads, options, references) if idempotency_key else None
-    if idempotency_key and (earlier := earlier_submission(session, tenant_id, idempotency_key, digest or "")):
-        return earlier, False
+    digest = None
+    if idempotency_key:
+        digest = request_digest(uploads, options, references)
+        if earlier := earlier_submission(session, tenant_id, idempotency_key, digest):
+            return earlier, False
     if batches_in_flight(session, tenant_id) >= settings.max_batches_in_flight:
         raise TooManyInFlight(f"{settings.max_batches_in_flight} batches are still running for this tenant; "
                               "submit more when one finishes")

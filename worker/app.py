@@ -3,9 +3,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
 
 from core import logs
-from core.config import get_settings
-
-QUEUE = "denocap"
+from core.config import QUEUE, get_settings
 
 
 def make_celery() -> Celery:

@@ -4,7 +4,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Header, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi.routing import APIRoute
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -14,7 +13,8 @@ from api.schemas import BatchOut, ItemOut, Offset, Page, SubmitOut
 from core import queries, service
 from core.config import get_settings
 from core.imageio import TooLarge
-from core.tables import Batch, Item, ItemState
+from core.tables import Batch, ItemState
+
 
 class UploadRoute(APIRoute):
     """Reads multipart bodies with the service's own file limit (Starlette stops at 1,000 files with a 400);
@@ -52,12 +52,10 @@ STATUS = {service.RequestTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
 IdempotencyKey = Annotated[str | None, Header(max_length=255, description="the same key and request give the same batch")]
 
 
-async def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: str,
-                 files: list[UploadFile], references: list[UploadFile], options: service.BatchOptions,
-                 idempotency_key: str | None, response: Response) -> SubmitOut:
+def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: str,
+           uploads: list[service.Upload], refs: dict[str, bytes], options: service.BatchOptions,
+           idempotency_key: str | None, response: Response) -> SubmitOut:
     """201 with a new batch; 200 with the earlier batch when an Idempotency-Key is repeated with the same request."""
-    uploads = [await read_upload(f, settings.max_file_bytes) for f in files]
-    refs = {r.filename: r.data for r in [await read_upload(f, settings.max_file_bytes) for f in references]}
     try:
         batch, created = service.submit(session, storage, settings, tenant, uploads, options, refs, idempotency_key)
         session.commit()
@@ -94,8 +92,10 @@ async def create_batch(
     denoiser: Annotated[str, Form()] = "ffdnet",
     captioner: Annotated[str, Form()] = "attention",
 ) -> SubmitOut:
-    return await submit(session, settings, storage, enqueue, tenant, files, references,
-                        _options(add_noise, seed, denoise_sigma, denoiser, captioner), idempotency_key, response)
+    uploads = [await read_upload(f, settings.max_file_bytes) for f in files]
+    refs = {r.filename: r.data for r in [await read_upload(f, settings.max_file_bytes) for f in references]}
+    return submit(session, settings, storage, enqueue, tenant, uploads, refs,
+                  _options(add_noise, seed, denoise_sigma, denoiser, captioner), idempotency_key, response)
 
 
 @router.get("", response_model=Page[BatchOut], operation_id="batches-list")
@@ -122,11 +122,7 @@ def batch_items(session: SessionDep, tenant: TenantDep, batch_id: str, state: It
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                 offset: Offset = 0) -> Page[ItemOut]:
     _batch(session, tenant, batch_id)
-    stmt = select(Item).where(Item.batch_id == batch_id)
-    if state is not None:
-        stmt = stmt.where(Item.state == state)
-    count = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    items = session.scalars(stmt.order_by(Item.position).limit(limit).offset(offset)).all()
+    items, count = queries.batch_items(session, batch_id, state, limit, offset)
     return Page(data=[item_out(i) for i in items], count=count)
 
 
@@ -146,11 +142,9 @@ async def create_image(
     captioner: Annotated[str, Form()] = "attention",
 ) -> SubmitOut:
     """One image; unlike a batch, an image over a size limit is refused whole with 413."""
-    if reference is not None:
-        reference.filename = file.filename
-    head = await file.read(settings.max_file_bytes + 1)
-    if isinstance(error := service.precheck(head, service.limits_of(settings)), TooLarge):
+    upload = await read_upload(file, settings.max_file_bytes)
+    if isinstance(error := service.precheck(upload.data, service.limits_of(settings)), TooLarge):
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(error))
-    await file.seek(0)
-    return await submit(session, settings, storage, enqueue, tenant, [file], [reference] if reference else [],
-                        _options(add_noise, seed, denoise_sigma, denoiser, captioner), idempotency_key, response)
+    refs = {upload.filename: (await read_upload(reference, settings.max_file_bytes)).data} if reference else {}
+    return submit(session, settings, storage, enqueue, tenant, [upload], refs,
+                  _options(add_noise, seed, denoise_sigma, denoiser, captioner), idempotency_key, response)

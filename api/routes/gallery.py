@@ -10,13 +10,11 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import func, select
-
 from api.deps import COOKIE, SessionDep, TenantDep
 from api.routes.batches import batch_out
 from api.routes.captions import FilterDep
 from core import queries
-from core.tables import Item, ItemState
+from core.tables import ItemState
 from core.tenants import authenticate
 
 router = APIRouter(prefix="/gallery", tags=["gallery"], default_response_class=HTMLResponse)
@@ -25,8 +23,16 @@ PAGE = 48
 Page = Annotated[int, Query(ge=1, le=2**31 // PAGE)]
 
 
-def render(request: Request, name: str, code: int = 200, **context: object) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"signed_in": True, **context}, status_code=code)
+INVALID = "That key is not valid (or revoked)."
+
+
+def render(request: Request, name: str, **context: object) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {"signed_in": True, **context})
+
+
+def login_page(request: Request, next: str, message: str = "", code: int = 200) -> HTMLResponse:
+    return templates.TemplateResponse(request, "login.html", {"signed_in": False, "next": next, "message": message},
+                                      status_code=code)
 
 
 def paging(request: Request, page: int, count: int) -> dict[str, object]:
@@ -38,9 +44,8 @@ def paging(request: Request, page: int, count: int) -> dict[str, object]:
 async def login_page_on_401(request: Request, exc: HTTPException) -> Response:
     """A gallery page asked for without a valid key shows the sign-in form (still a 401)."""
     if exc.status_code == status.HTTP_401_UNAUTHORIZED and request.url.path.startswith("/gallery"):
-        message = "" if exc.detail.startswith("an API key is required") else "That key is not valid (or revoked)."
-        return templates.TemplateResponse(request, "login.html", {"signed_in": False, "message": message,
-                                                                  "next": request.url.path}, status_code=401)
+        message = "" if exc.detail.startswith("an API key is required") else INVALID
+        return login_page(request, request.url.path, message, 401)
     return await http_exception_handler(request, exc)
 
 
@@ -52,16 +57,14 @@ def batches_page(request: Request, session: SessionDep, tenant: TenantDep) -> HT
 
 @router.get("/login", operation_id="gallery-login-form")
 def login_form(request: Request, next: str = "/gallery") -> HTMLResponse:
-    return templates.TemplateResponse(request, "login.html", {"signed_in": False, "next": next})
+    return login_page(request, next)
 
 
 @router.post("/login", operation_id="gallery-login", response_model=None)
 def login(request: Request, session: SessionDep, key: Annotated[str, Form(max_length=200)],
           next: Annotated[str, Form(max_length=300)] = "/gallery") -> Response:
     if authenticate(session, key.strip()) is None:
-        return templates.TemplateResponse(request, "login.html", {"signed_in": False, "next": next,
-                                                                  "message": "That key is not valid (or revoked)."},
-                                          status_code=401)
+        return login_page(request, next, INVALID, 401)
     target = next if next.startswith("/gallery") and "//" not in next else "/gallery"  # no open redirect
     response = RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(COOKIE, key.strip(), httponly=True, samesite="strict",
@@ -82,11 +85,7 @@ def batch_page(request: Request, session: SessionDep, tenant: TenantDep, batch_i
     batch = queries.tenant_batch(session, tenant, batch_id)
     if batch is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "batch not found")
-    stmt = select(Item).where(Item.batch_id == batch_id)
-    if state is not None:
-        stmt = stmt.where(Item.state == state)
-    count = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    items = session.scalars(stmt.order_by(Item.position).limit(PAGE).offset((page - 1) * PAGE)).all()
+    items, count = queries.batch_items(session, batch_id, state, PAGE, (page - 1) * PAGE)
     counts = queries.batch_counts(session, batch_id)
     _, progress, _ = queries.progress(counts)
     return render(request, "batch.html", batch=batch, items=items, counts=counts, progress=progress,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from api.deps import SessionDep, StorageDep, TenantDep
 from api.schemas import ItemOut
 from core import queries, service
-from core.tables import Item
+from core.tables import Item, Result
 
 router = APIRouter(prefix="/items", tags=["items"])
 PNG = {"content": {"image/png": {}}}
@@ -34,11 +34,16 @@ def get_item(session: SessionDep, tenant: TenantDep, item_id: str) -> ItemOut:
     return item_out(_item(session, tenant, item_id))
 
 
-def _result_image(session: SessionDep, storage: StorageDep, tenant: str, item_id: str, which: str) -> Response:
+def _result(session: SessionDep, tenant: str, item_id: str, which: str) -> Result:
     item = _item(session, tenant, item_id)
     if item.result is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"item is {item.state.value}; no {which} image yet")
-    key = item.result.denoised_key if which == "denoised" else item.result.noisy_key
+    return item.result
+
+
+def _result_image(session: SessionDep, storage: StorageDep, tenant: str, item_id: str, which: str) -> Response:
+    result = _result(session, tenant, item_id, which)
+    key = result.denoised_key if which == "denoised" else result.noisy_key
     return Response(storage.get(key), media_type="image/png")
 
 
@@ -58,10 +63,7 @@ def noisy_image(session: SessionDep, storage: StorageDep, tenant: TenantDep, ite
 def thumbnail(session: SessionDep, storage: StorageDep, tenant: TenantDep, item_id: str,
               which: Literal["noisy", "denoised"]) -> Response:
     """A small JPEG of the noisy or the denoised image, made once and cached."""
-    item = _item(session, tenant, item_id)
-    if item.result is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"item is {item.state.value}; no {which} image yet")
-    return Response(service.thumbnail(storage, item.result, which), media_type="image/jpeg",
+    return Response(service.thumbnail(storage, _result(session, tenant, item_id, which), which), media_type="image/jpeg",
                     headers={"Cache-Control": "private, max-age=86400"})
 
 
