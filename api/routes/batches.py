@@ -39,11 +39,18 @@ async def read_upload(upload: UploadFile, limit: int) -> service.Upload:
     return service.Upload(upload.filename or "", data)
 
 
+def batches_out(session: Session, batches: list[Batch]) -> list[BatchOut]:
+    counts = queries.batch_counts(session, [b.id for b in batches])
+    out = []
+    for batch in batches:
+        total, progress, finished = queries.progress(counts[batch.id])
+        out.append(BatchOut(id=batch.id, created_at=batch.created_at, options=batch.options, total=total,
+                            counts=counts[batch.id], progress=progress, finished=finished))
+    return out
+
+
 def batch_out(session: Session, batch: Batch) -> BatchOut:
-    counts = queries.batch_counts(session, batch.id)
-    total, progress, finished = queries.progress(counts)
-    return BatchOut(id=batch.id, created_at=batch.created_at, options=batch.options, total=total, counts=counts,
-                    progress=progress, finished=finished)
+    return batches_out(session, [batch])[0]
 
 
 STATUS = {service.RequestTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
@@ -102,7 +109,7 @@ async def create_batch(
 def list_batches(session: SessionDep, tenant: TenantDep, limit: Annotated[int, Query(ge=1, le=500)] = 50,
                  offset: Offset = 0) -> Page[BatchOut]:
     rows, count = queries.list_batches(session, tenant, limit, offset)
-    return Page(data=[batch_out(session, b) for b in rows], count=count)
+    return Page(data=batches_out(session, rows), count=count)
 
 
 def _batch(session: Session, tenant: str, batch_id: str) -> Batch:

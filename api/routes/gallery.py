@@ -10,8 +10,9 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+
 from api.deps import COOKIE, SessionDep, TenantDep
-from api.routes.batches import batch_out
+from api.routes.batches import batches_out
 from api.routes.captions import FilterDep
 from core import queries
 from core.tables import ItemState
@@ -52,7 +53,7 @@ async def login_page_on_401(request: Request, exc: HTTPException) -> Response:
 @router.get("", operation_id="gallery-batches")
 def batches_page(request: Request, session: SessionDep, tenant: TenantDep) -> HTMLResponse:
     rows, _ = queries.list_batches(session, tenant, 500, 0)
-    return render(request, "batches.html", batches=[batch_out(session, b) for b in rows])
+    return render(request, "batches.html", batches=batches_out(session, rows))
 
 
 @router.get("/login", operation_id="gallery-login-form")
@@ -86,7 +87,7 @@ def batch_page(request: Request, session: SessionDep, tenant: TenantDep, batch_i
     if batch is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "batch not found")
     items, count = queries.batch_items(session, batch_id, state, PAGE, (page - 1) * PAGE)
-    counts = queries.batch_counts(session, batch_id)
+    counts = queries.batch_counts(session, [batch_id])[batch_id]
     _, progress, _ = queries.progress(counts)
     return render(request, "batch.html", batch=batch, items=items, counts=counts, progress=progress,
                   states=list(ItemState), state=state, **paging(request, page, count))

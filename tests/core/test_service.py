@@ -4,15 +4,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import sessionmaker
 
-from core import service
+from core import queries, service
 from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
 from core.storage import LocalStorage
 from core.tables import Item, ItemState, Result
-from tests.conftest import tenant_id, png, smooth_image
+from tests.conftest import png, smooth_image, tenant_id
 
 
 @pytest.fixture
@@ -99,3 +99,17 @@ def test_submit_refuses_bad_batches(sessions: sessionmaker, tmp_path: Path) -> N
             service.submit(s, storage, get_settings(), tenant_id(s), [], service.BatchOptions())
         with pytest.raises(service.SubmitError, match="add_noise must be between 0 and 255"):
             service.submit(s, storage, get_settings(), tenant_id(s), [service.Upload("a", b"x")], service.BatchOptions(add_noise=300))
+
+
+def test_batch_counts_of_many_batches_in_one_query(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    first, second = submit(sessions, storage, 3), submit(sessions, storage, 1)
+    service.process_items(sessions, storage, get_settings(), first[:1])
+    with sessions() as s:
+        batch_ids = [s.get_one(Item, first[0]).batch_id, s.get_one(Item, second[0]).batch_id]
+        statements: list[str] = []
+        event.listen(s.connection(), "before_cursor_execute", lambda *args: statements.append(args[2]))
+        counts = queries.batch_counts(s, batch_ids)
+    assert len(statements) == 1
+    assert counts[batch_ids[0]][ItemState.done] == 1 and counts[batch_ids[0]][ItemState.queued] == 2
+    assert counts[batch_ids[1]][ItemState.queued] == 1 and sum(counts[batch_ids[1]].values()) == 1
