@@ -8,15 +8,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import click
+import numpy as np
 import typer
-from typer.core import TyperGroup
 from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy.orm import sessionmaker
+from typer.core import TyperGroup
 
 from core import logs, pipeline, quality, service, tenants
 from core.config import get_settings
@@ -308,14 +308,22 @@ def caption_prepare(data: Path | None = None, out: Path | None = None, threads: 
 
 @caption_app.command("train")
 def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepared: Path | None = None,
-                  run_dir: Path | None = None, export: Path | None = None) -> None:
+                  run_dir: Path | None = None, export: Path | None = None,
+                  scst: Annotated[bool, typer.Option(help="fine-tune the exported weights for CIDEr-D "
+                                                          "(self-critical) instead of cross-entropy training")] = False,
+                  ) -> None:
     """Train the decoder on cached features; resumes from its last checkpoint; exports the best dev CIDEr."""
+    from models import scst as self_critical
     from models.train_captioner import train
     settings = get_settings()
     prepared = _dataset(prepared or settings.data_dir / "caption")
+    run_dir = run_dir or settings.data_dir / "runs" / "captioner"
+    export = export or settings.weights_dir / "captioner.pt"
     _log_info()
-    train(prepared, run_dir or settings.data_dir / "runs" / "captioner", export or settings.weights_dir / "captioner.pt",
-          hours=hours, epochs=epochs, threads=threads)
+    if scst:
+        self_critical.finetune(prepared, _dataset(export), run_dir, export, hours=hours, epochs=epochs, threads=threads)
+    else:
+        train(prepared, run_dir, export, hours=hours, epochs=epochs, threads=threads)
 
 
 @caption_app.command("eval")

@@ -53,6 +53,10 @@ def test_prepare_train_eval_end_to_end(env: dict[str, str], tmp_path: Path) -> N
     assert "epoch 2" in out.stderr and (tmp_path / "weights" / "captioner.pt").is_file()
     out = denocap(env, "caption", "train", "--epochs", "3")  # resumes after epoch 2
     assert "resumed after epoch 2" in out.stderr and "epoch 3" in out.stderr
+    out = denocap(env, "caption", "train", "--scst", "--epochs", "1")  # self-critical, from the exported weights
+    assert out.returncode == 0, out.stderr
+    assert "starting from" in out.stderr and "train CIDEr-D of samples" in out.stderr
+    assert (Path(env["DENOCAP_DATA_DIR"]) / "runs" / "captioner" / "scst_last.pt").is_file()
     out = denocap(env, "caption", "eval", "--json", str(tmp_path / "scores.json"))
     assert out.returncode == 0, out.stderr
     scores = json.loads((tmp_path / "scores.json").read_text())
