@@ -1,7 +1,7 @@
 """Prometheus metrics read at scrape time from the database and the broker, so every API replica reports the
 same truth: items by state, failures by kind, recent per-stage seconds, queue depth."""
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
@@ -25,7 +25,7 @@ class ItemStates(Collector):
             counts = dict(session.execute(select(Item.state, func.count()).group_by(Item.state)).all())
             failures = session.execute(select(Item.failure, func.count()).where(Item.state == ItemState.failed)
                                        .group_by(Item.failure)).all()
-            since = datetime.now(timezone.utc) - RECENT
+            since = datetime.now(UTC) - RECENT
             timings = session.scalars(select(Result.timings).where(Result.created_at > since).limit(10_000)).all()
         gauge = GaugeMetricFamily("denocap_items", "Items by state", labels=["state"])
         for state in ItemState:

@@ -73,7 +73,7 @@ def official_peers(peers: Path, train: Path) -> dict[str, Denoise]:
     FFDNet's sub-pixel layout is chosen on a training image (CBSD432 / BSD400), never a test image."""
     from bench.mat_peers import DnCNN, calibrate
     dncnn = {3: DnCNN(peers / "dncnn_GD_Color_Blind.mat"), 1: DnCNN(peers / "dncnn_GD_Gray_Blind.mat")}
-    first = {3: sorted((train / "cbsd432").iterdir())[0], 1: sorted((train / "bsd400").iterdir())[0]}
+    first = {3: min((train / "cbsd432").iterdir()), 1: min((train / "bsd400").iterdir())}
     ffdnet = {c: calibrate(peers / f"ffdnet_{'color' if c == 3 else 'gray'}.mat",
                            np.asarray(Image.open(first[c]).convert("RGB" if c == 3 else "L"), np.float32)
                            .reshape(*Image.open(first[c]).size[::-1], c) / 255) for c in (3, 1)}

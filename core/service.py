@@ -5,7 +5,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -18,8 +18,15 @@ from core.config import Settings
 from core.imageio import ImageError, Limits, TooLarge, encode_png, probe, thumbnail_jpeg
 from core.storage import Storage
 from core.tables import Batch, Item, ItemState, Result
-from models.registry import (CAPTION_BACKENDS, DENOISERS, CaptionBackend, Denoiser, ModelError, load_captioner,
-                             load_denoiser)
+from models.registry import (
+    CAPTION_BACKENDS,
+    DENOISERS,
+    CaptionBackend,
+    Denoiser,
+    ModelError,
+    load_captioner,
+    load_denoiser,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +158,7 @@ def reference_key(item_id: str) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def claim(session: Session, item_id: str, max_deliveries: int, lease: int) -> Item | None:

@@ -4,7 +4,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -61,7 +61,7 @@ def revoke_key(session: Session, key_id: str) -> ApiKey:
     key = session.get(ApiKey, key_id)
     if key is None:
         raise TenantError(f"no key {key_id!r}")
-    key.revoked_at = key.revoked_at or datetime.now(timezone.utc)
+    key.revoked_at = key.revoked_at or datetime.now(UTC)
     return key
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def ngrams(tokens: list[str]) -> Counter[str]:
-    return Counter(tokens + [" ".join(p) for p in zip(tokens, tokens[1:])])
+    return Counter(tokens + [" ".join(p) for p in pairwise(tokens)])
 
 
 def consensus(candidates: list[list[str]]) -> list[str]:
@@ -93,6 +94,7 @@ def tune(prepared: Path, weights_dir: Path, beams: list[int], alphas: list[float
 
 def main() -> None:
     import argparse
+
     from core.config import get_settings
     settings = get_settings()
     p = argparse.ArgumentParser(description=__doc__)

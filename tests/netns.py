@@ -44,8 +44,8 @@ class Network:
 
     def remove(self) -> None:
         for name in self.hosts:
-            subprocess.run(["ip", "netns", "del", self.ns(name)], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+            subprocess.run(["ip", "netns", "del", self.ns(name)], check=False, capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
 
 
 def can_make_namespaces() -> bool:

@@ -10,7 +10,7 @@ from tests.conftest import png, smooth_image
 
 def denocap(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "core.cli", *args], env={**os.environ, **env}, text=True,
-                          capture_output=True, timeout=300)
+                          check=False, capture_output=True, timeout=300)
 
 
 def test_run_on_samples_prints_a_table_and_stores_results(env: dict[str, str]) -> None:

@@ -40,6 +40,6 @@ def test_every_command_is_one_the_project_has(name: str) -> None:
     command = [re.sub(r"\$\{[^}]*\}", "x", c) for c in OURS[name]["command"]]  # variables as compose fills them
     program = {"denocap": [sys.executable, "-m", "core.cli"],
                "celery": [sys.executable, "-m", "celery"]}[command[0]]
-    run = subprocess.run([*program, *command[1:], "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    run = subprocess.run([*program, *command[1:], "--help"], check=False, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Usage" in run.stdout

@@ -61,7 +61,7 @@ class ThrowawayPostgres:
 
     def remove(self) -> None:
         subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(self.folder / "data"),
-                        "-m", "immediate", "stop"], capture_output=True)
+                        "-m", "immediate", "stop"], check=False, capture_output=True)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

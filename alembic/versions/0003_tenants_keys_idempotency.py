@@ -8,11 +8,10 @@ Create Date: 2026-11-25 14:40:42.502823
 """
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
-
 
 revision: str = '0003'
 down_revision: str | None = '0002'
@@ -50,7 +49,7 @@ def upgrade() -> None:
     conn = op.get_bind()
     if conn.execute(sa.text("SELECT count(*) FROM batches")).scalar():
         local = uuid.uuid4().hex
-        op.bulk_insert(tenants, [{"id": local, "name": "local", "created_at": datetime.now(timezone.utc)}])
+        op.bulk_insert(tenants, [{"id": local, "name": "local", "created_at": datetime.now(UTC)}])
         conn.execute(sa.text("UPDATE batches SET tenant_id = :t"), {"t": local})
     with op.batch_alter_table('batches', schema=None) as batch_op:
         batch_op.alter_column('tenant_id', existing_type=sa.String(length=32), nullable=False)

@@ -41,10 +41,10 @@ def test_api_and_two_workers_on_three_hosts(network: Network, weights_dir: Path,
         shared = {"DENOCAP_DATABASE_URL": db.url, "DENOCAP_BROKER_URL": broker.url, "DENOCAP_LOG_FORMAT": "json",
                   **s3.env()}
         port = free_port()
-        for name in addresses:
+        for name, address in addresses.items():
             logs[name] = tmp_path / f"{name}.log"
             env = {**base_env(tmp_path / name, weights_dir), **shared}  # each host its own working folder
-            args = ("serve", "--host", addresses[name], "--port", str(port)) if name == "api" else ("worker",)
+            args = ("serve", "--host", address, "--port", str(port)) if name == "api" else ("worker",)
             procs.append(start(env, logs[name], *args, wrap=tuple(network.command(name))))
         url = f"http://{addresses['api']}:{port}"
         wait_http(f"{url}/health", procs[0], logs["api"])

@@ -59,7 +59,7 @@ def good_files() -> dict[str, bytes]:
     img = smooth_image(40, 48, seed=9)
     return {"plain.png": png(img), "jpeg-named.png": encoded("JPEG", img), "png-named.jpg": png(img),
             "../../../etc/passwd": png(img), "名前 ünïcødé.webp": encoded("WEBP", img), "CON": png(img),
-            "a" * 300 + ".png": png(img), "gray16.png": png((smooth_image(40, 40, 1).astype(np.uint16) * 257)),
+            "a" * 300 + ".png": png(img), "gray16.png": png(smooth_image(40, 40, 1).astype(np.uint16) * 257),
             "rgba.png": png(np.dstack([img, np.full(img.shape[:2], 200, np.uint8)])),
             "palette.gif": encoded("GIF", img)}
 
@@ -111,5 +111,5 @@ def test_schemathesis_finds_no_server_error(stack: str, client: httpx.Client, tm
         [st, "run", f"{stack}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "15",
          "--header", f"X-API-Key: {client.headers['X-API-Key']}", "--seed", "1", "--phases", "examples,coverage,fuzzing",
          "--request-timeout", "60"],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        check=False, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

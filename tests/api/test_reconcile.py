@@ -11,7 +11,7 @@ from core.config import Settings
 from core.db import make_engine, migrate, session_factory
 from core.storage import LocalStorage
 from core.tables import Item, ItemState, Result
-from tests.conftest import tenant_id, base_env, png, smooth_image
+from tests.conftest import base_env, png, smooth_image, tenant_id
 from tests.services import start, stop
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ OPS = {"/health", "/metrics"}
 
 def cli(postgres_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DENOCAP_DATABASE_URL": postgres_url}
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "core.cli", *args], env=env, check=False, capture_output=True, text=True,
                           timeout=120)
 
 

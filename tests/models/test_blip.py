@@ -14,8 +14,15 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "cat", "runs"
 @pytest.fixture(scope="module")
 def blip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
-    from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
-                              BlipProcessor, BlipTextConfig, BlipVisionConfig)
+    from transformers import (
+        BertTokenizerFast,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+        BlipTextConfig,
+        BlipVisionConfig,
+    )
     folder = tmp_path_factory.mktemp("blip")
     (folder / "vocab.txt").write_text("\n".join(WORDS))
     processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
