@@ -8,6 +8,8 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import SessionDep, SettingsDep, sessions_for
 from api.metrics import ItemStates
@@ -29,6 +31,33 @@ def celery_enqueue(item_ids: list[str]) -> None:
         log.error("broker unavailable, %d items wait for the reconciler: %s", len(item_ids), e)
 
 
+class BodyLimit:
+    """413 for a request body over DENOCAP_MAX_REQUEST_BYTES: at once from Content-Length, and counted as it
+    arrives for chunked uploads, which have none (the handler reading the body gets an HTTPException)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = get_settings().max_request_bytes
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            too_large = JSONResponse({"detail": f"request body is {length} bytes, the limit is {limit}"}, 413)
+            return await too_large(scope, receive, send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise HTTPException(413, f"request body is larger than the limit of {limit} bytes")
+            return message
+        await self.app(scope, counted, send)
+
+
 def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI:
     app = FastAPI(title="denocap", version="0.1.0", generate_unique_id_function=_operation_id)
     app.state.enqueue = enqueue
@@ -36,13 +65,7 @@ def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI
         app.include_router(router)
     app.add_exception_handler(HTTPException, gallery.login_page_on_401)  # type: ignore[arg-type]
 
-    @app.middleware("http")
-    async def request_size(request: Request, call_next):  # type: ignore[no-untyped-def]
-        limit = get_settings().max_request_bytes
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            return JSONResponse({"detail": f"request body is {length} bytes, the limit is {limit}"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(OperationalError)
     async def database_down(_: Request, exc: OperationalError) -> JSONResponse:

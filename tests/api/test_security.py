@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -139,6 +140,16 @@ def test_limits_are_413_with_a_message(client: httpx.Client) -> None:
     assert r.status_code == 413 and "the limit is 31457280" in r.json()["detail"]
     r = client.post("/images", files={"file": ("tall.png", png(smooth_image(17000, 1, 1)))})
     assert r.status_code == 413 and "1x17000" in r.json()["detail"]
+
+
+def test_chunked_upload_without_length_is_counted_against_the_limit(client: httpx.Client) -> None:
+    def body() -> Iterator[bytes]:  # Transfer-Encoding: chunked, no Content-Length to check up front
+        yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\n\r\n'
+        yield from (b"\0" * 1024**2 for _ in range(31))
+        yield b"\r\n--b--\r\n"
+    r = client.post("/batches", content=body(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and r.json()["detail"] == "request body is larger than the limit of 31457280 bytes"
+    assert client.get("/health").status_code == 200
 
 
 def test_stored_files_are_named_by_ids_only(client: httpx.Client) -> None:
