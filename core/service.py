@@ -132,6 +132,7 @@ def submit(session: Session, storage: Storage, settings: Settings, tenant_id: st
     batch = Batch(tenant_id=tenant_id, options=asdict(options), denoiser=options.denoiser,
                   captioner=options.captioner, idempotency_key=idempotency_key, request_digest=digest)
     session.add(batch)
+    session.flush()  # the batch row first: a request racing on the same Idempotency-Key fails here, before storing
     limits = limits_of(settings)
     for position, upload in enumerate(uploads):
         error = precheck(upload.data, limits)
