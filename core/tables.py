@@ -3,7 +3,7 @@ import enum
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -79,8 +79,14 @@ class Item(Base):
     result: Mapped["Result | None"] = relationship(back_populates="item", uselist=False)
 
 
+def trigram_index(column: str) -> Index:
+    """Caption search is ILIKE '%word%': a trigram GIN index on PostgreSQL (pg_trgm), a plain one on SQLite."""
+    return Index(f"ix_results_{column}_trgm", column, postgresql_using="gin", postgresql_ops={column: "gin_trgm_ops"})
+
+
 class Result(Base):
     __tablename__ = "results"
+    __table_args__ = (trigram_index("caption"), trigram_index("caption_noisy"))
     item_id: Mapped[str] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)

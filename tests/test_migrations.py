@@ -44,3 +44,13 @@ def test_batches_made_before_tenants_belong_to_the_local_tenant(postgres_url: st
                                   "WHERE b.id = 'old'")).scalar_one()
     engine.dispose()
     assert owner == "local"
+
+
+def test_caption_search_can_use_the_trigram_index(postgres_url: str) -> None:
+    migrate(postgres_url)
+    engine = make_engine(postgres_url)
+    with engine.connect() as conn:
+        conn.execute(text("SET enable_seqscan = off"))  # an empty table: ask whether the index *can* serve it
+        plan = conn.execute(text("EXPLAIN SELECT item_id FROM results WHERE caption ILIKE '%dog%'")).scalars().all()
+    engine.dispose()
+    assert any("ix_results_caption_trgm" in line for line in plan), plan
