@@ -81,7 +81,7 @@ def policy_loss(model: Captioner, memory: torch.Tensor, tokens: torch.Tensor, ad
 
 
 def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: float = 1.0, epochs: int = 20,
-             batch: int = 32, samples: int = 5, lr: float = 2e-5, threads: int = 1, val_images: int = 250,
+             batch: int = 32, samples: int = 5, lr: float = 4e-5, threads: int = 1, val_images: int = 250,
              seed: int = 0) -> float:
     """Fine-tune `init` (shipped weights) by sampled CIDEr-D; export when greedy dev CIDEr-D beats `init`'s.
     One epoch = every training image once. Dropout is off: the sampled policy is the deployed network."""
@@ -126,6 +126,9 @@ def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: flo
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             mean_reward += reward.mean().item() / steps_per_epoch
+            if (i + 1) % 50 == 0:
+                log.info("epoch %d step %d/%d  %.1f images/s  mean reward %.3f", epoch + 1, i + 1, steps_per_epoch,
+                         (i + 1) * batch / (time.monotonic() - t0), mean_reward * steps_per_epoch / (i + 1))
         epoch += 1
         scores = score(caption_names(model, data, dev_names, beam=1), data.refs)
         model.eval()  # caption_names() leaves the model in training mode
@@ -150,7 +153,7 @@ def main() -> None:
     p.add_argument("--export", type=Path, default=Path(__file__).parent / "weights" / "captioner.pt")
     p.add_argument("--hours", type=float, default=1.0)
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--lr", type=float, default=4e-5)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
