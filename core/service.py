@@ -305,8 +305,8 @@ def _store(sessions: sessionmaker, storage: Storage, item_id: str, result: pipel
 def thumbnail(storage: Storage, result: Result, which: str, size: int = 320) -> bytes:
     """Made on first request, then served from storage: a page of thousands of items stays fast."""
     key = f"thumbs/{result.item_id}/{_safe(result.denoiser_version)}/{which}-{size}.jpg"
-    if storage.exists(key):
-        return storage.get(key)
+    if (cached := storage.find(key)) is not None:
+        return cached
     data = thumbnail_jpeg(storage.get(result.denoised_key if which == "denoised" else result.noisy_key), size)
     storage.put(key, data)
     return data

@@ -14,7 +14,7 @@ _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 class Storage(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
-    def exists(self, key: str) -> bool: ...
+    def find(self, key: str) -> bytes | None: ...  # get, or None when there is no such object
 
 
 def check_key(key: str) -> str:
@@ -41,8 +41,11 @@ class LocalStorage:
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+    def find(self, key: str) -> bytes | None:
+        try:
+            return self.get(key)
+        except FileNotFoundError:
+            return None
 
 
 class S3Storage:
@@ -65,18 +68,28 @@ class S3Storage:
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"].read()
 
-    def exists(self, key: str) -> bool:
-        return self._found(lambda: self.client.head_object(Bucket=self.bucket, Key=check_key(key)))
+    def find(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+        try:
+            return self.get(key)
+        except ClientError as e:
+            if _missing(e):
+                return None
+            raise
 
     def _found(self, head) -> bool:  # type: ignore[no-untyped-def]
         from botocore.exceptions import ClientError
         try:
             head()
         except ClientError as e:
-            if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+            if _missing(e):
                 return False
             raise
         return True
+
+
+def _missing(error: Exception) -> bool:
+    return error.response["Error"]["Code"] in ("404", "NoSuchKey", "NoSuchBucket", "NotFound")  # type: ignore[attr-defined]
 
 
 def make_storage(settings: Settings) -> Storage:

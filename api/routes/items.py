@@ -72,7 +72,7 @@ def thumbnail(session: SessionDep, storage: StorageDep, tenant: TenantDep, item_
 def original_file(session: SessionDep, storage: StorageDep, tenant: TenantDep, item_id: str) -> Response:
     item = _item(session, tenant, item_id)
     key = service.input_key(item.id)
-    if not storage.exists(key):
+    if (data := storage.find(key)) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "the upload was refused and not kept")
-    return Response(storage.get(key), media_type="application/octet-stream",
+    return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{item.id}"'})

@@ -31,10 +31,10 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     return S3Storage(s3.endpoint, f"b{tmp_path.name[-8:].lower().replace('_', '-')}x", s3.ACCESS, s3.SECRET, "us-east-1")
 
 
-def test_put_get_exists_overwrite(storage: Storage) -> None:
-    assert not storage.exists("items/abc/input")
+def test_put_get_find_overwrite(storage: Storage) -> None:
+    assert storage.find("items/abc/input") is None
     storage.put("items/abc/input", b"one")
-    assert storage.exists("items/abc/input") and storage.get("items/abc/input") == b"one"
+    assert storage.find("items/abc/input") == b"one" and storage.get("items/abc/input") == b"one"
     storage.put("items/abc/input", b"two")
     assert storage.get("items/abc/input") == b"two"
     with pytest.raises((FileNotFoundError, ClientError)):
