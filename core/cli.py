@@ -310,7 +310,7 @@ def caption_prepare(data: Path | None = None, out: Path | None = None, threads: 
 def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepared: Path | None = None,
                   run_dir: Path | None = None, export: Path | None = None,
                   scst: Annotated[bool, typer.Option(help="fine-tune the exported weights for CIDEr-D "
-                                                          "(self-critical) instead of cross-entropy training")] = False,
+                                                          "(self-critical; --epochs counts rounds of 50 steps)")] = False,
                   ) -> None:
     """Train the decoder on cached features; resumes from its last checkpoint; exports the best dev CIDEr."""
     from models import scst as self_critical
@@ -321,7 +321,8 @@ def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepar
     export = export or settings.weights_dir / "captioner.pt"
     _log_info()
     if scst:
-        self_critical.finetune(prepared, _dataset(export), run_dir, export, hours=hours, epochs=epochs, threads=threads)
+        self_critical.finetune(prepared, _dataset(export), run_dir, export, hours=hours, rounds=epochs,
+                                threads=threads)
     else:
         train(prepared, run_dir, export, hours=hours, epochs=epochs, threads=threads)
 

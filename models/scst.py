@@ -23,6 +23,8 @@ from models.train_captioner import CaptionData, caption_names, export_weights, s
 from models.vocab import EOS, Vocabulary
 
 log = logging.getLogger(__name__)
+TOP_K = 5
+ROUND_STEPS = 50  # steps between dev evaluations and checkpoints
 
 
 class CorpusCider(CiderScorer):
@@ -50,8 +52,10 @@ class CorpusCider(CiderScorer):
 
 
 @torch.no_grad()
-def sample(model: Captioner, memory: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
-    """One caption sampled per memory row: (N, T) ids starting with <bos>, <pad> after <eos>."""
+def sample(model: Captioner, memory: torch.Tensor, vocab: Vocabulary, top_k: int = TOP_K) -> torch.Tensor:
+    """One caption sampled per memory row from the `top_k` likeliest words at each step: (N, T) ids starting with
+    <bos>, <pad> after <eos>. Sampling the whole vocabulary draws a rare word into most captions (the decoder was
+    trained with label smoothing), and pushing those down made the first runs' greedy captions degenerate."""
     cache = model.start(memory)
     tokens = torch.full((len(memory), 1), vocab.bos, dtype=torch.long, device=memory.device)
     done = torch.zeros(len(memory), dtype=torch.bool, device=memory.device)
@@ -60,7 +64,8 @@ def sample(model: Captioner, memory: torch.Tensor, vocab: Vocabulary) -> torch.T
         logp[:, [vocab.pad, vocab.bos, vocab.unk]] = float("-inf")
         if t == 1:
             logp[:, vocab.eos] = float("-inf")
-        nxt = torch.multinomial(logp.exp(), 1)[:, 0]
+        kth = logp.topk(top_k, dim=-1).values[:, -1:]
+        nxt = torch.multinomial(logp.masked_fill(logp < kth, float("-inf")).exp(), 1)[:, 0]
         if t == model.config.max_len - 1:
             nxt[:] = vocab.eos
         nxt[done] = vocab.pad
@@ -80,11 +85,12 @@ def policy_loss(model: Captioner, memory: torch.Tensor, tokens: torch.Tensor, ad
     return -(advantage * token_logp.sum(1)).mean()
 
 
-def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: float = 1.0, epochs: int = 20,
-             batch: int = 32, samples: int = 5, lr: float = 4e-5, threads: int = 1, val_images: int = 250,
+def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: float = 1.0, rounds: int = 100,
+             batch: int = 32, samples: int = 5, lr: float = 1e-5, threads: int = 1, val_images: int = 250,
              seed: int = 0) -> float:
     """Fine-tune `init` (shipped weights) by sampled CIDEr-D; export when greedy dev CIDEr-D beats `init`'s.
-    One epoch = every training image once. Dropout is off: the sampled policy is the deployed network."""
+    A round is ROUND_STEPS steps (fewer for a small training set), then a dev evaluation and a checkpoint.
+    Dropout is off: the sampled policy is the deployed network."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -97,23 +103,24 @@ def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: flo
     model = Captioner(config).to(device).eval()
     model.load_state_dict({k: v.float() for k, v in shipped["state"].items()})
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    epoch, best = 0, shipped["dev_scores"].get("CIDEr", -math.inf)
+    done, best = 0, shipped["dev_scores"].get("CIDEr", -math.inf)
     if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        epoch, best = state["epoch"], state["best"]
-        log.info("resumed after epoch %d (best dev CIDEr %.3f)", epoch, best)
+        done, best = state["round"], state["best"]
+        log.info("resumed after round %d (best dev CIDEr %.3f)", done, best)
     else:
         log.info("starting from %s (dev CIDEr %.3f)", init, best)
     train_names, dev_names = data.splits["train"], data.splits["dev"][:val_images]
     cider = CorpusCider([[" ".join(r) for r in data.refs[n]] for n in train_names])
-    steps_per_epoch = math.ceil(len(train_names) / batch)
-    rng = np.random.default_rng(seed + epoch)
+    batch = min(batch, len(train_names))
+    round_steps = min(ROUND_STEPS, math.ceil(len(train_names) / batch))
     deadline = time.monotonic() + hours * 3600
-    while epoch < epochs and time.monotonic() < deadline:
-        order, t0, mean_reward = rng.permutation(len(train_names)), time.monotonic(), 0.0
-        for i in range(steps_per_epoch):
-            names = [train_names[j] for j in order[i * batch:(i + 1) * batch]]
+    while done < rounds and time.monotonic() < deadline:
+        rng = np.random.default_rng(seed + done)  # a round's images depend on its number only: resumable
+        t0, rewards = time.monotonic(), []
+        for _ in range(round_steps):
+            names = [train_names[j] for j in rng.choice(len(train_names), batch, replace=False)]
             memory = model.memory(data.features_of(names).to(device)).repeat_interleave(samples, dim=0)
             tokens = sample(model, memory.detach(), data.vocab)
             captions = [data.vocab.decode(row.tolist()) for row in tokens]
@@ -125,21 +132,18 @@ def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: flo
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            mean_reward += reward.mean().item() / steps_per_epoch
-            if (i + 1) % 50 == 0:
-                log.info("epoch %d step %d/%d  %.1f images/s  mean reward %.3f", epoch + 1, i + 1, steps_per_epoch,
-                         (i + 1) * batch / (time.monotonic() - t0), mean_reward * steps_per_epoch / (i + 1))
-        epoch += 1
+            rewards.append(reward.mean().item())
+        done += 1
         scores = score(caption_names(model, data, dev_names, beam=1), data.refs)
         model.eval()  # caption_names() leaves the model in training mode
         if scores["CIDEr"] > best:
             best = scores["CIDEr"]
-            export_weights(model, data.vocab, export, epoch, scores)
+            export_weights(model, data.vocab, export, done, scores)
         checkpoint.save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(config),
-                                "epoch": epoch, "best": best}, last)
-        log.info("epoch %d  %.0f images/s  train CIDEr-D of samples %.3f  dev BLEU-4 %.3f CIDEr %.3f  best CIDEr %.3f",
-                 epoch, len(train_names) / (time.monotonic() - t0), mean_reward, scores["BLEU-4"], scores["CIDEr"],
-                 best)
+                                "round": done, "best": best}, last)
+        log.info("round %d  %.1f images/s  train CIDEr-D of samples %.3f  dev BLEU-4 %.3f CIDEr %.3f  best CIDEr %.3f",
+                 done, round_steps * batch / (time.monotonic() - t0), float(np.mean(rewards)), scores["BLEU-4"],
+                 scores["CIDEr"], best)
     return best
 
 
@@ -152,12 +156,12 @@ def main() -> None:
     p.add_argument("--run-dir", type=Path, default=settings.data_dir / "runs" / "captioner")
     p.add_argument("--export", type=Path, default=Path(__file__).parent / "weights" / "captioner.pt")
     p.add_argument("--hours", type=float, default=1.0)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=4e-5)
+    p.add_argument("--rounds", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    finetune(a.prepared, a.init, a.run_dir, a.export, hours=a.hours, epochs=a.epochs, lr=a.lr, threads=a.threads)
+    finetune(a.prepared, a.init, a.run_dir, a.export, hours=a.hours, rounds=a.rounds, lr=a.lr, threads=a.threads)
 
 
 if __name__ == "__main__":

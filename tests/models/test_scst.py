@@ -49,3 +49,15 @@ def test_positive_advantage_raises_the_probability_of_the_caption() -> None:
         policy_loss(model, memory, tokens, torch.ones(2), vocab.pad).backward()
         opt.step()
     assert -policy_loss(model, memory, tokens, torch.ones(2), vocab.pad).item() > before + 0.5
+
+
+def test_top_1_sampling_is_greedy_and_top_k_stays_in_the_top_k() -> None:
+    model, vocab = tiny_captioner()
+    memory = model.memory(torch.randn(1, 49, 1280)).detach().expand(16, -1, -1)
+    torch.manual_seed(1)
+    greedy = sample(model, memory, vocab, top_k=1)
+    assert (greedy == greedy[0]).all()  # the same image gives the same caption 16 times
+    first = model.step(model.start(memory[:1]), torch.tensor([vocab.bos]))[0]
+    first[[vocab.pad, vocab.bos, vocab.unk, vocab.eos]] = float("-inf")
+    allowed = set(first.topk(2).indices.tolist())
+    assert set(sample(model, memory, vocab, top_k=2)[:, 1].tolist()) <= allowed
