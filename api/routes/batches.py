@@ -3,6 +3,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Header, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -62,7 +63,8 @@ IdempotencyKey = Annotated[str | None, Header(max_length=255, description="the s
 def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: str,
            uploads: list[service.Upload], refs: dict[str, bytes], options: service.BatchOptions,
            idempotency_key: str | None, response: Response) -> SubmitOut:
-    """201 with a new batch; 200 with the earlier batch when an Idempotency-Key is repeated with the same request."""
+    """201 with a new batch; 200 with the earlier batch when an Idempotency-Key is repeated with the same request.
+    Blocking (database, storage, broker): the async handlers run it in the thread pool."""
     try:
         batch, created = service.submit(session, storage, settings, tenant, uploads, options, refs, idempotency_key)
         session.commit()
@@ -101,8 +103,9 @@ async def create_batch(
 ) -> SubmitOut:
     uploads = [await read_upload(f, settings.max_file_bytes) for f in files]
     refs = {r.filename: r.data for r in [await read_upload(f, settings.max_file_bytes) for f in references]}
-    return submit(session, settings, storage, enqueue, tenant, uploads, refs,
-                  _options(add_noise, seed, denoise_sigma, denoiser, captioner), idempotency_key, response)
+    return await run_in_threadpool(submit, session, settings, storage, enqueue, tenant, uploads, refs,
+                                   _options(add_noise, seed, denoise_sigma, denoiser, captioner), idempotency_key,
+                                   response)
 
 
 @router.get("", response_model=Page[BatchOut], operation_id="batches-list")
@@ -153,5 +156,6 @@ async def create_image(
     if isinstance(error := service.precheck(upload.data, service.limits_of(settings)), TooLarge):
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(error))
     refs = {upload.filename: (await read_upload(reference, settings.max_file_bytes)).data} if reference else {}
-    return submit(session, settings, storage, enqueue, tenant, [upload], refs,
-                  _options(add_noise, seed, denoise_sigma, denoiser, captioner), idempotency_key, response)
+    return await run_in_threadpool(submit, session, settings, storage, enqueue, tenant, [upload], refs,
+                                   _options(add_noise, seed, denoise_sigma, denoiser, captioner), idempotency_key,
+                                   response)

@@ -1,4 +1,7 @@
 """A tenant with as many unfinished batches as allowed gets 429 until one finishes; other tenants are not held up."""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -39,3 +42,25 @@ def test_a_batch_may_hold_more_than_a_thousand_files(env: dict[str, str], monkey
     assert r.status_code == 201 and r.json()["total"] == 1200
     r = app.post("/batches", files=files(*[(f"{i}.png", tiny) for i in range(1201)]))
     assert r.status_code == 413 and r.json()["detail"] == "1201 files, the limit is 1200 per batch"
+
+
+def test_a_slow_submit_does_not_hold_up_other_requests(env: dict[str, str]) -> None:
+    """Submitting stores files and talks to the broker: blocking work, kept off the event loop."""
+    url = get_settings().database_url
+    migrate(url)
+    entered, release = threading.Event(), threading.Event()
+    waited: list[bool] = []
+
+    def slow_broker(ids: list[str]) -> None:
+        entered.set()
+        waited.append(release.wait(10))
+
+    body = files(("a.png", png(smooth_image(16, 16))))
+    with TestClient(create_app(enqueue=slow_broker), headers={"X-API-Key": api_key(url, "slow")}) as app, \
+            ThreadPoolExecutor(1) as pool:  # one client: one event loop for both requests
+        submitted = pool.submit(app.post, "/batches", files=body)
+        assert entered.wait(10)
+        assert app.get("/health").status_code == 200
+        release.set()
+        assert submitted.result().status_code == 201
+    assert waited == [True]  # /health answered while the submit was waiting for the broker
