@@ -118,7 +118,7 @@ def tune(prepared: Path, weights_dir: Path, beams: list[int], alphas: list[float
     names = data.splits["dev"]
     rows = []
     for beam in beams:
-        for alpha in alphas:
+        for alpha in alphas if beam > 1 else alphas[:1]:  # the length penalty cannot change a greedy caption
             scores = score(caption_names(model.decoder, data, names, beam, alpha), data.refs)
             rows.append({"beam": beam, "alpha": alpha, **scores})
             log.info("beam %d alpha %.2f  BLEU-1 %.3f BLEU-4 %.3f CIDEr %.3f", beam, alpha, scores["BLEU-1"],
