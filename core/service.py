@@ -203,8 +203,8 @@ def _fail(item: Item, reason: str, kind: str) -> None:
 
 
 @lru_cache(maxsize=4)
-def cached_denoiser(name: str, weights_dir: Path, device: str, tile: int = 512) -> Denoiser:
-    return load_denoiser(name, weights_dir, device, tile)
+def cached_denoiser(name: str, weights_dir: Path, device: str, tile: int = 512, ensemble: int = 1) -> Denoiser:
+    return load_denoiser(name, weights_dir, device, tile, ensemble=ensemble)
 
 
 @lru_cache(maxsize=4)
@@ -229,7 +229,8 @@ def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, 
     restored: dict[str, list[tuple[str, pipeline.Restored]]] = {}
     for denoiser_name, items in prepared.items():
         try:
-            denoiser = cached_denoiser(denoiser_name, settings.weights_dir, settings.device, settings.tile_size)
+            denoiser = cached_denoiser(denoiser_name, settings.weights_dir, settings.device, settings.tile_size,
+                                       settings.denoise_ensemble)
         except ModelError as e:
             _with_database(settings, partial(_fail_in, sessions, [i for i, _, _ in items], str(e), "model"))
             continue

@@ -48,3 +48,15 @@ def test_bad_option_is_a_one_line_error(env: dict[str, str], tmp_path: Path) -> 
     out = denocap(env, "run", str(tmp_path / "a.png"), "--denoiser", "nosuch")
     assert out.returncode == 2
     assert out.stderr.strip() == "error: unknown denoiser 'nosuch'; known: ffdnet"
+
+
+def test_self_ensemble_setting_reaches_the_stored_result(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(png(smooth_image()))
+    out = denocap({**env, "DENOCAP_DENOISE_ENSEMBLE": "2"}, "run", str(tmp_path / "a.png"))
+    assert out.returncode == 0, out.stderr
+    db = Path(env["DENOCAP_DATA_DIR"]) / "denocap.db"
+    (version,) = sqlite3.connect(db).execute("SELECT denoiser_version FROM results").fetchone()
+    assert version.startswith("ffdnet@") and version.endswith("-x2")
+    out = denocap({**env, "DENOCAP_DENOISE_ENSEMBLE": "3"}, "run", str(tmp_path / "a.png"))
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: DENOCAP_DENOISE_ENSEMBLE: Value error, must be 1, 2, 4 or 8"

@@ -38,7 +38,7 @@ def test_denoise_reports_the_estimate_and_keeps_going_past_bad_files(env: dict[s
     make_clean(tmp_path / "in")
     (tmp_path / "in" / "zero.png").write_bytes(b"")
     (tmp_path / "in" / "huge.png").write_bytes(png(np.zeros((20000, 1), np.uint8)))
-    out = denocap(env, "denoise", str(tmp_path / "in"), str(tmp_path / "out"), "--sigma", "auto")
+    out = denocap(env, "denoise", str(tmp_path / "in"), str(tmp_path / "out"), "--sigma", "auto", "--ensemble", "2")
     assert out.returncode == 1
     assert "zero.png: empty file" in out.stderr and "huge.png: image is 1x20000" in out.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0.png", "img1.png"]
@@ -50,7 +50,8 @@ def test_denoise_bad_arguments(env: dict[str, str], tmp_path: Path) -> None:
     make_clean(tmp_path / "in")
     cases = {("--sigma", "-3"): "error: --sigma must be between 0 and 255, got -3.0",
              ("--sigma", "loud"): "error: --sigma must be 'auto' or a number, got 'loud'",
-             ("--model", "nosuch"): "error: unknown denoiser 'nosuch'; known: ffdnet"}
+             ("--model", "nosuch"): "error: unknown denoiser 'nosuch'; known: ffdnet",
+             ("--ensemble", "3"): "error: ensemble must be one of 1, 2, 4, 8, got 3"}
     for args, message in cases.items():
         out = denocap(env, "denoise", str(tmp_path / "in"), str(tmp_path / "out"), *args)
         assert out.returncode == 2 and out.stderr.strip() == message

@@ -55,3 +55,19 @@ def test_denoiser_many_mixes_gray_and_color(weights_dir) -> None:  # type: ignor
     for img, s, out in zip(images, [0.1, 0.1, 0.2], together, strict=True):
         assert out.shape == img.shape
         np.testing.assert_allclose(out, denoiser(img, s, 48, 8), atol=1e-5)
+
+
+def test_self_ensemble_averages_the_eight_rotations_and_flips(weights_dir) -> None:  # type: ignore[no-untyped-def]
+    from models.registry import ModelError, load_denoiser
+    img = np.random.default_rng(0).random((40, 56, 3), dtype=np.float32)
+    turned = np.ascontiguousarray(np.rot90(img))
+    plain, eight = load_denoiser("ffdnet", weights_dir, "cpu"), load_denoiser("ffdnet", weights_dir, "cpu", ensemble=8)
+    assert np.abs(plain(turned, 0.1, 512, 32) - np.rot90(plain(img, 0.1, 512, 32))).max() > 1e-3
+    np.testing.assert_allclose(eight(turned, 0.1, 512, 32), np.rot90(eight(img, 0.1, 512, 32)), atol=1e-5)
+    two, mid = load_denoiser("ffdnet", weights_dir, "cpu", ensemble=2), 0.4 + 0.2 * img  # mid: nothing clipped
+    by_hand = (plain(mid, 0.1, 512, 32) + np.rot90(plain(np.ascontiguousarray(np.rot90(mid)), 0.1, 512, 32), -1)) / 2
+    assert 0 < by_hand.min() and by_hand.max() < 1
+    np.testing.assert_allclose(two(mid, 0.1, 512, 32), by_hand, atol=1e-5)
+    assert eight.version == f"{plain.version}-x8"
+    with pytest.raises(ModelError, match="ensemble must be one of 1, 2, 4, 8, got 3"):
+        load_denoiser("ffdnet", weights_dir, "cpu", ensemble=3)
