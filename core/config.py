@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENSEMBLES = (1, 2, 4, 8)  # the denoiser's geometric self-ensemble sizes
 QUEUE = "denocap"  # the Celery queue the workers consume and /metrics measures
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
 
@@ -55,8 +56,8 @@ class Settings(BaseSettings):
     @field_validator("denoise_ensemble")
     @classmethod
     def _ensemble(cls, value: int) -> int:
-        if value not in (1, 2, 4, 8):
-            raise ValueError("must be 1, 2, 4 or 8")
+        if value not in ENSEMBLES:
+            raise ValueError(f"must be {', '.join(map(str, ENSEMBLES[:-1]))} or {ENSEMBLES[-1]}")
         return value
 
     @model_validator(mode="after")

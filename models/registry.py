@@ -7,6 +7,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from core.config import ENSEMBLES
 from models import checkpoint
 from models.captioner import Captioner, CaptionerConfig
 from models.decode import BEAM, beam_search
@@ -16,7 +17,6 @@ from models.tiling import denoise_many
 from models.vocab import Vocabulary
 
 DENOISERS = {"ffdnet": (FFDNetConfig, FFDNet)}
-ENSEMBLES = (1, 2, 4, 8)
 CAPTIONERS = {"attention": (CaptionerConfig, Captioner)}
 CAPTION_BACKENDS = (*CAPTIONERS, "blip")  # blip: opt-in, transformers and a local weights folder
 
@@ -90,20 +90,21 @@ class Denoiser:
                 out[i] = y.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
         return out
 
+    @torch.inference_mode()  # denoise_many's outputs are inference tensors; summed in place
     def _ensemble(self, net: FFDNet, xs: list[torch.Tensor], sigmas: list[float], tile: int,
                   overlap: int) -> list[torch.Tensor]:
         """Geometric self-ensemble (Timofte et al., "Seven ways to improve example-based single image super
         resolution", 2016): the mean of the outputs for rotated and flipped inputs, each turned back."""
-        total: list[torch.Tensor] = []
-        for t in range(self.ensemble):
+        total = denoise_many(net, xs, sigmas, tile, overlap, self.max_batch, self.dtype)
+        for t in range(1, self.ensemble):
             ys = denoise_many(net, [transform(x, t) for x in xs], sigmas, tile, overlap, self.max_batch, self.dtype)
-            ys = [transform(y, t, inverse=True) for y in ys]
-            total = [a + b for a, b in zip(total, ys, strict=True)] if total else ys
-        return [y / self.ensemble for y in total]
+            for acc, y in zip(total, ys, strict=True):
+                acc.add_(transform(y, t, inverse=True))
+        return [y.div_(self.ensemble) for y in total] if self.ensemble > 1 else total
 
 
 def transform(x: torch.Tensor, t: int, inverse: bool = False) -> torch.Tensor:
-    """The t-th of the 8 rotations and flips of (N, C, H, W), or its inverse; 0 is the identity."""
+    """The t-th (1-7) of the 8 rotations and flips of (N, C, H, W), or its inverse."""
     if inverse:
         x = torch.rot90(x, -(t % 4), dims=(2, 3))
         return x.flip(3) if t >= 4 else x
