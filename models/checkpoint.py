@@ -19,5 +19,6 @@ def load(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
 
 
 def half_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Floating point tensors in fp16 (shipped weights), the rest (BN counters) as they are."""
-    return {k: v.half() if v.is_floating_point() else v for k, v in module.state_dict().items()}
+    """Floating point tensors in fp16 (shipped weights), the rest (BN counters) as they are; on the CPU, so weights
+    trained on a GPU load anywhere."""
+    return {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in module.state_dict().items()}

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models import checkpoint
+from models.ffdnet import FFDNetConfig
+from models.train_denoiser import Patches, train
+
+
+def coordinate_images() -> list[np.ndarray]:
+    """Each pixel holds (row, column, image index), so a crop tells where it came from."""
+    images = []
+    for i, (h, w) in enumerate([(20, 30), (40, 12), (16, 16)]):
+        rows, cols = np.mgrid[:h, :w]
+        images.append(np.stack([rows, cols, np.full((h, w), i)], axis=-1).astype(np.uint8))
+    return images
+
+
+def test_patches_are_whole_windows_of_one_image_under_flips_and_transposes() -> None:
+    images = coordinate_images()
+    crops = Patches(images, "cpu").sample(400, 8, torch.Generator().manual_seed(0))
+    assert crops.shape == (400, 3, 8, 8)
+    corners = set()
+    for crop in (crops * 255).round().long():
+        index = crop[2].unique()
+        assert len(index) == 1
+        h, w = images[int(index)].shape[:2]
+        rows, cols = crop[0], crop[1]
+        if rows[0, 0] == rows[0, 1]:  # rows run down the crop: not transposed
+            r0, c0 = rows, cols
+        else:
+            r0, c0 = rows.T, cols.T
+        # A window of the original image, possibly flipped: 8 distinct rows and columns, each contiguous.
+        assert sorted(r0[:, 0].tolist()) == list(range(int(r0.min()), int(r0.min()) + 8))
+        assert sorted(c0[0].tolist()) == list(range(int(c0.min()), int(c0.min()) + 8))
+        assert (r0 == r0[:, :1]).all() and (c0 == c0[:1]).all()
+        assert int(r0.max()) < h and int(c0.max()) < w
+        corners.add((bool(rows[0, 0] == rows.min()), bool(cols[0, 0] == cols.min()), bool(rows[0, 0] == rows[0, 1])))
+    assert len(corners) == 8  # every flip/transpose combination drawn
+
+
+def write_folder(folder: Path, count: int = 10) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        smooth = np.kron(rng.integers(0, 256, (6, 6, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+        Image.fromarray(smooth).save(folder / f"{i}.png")
+    return folder
+
+
+def test_training_exports_and_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    data = write_folder(tmp_path / "train")
+    run, export = tmp_path / "run", tmp_path / "w.pt"
+    config = FFDNetConfig(channels=3, features=8, blocks=1)
+    first = train(data, run, export, patch=16, batch=4, steps=6, eval_every=3, config=config)
+    assert checkpoint.load(run / "last.pt")["step"] == 3 * 2
+    shipped = checkpoint.load(export)
+    assert shipped["val_psnr"] == first and shipped["config"] == {"channels": 3, "features": 8, "blocks": 1}
+    assert all(v.device.type == "cpu" for v in shipped["state"].values())
+    resumed = train(data, run, export, patch=16, batch=4, steps=9, eval_every=3, config=config)
+    state = checkpoint.load(run / "last.pt")
+    assert state["step"] == 9 and resumed >= first and state["best"] == resumed
