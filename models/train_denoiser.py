@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 SIGMA_MAX = 75.0
 VAL_SIGMA = 25.0
 VAL_IMAGES = 8
+COLLAPSE_DB = 3.0  # validation this far under the best: the run blew up (seen once in bfloat16 at lr 9e-4)
 
 
 def load_images(folder: Path, channels: int) -> list[np.ndarray]:
@@ -104,11 +105,11 @@ def train(
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["state"].items()})
         log.info("starting from %s (step %d, val %.2f dB)", init, shipped["step"], shipped["val_psnr"])
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    step, best = 0, shipped["val_psnr"] if shipped else -math.inf
+    step, best, scale = 0, shipped["val_psnr"] if shipped else -math.inf, 1.0
     if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        step, best = state["step"], state["best"]
+        step, best, scale = state["step"], state["best"], state.get("lr_scale", 1.0)
         log.info("resumed at step %d (best %.2f dB)", step, best)
     log.info("%s on %s: %d parameters", config, device, sum(p.numel() for p in model.parameters()))
     gen = torch.Generator(device).manual_seed(seed + step)
@@ -119,7 +120,7 @@ def train(
         sigma = torch.rand(batch, generator=gen, device=device) * SIGMA_MAX / 255.0
         noisy = clean + torch.randn(clean.shape, generator=gen, device=device) * sigma.view(-1, 1, 1, 1)
         for group in opt.param_groups:
-            group["lr"] = learning_rate(step, steps, lr)
+            group["lr"] = scale * learning_rate(step, steps, lr)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
             out = model(noisy, sigma)
         loss = F.mse_loss(out.float(), clean)
@@ -129,13 +130,20 @@ def train(
         step, seen = step + 1, seen + batch
         if step % eval_every == 0 or step == steps:
             psnr = validate(model, val_clean, val_noisy)
+            if not psnr >= best - COLLAPSE_DB and last.exists():  # also catches NaN
+                good = checkpoint.load(last)
+                model.load_state_dict(good["model"])
+                opt.load_state_dict(good["optimizer"])
+                step, scale = good["step"], scale / 2
+                log.warning("validation %.2f dB, best %.2f: back to step %d, learning rate x%g", psnr, best, step, scale)
+                continue
             rate = seen / (time.monotonic() - tick)
             tick, seen = time.monotonic(), 0
             if psnr > best:
                 best = psnr
                 export_weights(model, export, step, psnr)
             checkpoint.save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "config": asdict(config), "step": step, "best": best}, last)
+                                    "config": asdict(config), "step": step, "best": best, "lr_scale": scale}, last)
             log.info("step %d  patches/s %.1f  loss %.6f  val PSNR(sigma 25) %.2f dB  best %.2f",
                      step, rate, loss.item(), psnr, best)
     return best

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models import checkpoint
+from models import checkpoint, train_denoiser
 from models.ffdnet import FFDNetConfig
 from models.train_denoiser import Patches, train
 
@@ -62,3 +62,17 @@ def test_training_exports_and_resumes_from_its_last_checkpoint(tmp_path: Path) -
     resumed = train(data, run, export, patch=16, batch=4, steps=9, eval_every=3, config=config)
     state = checkpoint.load(run / "last.pt")
     assert state["step"] == 9 and resumed >= first and state["best"] == resumed
+
+
+def test_a_collapsed_run_goes_back_to_its_last_checkpoint_at_half_the_rate(
+        tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    scores = iter([20.0, 10.0, 21.0, float("nan"), 22.0])  # evaluations at steps 3, 6, 6, 9, 9
+    monkeypatch.setattr(train_denoiser, "validate", lambda *_: next(scores))
+    data = write_folder(tmp_path / "train")
+    config = FFDNetConfig(channels=3, features=8, blocks=1)
+    best = train(data, tmp_path / "run", tmp_path / "w.pt", patch=16, batch=4, steps=9, eval_every=3, config=config)
+    state = checkpoint.load(tmp_path / "run" / "last.pt")
+    assert best == 22.0 and state["step"] == 9 and state["lr_scale"] == 0.25
+    assert [r.message for r in caplog.records if r.levelname == "WARNING"] == [
+        "validation 10.00 dB, best 20.00: back to step 3, learning rate x0.5",
+        "validation nan dB, best 21.00: back to step 6, learning rate x0.25"]
