@@ -18,7 +18,7 @@ from torch import nn
 class FFDNetConfig:
     channels: int = 3  # 1 for gray, 3 for color
     features: int = 64
-    blocks: int = 4  # each two 3x3 convs; the net has 2 * blocks + 2 convs in all
+    blocks: int = 8  # each two 3x3 convs; the net has 2 * blocks + 2 convs in all
 
 
 class ResBlock(nn.Module):
