@@ -44,9 +44,11 @@ class Patches:
             pixels[i, :a.shape[0], :a.shape[1]] = a
         self.pixels = torch.from_numpy(pixels).to(device)
         self.sizes = torch.tensor([a.shape[:2] for a in landscape], device=device)
+        self.smallest = min(min(a.shape[:2]) for a in landscape)
 
     def sample(self, size: int, patch: int, gen: torch.Generator) -> torch.Tensor:
         """(size, C, patch, patch) float crops in [0, 1], each under one of the 8 flips/rotations."""
+        assert patch <= self.smallest, f"patch {patch} is larger than the smallest training image ({self.smallest} px)"
         dev = self.pixels.device
         n = torch.randint(len(self.sizes), (size,), generator=gen, device=dev)
         corner = (torch.rand(size, 2, generator=gen, device=dev) * (self.sizes[n] - patch + 1)).long()

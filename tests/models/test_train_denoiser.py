@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -76,3 +77,9 @@ def test_a_collapsed_run_goes_back_to_its_last_checkpoint_at_half_the_rate(
     assert [r.message for r in caplog.records if r.levelname == "WARNING"] == [
         "validation 10.00 dB, best 20.00: back to step 3, learning rate x0.5",
         "validation nan dB, best 21.00: back to step 6, learning rate x0.25"]
+
+
+def test_a_patch_larger_than_an_image_is_refused() -> None:
+    patches = Patches(coordinate_images(), "cpu")  # the narrowest image is 12 px wide
+    with pytest.raises(AssertionError, match=r"larger than the smallest training image \(12 px\)"):
+        patches.sample(4, 13, torch.Generator().manual_seed(0))
