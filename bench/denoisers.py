@@ -17,7 +17,6 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
-from core import quality
 from core.config import get_settings
 from models.registry import load_denoiser
 
@@ -33,12 +32,12 @@ def load_set(root: Path, name: str, limit: int | None) -> list[np.ndarray]:
 
 
 def ours(blind: bool, ensemble: int = 1) -> Denoise:
+    """Blind: the network's own estimated noise map; otherwise told the true sigma."""
     settings = get_settings()
     net = load_denoiser("ffdnet", settings.weights_dir, "cpu", ensemble=ensemble)
 
     def run(noisy: np.ndarray, sigma: float) -> np.ndarray:
-        level = quality.noise_level(noisy) * 255 if blind else sigma
-        return net(noisy.astype(np.float32), level / 255, settings.tile_size, settings.tile_overlap)
+        return net(noisy.astype(np.float32), None if blind else sigma / 255, settings.tile_size, settings.tile_overlap)
     return run
 
 

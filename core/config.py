@@ -6,7 +6,8 @@ from typing import Literal
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ENSEMBLES = (1, 2, 4, 8)  # the denoiser's geometric self-ensemble sizes
+from models.names import ENSEMBLES
+
 QUEUE = "denocap"  # the Celery queue the workers consume and /metrics measures
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
 

@@ -7,18 +7,18 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from core.config import ENSEMBLES
 from models import checkpoint
 from models.captioner import Captioner, CaptionerConfig
 from models.decode import BEAM, beam_search
 from models.encoder import Encoder
 from models.ffdnet import FFDNet, FFDNetConfig
+from models.names import CAPTIONERS, DENOISERS, ENSEMBLES
 from models.tiling import denoise_many
 from models.vocab import Vocabulary
 
-DENOISERS = {"ffdnet": (FFDNetConfig, FFDNet)}
-CAPTIONERS = {"attention": (CaptionerConfig, Captioner)}
-CAPTION_BACKENDS = (*CAPTIONERS, "blip")  # blip: opt-in, transformers and a local weights folder
+DENOISER_NETS = {"ffdnet": (FFDNetConfig, FFDNet)}
+CAPTIONER_NETS = {"attention": (CaptionerConfig, Captioner)}  # and blip, from a transformers folder
+assert set(DENOISER_NETS) == set(DENOISERS) and set(CAPTIONER_NETS) | {"blip"} == set(CAPTIONERS)
 
 
 class CaptionBackend(Protocol):
@@ -64,43 +64,47 @@ class Denoiser:
     dtype: torch.dtype | None = None
     ensemble: int = 1  # 1, 2, 4 or 8 rotations/flips, averaged: more PSNR for proportionally more time
 
-    def __call__(self, pixels: np.ndarray, sigma: float, tile: int, overlap: int) -> np.ndarray:
-        """pixels: (H, W, C) float32; sigma on the [0, 1] scale. Returns the same shape, clipped to [0, 1]."""
-        return self.many([pixels], [sigma], tile, overlap)[0]
+    def __call__(self, pixels: np.ndarray, sigma: float | None, tile: int, overlap: int) -> np.ndarray:
+        """pixels: (H, W, C) float32; sigma on the [0, 1] scale, None for blind (the estimator's noise map).
+        Returns the same shape, clipped to [0, 1]."""
+        return self.many([pixels], [sigma], tile, overlap)[0][0]
 
-    def many(self, images: list[np.ndarray], sigmas: list[float], tile: int, overlap: int) -> list[np.ndarray]:
+    def many(self, images: list[np.ndarray], sigmas: list[float | None], tile: int,
+             overlap: int) -> tuple[list[np.ndarray], list[float]]:
+        """The denoised images and each one's estimated noise level ([0, 1] scale, the mean of the noise map)."""
         device = next(self.color.parameters()).device
-        jobs: dict[int, list[tuple[int, torch.Tensor, float]]] = {}  # by network
+        jobs: dict[int, list[tuple[int, torch.Tensor, float | None]]] = {}  # by network
         for i, (pixels, sigma) in enumerate(zip(images, sigmas, strict=True)):
             x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].to(device)
             if x.shape[1] == 1 and self.gray is None:
                 # Gray noise repeated on three channels is all luminance; the color net was trained on independent
                 # channel noise whose luminance part is sigma/sqrt(3), so it is told sqrt(3) sigma (on six BSD68
                 # images at sigma 25 this gave 28.6 dB where sigma itself gave 25.7).
-                x, sigma = x.expand(-1, 3, -1, -1), sigma * 3 ** 0.5
+                x, sigma = x.expand(-1, 3, -1, -1), None if sigma is None else sigma * 3 ** 0.5
             jobs.setdefault(x.shape[1], []).append((i, x, sigma))
         out: list[np.ndarray] = [np.empty(0)] * len(images)
+        estimates = [0.0] * len(images)
         for channels, group in jobs.items():
             net = self.gray if channels == 1 else self.color
             assert net is not None
-            ys = self._ensemble(net, [x for _, x, _ in group], [s for _, _, s in group], tile, overlap)
-            for (i, _, _), y in zip(group, ys, strict=True):
+            ys, levels = self._ensemble(net, [x for _, x, _ in group], [s for _, _, s in group], tile, overlap)
+            for (i, _, _), y, level in zip(group, ys, levels, strict=True):
                 if images[i].shape[2] == 1 and channels == 3:
                     y = y.mean(1, keepdim=True)
-                out[i] = y.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-        return out
+                out[i], estimates[i] = y.clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy(), level
+        return out, estimates
 
     @torch.inference_mode()  # denoise_many's outputs are inference tensors; summed in place
-    def _ensemble(self, net: FFDNet, xs: list[torch.Tensor], sigmas: list[float], tile: int,
-                  overlap: int) -> list[torch.Tensor]:
+    def _ensemble(self, net: FFDNet, xs: list[torch.Tensor], sigmas: list[float | None], tile: int,
+                  overlap: int) -> tuple[list[torch.Tensor], list[float]]:
         """Geometric self-ensemble (Timofte et al., "Seven ways to improve example-based single image super
         resolution", 2016): the mean of the outputs for rotated and flipped inputs, each turned back."""
-        total = denoise_many(net, xs, sigmas, tile, overlap, self.max_batch, self.dtype)
+        total, levels = denoise_many(net, xs, sigmas, tile, overlap, self.max_batch, self.dtype)
         for t in range(1, self.ensemble):
-            ys = denoise_many(net, [transform(x, t) for x in xs], sigmas, tile, overlap, self.max_batch, self.dtype)
+            ys, _ = denoise_many(net, [transform(x, t) for x in xs], sigmas, tile, overlap, self.max_batch, self.dtype)
             for acc, y in zip(total, ys, strict=True):
                 acc.add_(transform(y, t, inverse=True))
-        return [y.div_(self.ensemble) for y in total] if self.ensemble > 1 else total
+        return ([y.div_(self.ensemble) for y in total] if self.ensemble > 1 else total), levels
 
 
 def transform(x: torch.Tensor, t: int, inverse: bool = False) -> torch.Tensor:
@@ -128,8 +132,8 @@ def load_denoiser(name: str, weights_dir: Path, device: str = "auto", tile: int 
         raise ModelError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, got {ensemble}")
     dev = pick_device(device)
     color_path, gray_path = weights_dir / f"{name}_color.pt", weights_dir / f"{name}_gray.pt"
-    color, _ = _restore(DENOISERS, name, color_path, dev)
-    gray = _restore(DENOISERS, name, gray_path, dev)[0] if gray_path.is_file() else None
+    color, _ = _restore(DENOISER_NETS, name, color_path, dev)
+    gray = _restore(DENOISER_NETS, name, gray_path, dev)[0] if gray_path.is_file() else None
     version = version_of(color_path) + (f"+{version_of(gray_path)}" if gray else "")
     version += f"-x{ensemble}" if ensemble > 1 else ""
     if dev.type != "cuda":
@@ -167,8 +171,8 @@ def _rgb_224(image: np.ndarray, device: torch.device) -> torch.Tensor:
 def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int = BEAM,
                    encoder_weights: Path | None = None) -> CaptionBackend:
     """`attention` reads captioner.pt from weights_dir; `blip` reads a transformers folder (weights_dir itself)."""
-    if name not in CAPTION_BACKENDS:
-        raise ModelError(f"unknown captioner {name!r}; known: {', '.join(CAPTION_BACKENDS)}")
+    if name not in CAPTIONERS:
+        raise ModelError(f"unknown captioner {name!r}; known: {', '.join(CAPTIONERS)}")
     dev = pick_device(device)
     if name == "blip":
         if not (weights_dir / "config.json").is_file():
@@ -179,5 +183,5 @@ def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int
             raise ModelError("the blip captioner needs transformers: pip install -e '.[blip]'") from None
         return load_blip(weights_dir, dev, beam)
     path = weights_dir / "captioner.pt"
-    decoder, ckpt = _restore(CAPTIONERS, name, path, dev)
+    decoder, ckpt = _restore(CAPTIONER_NETS, name, path, dev)
     return CaptionModel(name, version_of(path), Encoder(encoder_weights).to(dev), decoder, Vocabulary(ckpt["vocab"]), beam)

@@ -3,6 +3,7 @@ the same size from several images go through the network together (micro-batchin
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from models.ffdnet import FFDNet
 
@@ -32,11 +33,14 @@ def plan(image: int, h: int, w: int, tile: int, overlap: int) -> list[Tile]:
 
 
 @torch.inference_mode()
-def denoise_many(net: FFDNet, images: list[torch.Tensor], sigmas: list[float], tile: int, overlap: int,
-                 max_batch: int = 1, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
-    """images: (1, C, H, W) each, in [0, 1] (noise may go past the range); sigma per image on the same scale.
+def denoise_many(net: FFDNet, images: list[torch.Tensor], sigmas: list[float | None], tile: int, overlap: int,
+                 max_batch: int = 1, dtype: torch.dtype | None = None) -> tuple[list[torch.Tensor], list[float]]:
+    """images: (1, C, H, W) each, in [0, 1] (noise may go past the range); sigma per image on the same scale, or
+    None for the estimator's noise map (blind). Returns the denoised images and each image's estimated noise
+    (the mean of the estimator's map, [0, 1] scale; estimated whether or not a sigma was given).
     Same-size tiles of all images are run `max_batch` at a time, in `dtype` (e.g. float16 on a GPU)."""
     outs = [torch.empty_like(x) for x in images]
+    noise_sums = [0.0] * len(images)
     groups: dict[tuple[int, int], list[Tile]] = {}
     for i, x in enumerate(images):
         for t in plan(i, x.shape[-2], x.shape[-1], tile, overlap):
@@ -45,16 +49,21 @@ def denoise_many(net: FFDNet, images: list[torch.Tensor], sigmas: list[float], t
         for start in range(0, len(tiles), max_batch):
             chunk = tiles[start:start + max_batch]
             x = torch.cat([images[t.image][..., t.rows, t.cols] for t in chunk])
-            s = torch.tensor([sigmas[t.image] for t in chunk], dtype=x.dtype, device=x.device)
             with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-                y = net(x, s).float()
-            for piece, t in zip(y, chunk, strict=True):
-                outs[t.image][0, :, t.keep_rows, t.keep_cols] = piece[
-                    :, t.keep_rows.start - t.rows.start:t.keep_rows.stop - t.rows.start,
-                    t.keep_cols.start - t.cols.start:t.keep_cols.stop - t.cols.start]
-    return outs
+                estimate = net.estimate(x)  # (n, C, h/2, w/2)
+                known = [sigmas[t.image] for t in chunk]
+                level = torch.tensor([0.0 if s is None else s for s in known], device=x.device).view(-1, 1, 1, 1)
+                blind = torch.tensor([s is None for s in known], device=x.device).view(-1, 1, 1, 1)
+                y = net(x, torch.where(blind, estimate, level.to(estimate.dtype))).float()
+            full = F.interpolate(estimate.float(), scale_factor=2.0, mode="nearest")
+            for piece, noise, t in zip(y, full, chunk, strict=True):
+                rows = slice(t.keep_rows.start - t.rows.start, t.keep_rows.stop - t.rows.start)
+                cols = slice(t.keep_cols.start - t.cols.start, t.keep_cols.stop - t.cols.start)
+                outs[t.image][0, :, t.keep_rows, t.keep_cols] = piece[:, rows, cols]
+                noise_sums[t.image] += float(noise[:, rows, cols].sum())
+    return outs, [total / x[0].numel() for total, x in zip(noise_sums, images, strict=True)]
 
 
-def denoise_tiled(net: FFDNet, x: torch.Tensor, sigma: float, tile: int, overlap: int) -> torch.Tensor:
+def denoise_tiled(net: FFDNet, x: torch.Tensor, sigma: float | None, tile: int, overlap: int) -> torch.Tensor:
     """One image, one tile at a time."""
-    return denoise_many(net, [x], [sigma], tile, overlap)[0]
+    return denoise_many(net, [x], [sigma], tile, overlap)[0][0]

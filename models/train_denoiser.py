@@ -1,6 +1,7 @@
-"""Train the blind denoiser on random patches with Gaussian noise of a random level (resumable).
+"""Train the blind denoiser and its noise estimator on random patches with synthetic camera noise or white
+Gaussian noise (models/noise.py), resumable; a new run fine-tunes from the shipped weights.
 
-python -m models.train_denoiser --channels 3 --hours 3
+denocap denoiser train --channels 3 --hours 3
 """
 import logging
 import math
@@ -13,15 +14,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.config import get_settings
 from models import checkpoint
 from models.ffdnet import FFDNet, FFDNetConfig
+from models.noise import degrade, level_map
 
 log = logging.getLogger(__name__)
-SIGMA_MAX = 75.0
 VAL_SIGMA = 25.0
 VAL_IMAGES = 8
 COLLAPSE_DB = 3.0  # validation this far under the best: the run blew up (seen once in bfloat16 at lr 9e-4)
+ASYMMETRY = 0.3  # CBDNet's asymmetric loss: an under-estimate costs 0.7, an over-estimate 0.3
+ESTIMATE_WEIGHT = 1.0
+TRUE_MAP_SHARE = 0.5  # samples denoised with the true noise map (the known-sigma mode) rather than the estimate
 
 
 def load_images(folder: Path, channels: int) -> list[np.ndarray]:
@@ -62,21 +65,51 @@ class Patches:
 
 
 def validation_set(images: list[np.ndarray], crop: int = 192) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out crops twice: with Gaussian noise of sigma 25, and with synthetic camera noise."""
     clean = torch.stack([
         torch.from_numpy(im[:crop, :crop].copy()).permute(2, 0, 1).float() / 255.0 for im in images
     ])
     gen = torch.Generator().manual_seed(0)
-    noisy = clean + torch.randn(clean.shape, generator=gen) * VAL_SIGMA / 255.0
-    return clean, noisy
+    gaussian = clean + torch.randn(clean.shape, generator=gen) * VAL_SIGMA / 255.0
+    camera = degrade(clean, gen)
+    return torch.cat([clean, clean]), torch.cat([gaussian, camera])
 
 
 @torch.inference_mode()
 def validate(model: FFDNet, clean: torch.Tensor, noisy: torch.Tensor) -> float:
+    """Mean PSNR of blind denoising (the estimator's map) over the validation set."""
     model.eval()
-    out = model(noisy, torch.full((len(noisy),), VAL_SIGMA / 255.0, device=noisy.device)).clamp(0, 1)
+    out = model(noisy, model.estimate(noisy)).clamp(0, 1)
     model.train()
     mse = ((out - clean) ** 2).flatten(1).mean(1)
     return float((10 * torch.log10(1.0 / mse)).mean())
+
+
+def asymmetric_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    error = estimate - target
+    return ((ASYMMETRY - (error < 0).float()).abs() * error**2).mean()
+
+
+def training_loss(model: FFDNet, clean: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Denoising MSE plus the estimator's asymmetric loss against the true local noise level."""
+    noisy = degrade(clean, gen)
+    target = level_map(noisy, clean)
+    estimate = model.estimate(noisy)
+    use_true = torch.rand(len(clean), 1, 1, 1, generator=gen, device=clean.device) < TRUE_MAP_SHARE
+    out = model(noisy, torch.where(use_true, target, estimate))
+    return F.mse_loss(out.float(), clean) + ESTIMATE_WEIGHT * asymmetric_loss(estimate.float(), target)
+
+
+def from_single_level(state: dict[str, torch.Tensor], model: FFDNet) -> dict[str, torch.Tensor]:
+    """Weights of the earlier net (one noise-level channel, no estimator) for this one: the level's head weights
+    are shared out over the per-channel map, so a uniform map gives the earlier output; the estimator is new."""
+    ours = model.state_dict()
+    merged = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    head = merged["head.weight"]
+    if head.shape[1] != ours["head.weight"].shape[1]:
+        c = model.config.channels
+        merged["head.weight"] = torch.cat([head[:, :-1], head[:, -1:].expand(-1, c, -1, -1) / c], 1)
+    return {**ours, **merged}
 
 
 def learning_rate(step: int, total: int, base: float) -> float:
@@ -104,10 +137,11 @@ def train(
     config = FFDNetConfig(**source["config"]) if source else (config or FFDNetConfig(channels=channels))
     model = FFDNet(config).to(device)
     if shipped:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in shipped["state"].items()})
-        log.info("starting from %s (step %d, val %.2f dB)", init, shipped["step"], shipped["val_psnr"])
+        model.load_state_dict(from_single_level(shipped["state"], model))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    step, best, scale = 0, shipped["val_psnr"] if shipped else -math.inf, 1.0
+    step, best, scale = 0, validate(model, val_clean, val_noisy) if shipped else -math.inf, 1.0
+    if shipped:
+        log.info("starting from %s (its step %d): val %.2f dB", init, shipped["step"], best)
     if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -119,13 +153,10 @@ def train(
     tick, seen = time.monotonic(), 0
     while step < steps and time.monotonic() < deadline:
         clean = patches.sample(batch, patch, gen)
-        sigma = torch.rand(batch, generator=gen, device=device) * SIGMA_MAX / 255.0
-        noisy = clean + torch.randn(clean.shape, generator=gen, device=device) * sigma.view(-1, 1, 1, 1)
         for group in opt.param_groups:
             group["lr"] = scale * learning_rate(step, steps, lr)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            out = model(noisy, sigma)
-        loss = F.mse_loss(out.float(), clean)
+            loss = training_loss(model, clean, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -146,7 +177,7 @@ def train(
                 export_weights(model, export, step, psnr)
             checkpoint.save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                     "config": asdict(config), "step": step, "best": best, "lr_scale": scale}, last)
-            log.info("step %d  patches/s %.1f  loss %.6f  val PSNR(sigma 25) %.2f dB  best %.2f",
+            log.info("step %d  patches/s %.1f  loss %.6f  val PSNR (blind; sigma 25, camera) %.2f dB  best %.2f",
                      step, rate, loss.item(), psnr, best)
     return best
 
@@ -154,36 +185,3 @@ def train(
 def export_weights(model: FFDNet, path: Path, step: int, val_psnr: float) -> None:
     checkpoint.save_atomic({"arch": "ffdnet", "config": asdict(model.config), "state": checkpoint.half_state(model),
                             "step": step, "val_psnr": val_psnr}, path)
-
-
-def main() -> None:
-    import argparse
-    settings = get_settings()
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--channels", type=int, default=3, choices=[1, 3])
-    p.add_argument("--data", type=Path)
-    p.add_argument("--run-dir", type=Path)
-    p.add_argument("--export", type=Path)
-    p.add_argument("--steps", type=int, default=20000)
-    p.add_argument("--hours", type=float, default=1.0)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--patch", type=int, default=48)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--features", type=int, default=FFDNetConfig.features)
-    p.add_argument("--blocks", type=int, default=FFDNetConfig.blocks)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--init", type=Path, help="shipped weights to start a new run from")
-    a = p.parse_args()
-    name = "color" if a.channels == 3 else "gray"
-    data = a.data or settings.shared_data / "denoise" / "train" / ("cbsd432" if a.channels == 3 else "bsd400")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train(data, a.run_dir or settings.data_dir / "runs" / f"denoiser_{name}",
-          a.export or Path(__file__).parent / "weights" / f"ffdnet_{name}.pt",
-          channels=a.channels, patch=a.patch, batch=a.batch, steps=a.steps, hours=a.hours, threads=a.threads,
-          lr=a.lr, init=a.init, eval_every=a.eval_every,
-          config=FFDNetConfig(channels=a.channels, features=a.features, blocks=a.blocks))
-
-
-if __name__ == "__main__":
-    main()

@@ -38,10 +38,23 @@ def test_micro_batches_of_same_size_tiles_equal_one_at_a_time() -> None:
     net = tiny_denoiser(3)
     images = [torch.rand(1, 3, 300, 260), torch.rand(1, 3, 300, 260), torch.rand(1, 3, 40, 50),
               torch.rand(1, 3, 130, 500)]
-    sigmas = [0.05, 0.2, 0.1, 0.3]
-    batched = denoise_many(net, images, sigmas, tile=128, overlap=16, max_batch=8)
-    for x, s, y in zip(images, sigmas, batched, strict=True):
+    sigmas = [0.05, None, 0.1, 0.3]
+    batched, levels = denoise_many(net, images, sigmas, tile=128, overlap=16, max_batch=8)
+    for x, s, y, level in zip(images, sigmas, batched, levels, strict=True):
         torch.testing.assert_close(y, denoise_tiled(net, x, s, tile=128, overlap=16), atol=1e-5, rtol=1e-5)
+        with torch.inference_mode():
+            assert level == pytest.approx(float(net.estimate(x).mean()), rel=1e-3)  # one map, tiled or not
+
+
+def test_blind_uses_the_estimated_map_and_a_level_fills_the_map() -> None:
+    net = tiny_denoiser(3)
+    x = torch.rand(2, 3, 31, 40)
+    with torch.inference_mode():
+        estimate = net.estimate(x)
+        assert estimate.shape == (2, 3, 16, 20) and (estimate >= 0).all()
+        torch.testing.assert_close(net(x, torch.tensor([0.1, 0.2])),
+                                   net(x, torch.tensor([0.1, 0.2]).view(-1, 1, 1, 1).expand(-1, 3, 16, 20)))
+        assert not torch.allclose(net(x, estimate), net(x, torch.tensor([0.1, 0.2])))
 
 
 def test_denoiser_many_mixes_gray_and_color(weights_dir) -> None:  # type: ignore[no-untyped-def]
@@ -51,8 +64,8 @@ def test_denoiser_many_mixes_gray_and_color(weights_dir) -> None:  # type: ignor
     rng = np.random.default_rng(0)
     images = [rng.random((64, 80, 3), dtype=np.float32), rng.random((64, 80, 1), dtype=np.float32),
               rng.random((64, 80, 3), dtype=np.float32)]
-    together = denoiser.many(images, [0.1, 0.1, 0.2], 48, 8)
-    for img, s, out in zip(images, [0.1, 0.1, 0.2], together, strict=True):
+    together, _ = denoiser.many(images, [0.1, 0.1, None], 48, 8)
+    for img, s, out in zip(images, [0.1, 0.1, None], together, strict=True):
         assert out.shape == img.shape
         np.testing.assert_allclose(out, denoiser(img, s, 48, 8), atol=1e-5)
 
@@ -64,7 +77,7 @@ def test_self_ensemble_averages_the_eight_rotations_and_flips(weights_dir) -> No
     plain, eight = load_denoiser("ffdnet", weights_dir, "cpu"), load_denoiser("ffdnet", weights_dir, "cpu", ensemble=8)
     assert np.abs(plain(turned, 0.1, 512, 32) - np.rot90(plain(img, 0.1, 512, 32))).max() > 1e-3
     np.testing.assert_allclose(eight(turned, 0.1, 512, 32), np.rot90(eight(img, 0.1, 512, 32)), atol=1e-5)
-    two, mid = load_denoiser("ffdnet", weights_dir, "cpu", ensemble=2), 0.4 + 0.2 * img  # mid: nothing clipped
+    two, mid = load_denoiser("ffdnet", weights_dir, "cpu", ensemble=2), 0.45 + 0.1 * img  # nothing clipped
     by_hand = (plain(mid, 0.1, 512, 32) + np.rot90(plain(np.ascontiguousarray(np.rot90(mid)), 0.1, 512, 32), -1)) / 2
     assert 0 < by_hand.min() and by_hand.max() < 1
     np.testing.assert_allclose(two(mid, 0.1, 512, 32), by_hand, atol=1e-5)

@@ -3,11 +3,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from models import checkpoint, train_denoiser
-from models.ffdnet import FFDNetConfig
-from models.train_denoiser import Patches, train
+from models.ffdnet import FFDNet, FFDNetConfig
+from models.train_denoiser import Patches, from_single_level, train
 
 
 def coordinate_images() -> list[np.ndarray]:
@@ -58,7 +59,8 @@ def test_training_exports_and_resumes_from_its_last_checkpoint(tmp_path: Path) -
     first = train(data, run, export, patch=16, batch=4, steps=6, eval_every=3, config=config)
     assert checkpoint.load(run / "last.pt")["step"] == 3 * 2
     shipped = checkpoint.load(export)
-    assert shipped["val_psnr"] == first and shipped["config"] == {"channels": 3, "features": 8, "blocks": 1}
+    assert shipped["val_psnr"] == first
+    assert shipped["config"] == {"channels": 3, "features": 8, "blocks": 1, "estimator_features": 32}
     assert all(v.device.type == "cpu" for v in shipped["state"].values())
     resumed = train(data, run, export, patch=16, batch=4, steps=9, eval_every=3, config=config)
     state = checkpoint.load(run / "last.pt")
@@ -83,3 +85,19 @@ def test_a_patch_larger_than_an_image_is_refused() -> None:
     patches = Patches(coordinate_images(), "cpu")  # the narrowest image is 12 px wide
     with pytest.raises(AssertionError, match=r"larger than the smallest training image \(12 px\)"):
         patches.sample(4, 13, torch.Generator().manual_seed(0))
+
+
+def test_weights_of_the_single_level_net_give_its_output_for_a_uniform_map() -> None:
+    """The earlier net took one noise-level channel; its weights carry over exactly."""
+    torch.manual_seed(0)
+    new = FFDNet(FFDNetConfig(channels=3, features=8, blocks=1)).eval()
+    old = new.state_dict()
+    old["head.weight"] = torch.randn(8, 12 + 1, 3, 3)  # 4C image channels and one level channel
+    del old["estimator.0.weight"]
+    new.load_state_dict(from_single_level({k: v.half() for k, v in old.items()}, new))
+    x, sigma = torch.rand(2, 3, 20, 22), torch.tensor([0.05, 0.2])
+    down = F.pixel_unshuffle(x, 2)
+    level = sigma.view(-1, 1, 1, 1).expand(-1, 1, 10, 11)
+    by_hand = F.conv2d(torch.cat([down, level], 1), old["head.weight"].half().float(), new.head.bias, padding=1)
+    with torch.no_grad():
+        torch.testing.assert_close(new.head(torch.cat([down, level.expand(-1, 3, -1, -1)], 1)), by_hand)
