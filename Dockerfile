@@ -1,4 +1,6 @@
 FROM python:3.11-slim
+# The torch wheel index: CPU wheels for CPU workers and the API, a CUDA index for GPU workers (docker-compose.yml).
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY core core
@@ -6,7 +8,7 @@ COPY api api
 COPY worker worker
 COPY models models
 COPY alembic alembic
-RUN pip install --no-cache-dir -e '.[scale]'
+RUN pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" '.[scale]'
 ENV DENOCAP_DATA_DIR=/data
 VOLUME /data
 EXPOSE 8000

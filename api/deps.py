@@ -1,16 +1,22 @@
-"""Request dependencies: settings, a session per request, the caller's tenant, storage, the queue."""
+"""Request dependencies: settings, a session per request, the caller's tenant (API key from a header for the
+JSON API, a server-side session cookie for the gallery), storage, the queue, and the caller's own rows (404
+for anything else, exactly as for an id that does not exist)."""
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.schemas import Score
+from core import queries
 from core.config import Settings, get_settings
 from core.db import make_engine, session_factory
 from core.storage import Storage, make_storage
-from core.tenants import authenticate
+from core.tables import Batch, Item, Result
+from core.tenants import ID, authenticate, session_tenant
 
 
 @lru_cache
@@ -38,21 +44,108 @@ EnqueueDep = Annotated[Callable[[list[str]], None], Depends(get_enqueue)]
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="a key from `denocap apikey create`")
 bearer = HTTPBearer(auto_error=False, description="the same key as a bearer token")
-COOKIE = "denocap_key"
-key_cookie = APIKeyCookie(name=COOKIE, auto_error=False,
-                          description="set by the gallery's sign-in form (HttpOnly, SameSite=Strict, session only)")
+COOKIE = "denocap_session"
+session_cookie = APIKeyCookie(name=COOKIE, auto_error=False,
+                              description="set by the gallery's sign-in form (HttpOnly, SameSite=Strict); "
+                                          "only the gallery's pages accept it")
+
+
+def presented_key(key: str | None, token: HTTPAuthorizationCredentials | None) -> str | None:
+    return key or (token.credentials if token else None)
+
+
+def unauthorized(presented: bool) -> HTTPException:
+    detail = "invalid or revoked API key" if presented else "an API key is required (X-API-Key header)"
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 def get_tenant(session: SessionDep, key: Annotated[str | None, Depends(api_key_header)],
-               token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-               cookie: Annotated[str | None, Depends(key_cookie)]) -> str:
-    """The tenant id of the presented key; 401 when there is none or it is wrong or revoked."""
-    presented = key or (token.credentials if token else None) or cookie
+               token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    """The tenant id of the key in the X-API-Key or Authorization header; 401 when none, wrong or revoked."""
+    presented = presented_key(key, token)
     tenant_id = authenticate(session, presented) if presented else None
     if tenant_id is None:
-        detail = "invalid or revoked API key" if presented else "an API key is required (X-API-Key header)"
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+        raise unauthorized(bool(presented))
+    return tenant_id
+
+
+def get_gallery_tenant(session: SessionDep, cookie: Annotated[str | None, Depends(session_cookie)]) -> str:
+    """The tenant of the gallery session cookie; 401 (the sign-in page) when there is none or it has ended."""
+    tenant_id = session_tenant(session, cookie) if cookie else None
+    if tenant_id is None:
+        raise unauthorized(bool(cookie))
     return tenant_id
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
+GalleryTenantDep = Annotated[str, Depends(get_gallery_tenant)]
+
+
+def _not_found(what: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
+
+
+def own_batch(session: Session, tenant: str, batch_id: str) -> Batch:
+    batch = queries.tenant_batch(session, tenant, batch_id) if ID.fullmatch(batch_id) else None
+    if batch is None:
+        raise _not_found("batch")
+    return batch
+
+
+def own_item(session: Session, tenant: str, item_id: str) -> Item:
+    item = queries.tenant_item(session, tenant, item_id) if ID.fullmatch(item_id) else None
+    if item is None:
+        raise _not_found("item")
+    return item
+
+
+def own_result(item: Item) -> Result:
+    if item.result is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"item is {item.state.value}; no result yet")
+    return item.result
+
+
+def get_batch(session: SessionDep, tenant: TenantDep, batch_id: str) -> Batch:
+    return own_batch(session, tenant, batch_id)
+
+
+def get_item(session: SessionDep, tenant: TenantDep, item_id: str) -> Item:
+    return own_item(session, tenant, item_id)
+
+
+def get_gallery_batch(session: SessionDep, tenant: GalleryTenantDep, batch_id: str) -> Batch:
+    return own_batch(session, tenant, batch_id)
+
+
+def get_gallery_item(session: SessionDep, tenant: GalleryTenantDep, item_id: str) -> Item:
+    return own_item(session, tenant, item_id)
+
+
+BatchDep = Annotated[Batch, Depends(get_batch)]
+ItemDep = Annotated[Item, Depends(get_item)]
+GalleryBatchDep = Annotated[Batch, Depends(get_gallery_batch)]
+GalleryItemDep = Annotated[Item, Depends(get_gallery_item)]
+
+
+def _printable(text: str | None) -> str | None:
+    if text is not None and not text.isprintable():
+        raise ValueError("must not hold control characters")
+    return text
+
+
+Words = Annotated[str | None, Query(max_length=200, description="words that must all occur in a caption"),
+                  AfterValidator(_printable)]
+BatchId = Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$", description="only this batch's captions")]
+
+
+def caption_filter(
+    q: Words = None, batch_id: BatchId = None,
+    min_psnr: Score = None, max_psnr: Score = None,
+    min_ssim: Score = None, max_ssim: Score = None,
+    min_sigma: Score = None, max_sigma: Score = None,
+    max_brisque: Score = None,
+) -> queries.CaptionFilter:
+    return queries.CaptionFilter(q, batch_id, min_psnr, max_psnr, min_ssim, max_ssim, min_sigma, max_sigma, max_brisque)
+
+
+FilterDep = Annotated[queries.CaptionFilter, Depends(caption_filter)]

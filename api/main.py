@@ -3,11 +3,12 @@ import logging
 from collections.abc import Callable
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,6 +16,7 @@ from api.deps import SessionDep, SettingsDep, sessions_for
 from api.metrics import ItemStates
 from api.routes import batches, captions, gallery, items
 from api.schemas import Health
+from core import queue
 from core.config import get_settings
 
 log = logging.getLogger(__name__)
@@ -24,11 +26,15 @@ def celery_enqueue(item_ids: list[str]) -> None:
     """The rows are committed before this runs: if the broker is down, the reconciler sends them later."""
     from kombu.exceptions import OperationalError as BrokerError
 
-    from worker.tasks import enqueue
+    from worker.app import enqueue
+    settings = get_settings()
     try:
-        enqueue(item_ids, get_settings().micro_batch)
+        enqueue(item_ids, settings.micro_batch)
     except BrokerError as e:
         log.error("broker unavailable, %d items wait for the reconciler: %s", len(item_ids), e)
+        return
+    with sessions_for(settings.database_url).begin() as session:
+        queue.mark_enqueued(session, item_ids)
 
 
 class BodyLimit:
@@ -61,7 +67,7 @@ class BodyLimit:
 def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI:
     app = FastAPI(title="denocap", version="0.1.0", generate_unique_id_function=_operation_id)
     app.state.enqueue = enqueue
-    for router in (batches.router, batches.images, items.router, captions.router, gallery.router):
+    for router in (batches.router, batches.list_router, batches.images, items.router, captions.router, gallery.router):
         app.include_router(router)
     app.add_exception_handler(HTTPException, gallery.login_page_on_401)  # type: ignore[arg-type]
 
@@ -72,6 +78,16 @@ def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI
         log.warning("database unavailable: %s", exc.orig)
         return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503,
                             headers={"Retry-After": "5"})
+
+    @app.exception_handler(PoolTimeout)
+    async def database_busy(_: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("no database connection free: %s", exc)
+        return JSONResponse({"detail": "the server is busy, try again shortly"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
+    @app.get("/", include_in_schema=False, operation_id="ops-root")
+    def root() -> RedirectResponse:
+        return RedirectResponse("/gallery")
 
     @app.get("/health", response_model=Health, tags=["ops"], operation_id="ops-health")
     def health(session: SessionDep) -> Health:

@@ -12,10 +12,12 @@ import redis
 from celery import Celery
 from sqlalchemy import create_engine, text
 
-from core import service, tenants
+from core import process, tenants
 from core.config import QUEUE, Settings
 from core.db import make_engine, migrate, session_factory
+from core.options import BatchOptions
 from core.storage import LocalStorage
+from core.submit import Upload, submit
 from tests.conftest import POSTGRES_ADMIN, REDIS, png, smooth_image
 
 
@@ -33,13 +35,13 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="denocap-footprint-"))
         settings = Settings(data_dir=tmp, database_url=url)
         sessions, storage = session_factory(make_engine(url)), LocalStorage(settings.files)
-        uploads = [service.Upload(f"{i}.png", png(smooth_image(64, 64, seed=i))) for i in range(a.items)]
+        uploads = [Upload(f"{i}.png", png(smooth_image(64, 64, seed=i))) for i in range(a.items)]
         with sessions.begin() as s:
             tenant = tenants.tenant_named(s, "footprint", create=True).id
-            batch, _ = service.submit(s, storage, settings, tenant, uploads, service.BatchOptions(add_noise=25))
+            batch, _ = submit(s, storage, settings, tenant, uploads, BatchOptions(add_noise=25))
             ids = [i.id for i in batch.items]
         for start in range(0, len(ids), settings.micro_batch):
-            service.process_items(sessions, storage, settings, ids[start:start + settings.micro_batch])
+            process.process_items(sessions, storage, settings, ids[start:start + settings.micro_batch])
         with sessions() as s:
             size = s.execute(text("SELECT pg_total_relation_size('items') + pg_total_relation_size('results') "
                                   "+ pg_total_relation_size('batches')")).scalar_one()

@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -19,14 +20,13 @@ from rich.table import Table
 from sqlalchemy.orm import sessionmaker
 from typer.core import TyperGroup
 
-from core import logs, pipeline, quality, service, tenants
+from core import logs, submit, tenants
 from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
 from core.imageio import ImageError, decode, encode_png
+from core.options import BatchOptions
 from core.storage import make_storage
 from core.tables import Batch, ItemState
-from models.decode import BEAM
-from models.registry import ModelError, load_captioner, load_denoiser
 
 app = typer.Typer(help="Denoise photos with a deep network, then describe each in a sentence.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -41,17 +41,17 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def collect(paths: list[Path]) -> list[service.Upload]:
-    return [service.Upload(p.name, p.read_bytes()) for p in image_files(paths)]
+def collect(paths: list[Path]) -> list[submit.Upload]:
+    return [submit.Upload(p.name, p.read_bytes()) for p in image_files(paths)]
 
 
-def sample_uploads() -> list[service.Upload]:
+def sample_uploads() -> list[submit.Upload]:
     import skimage.data
     uploads = []
     for name in SAMPLES:
         buf = io.BytesIO()
         Image.fromarray(np.asarray(getattr(skimage.data, name)())).save(buf, format="PNG")
-        uploads.append(service.Upload(f"{name}.png", buf.getvalue()))
+        uploads.append(submit.Upload(f"{name}.png", buf.getvalue()))
     return uploads
 
 
@@ -66,19 +66,21 @@ def run(
     captioner: str = "attention",
 ) -> None:
     """Process images in this process (no Redis, no worker) into the local database, then print a table."""
+    from core import process
     settings = get_settings()
     uploads = collect(paths) if paths else sample_uploads()
     if add_noise is None and not paths:
         add_noise = 25.0
+    options = _options(add_noise=add_noise, seed=seed, denoise_sigma=denoise_sigma, denoiser=denoiser,
+                       captioner=captioner)
     migrate(settings.database_url)
     sessions = session_factory(make_engine(settings.database_url))
     storage = make_storage(settings)
-    options = service.BatchOptions(add_noise, seed, denoise_sigma, denoiser, captioner)
     with sessions.begin() as session:
         try:
             tenant = tenants.tenant_named(session, tenants.LOCAL, create=True)
-            batch, _ = service.submit(session, storage, settings, tenant.id, uploads, options)
-        except service.SubmitError as e:
+            batch, _ = submit.submit(session, storage, settings, tenant.id, uploads, options)
+        except submit.SubmitError as e:
             fail(str(e))
         batch_id = batch.id
         queued = [i.id for i in batch.items if i.state == ItemState.queued]
@@ -87,7 +89,7 @@ def run(
         task = progress.add_task("denoise + caption", total=len(queued))
         for start in range(0, len(queued), settings.micro_batch):
             chunk = queued[start:start + settings.micro_batch]
-            service.process_items(sessions, storage, settings, chunk)
+            process.process_items(sessions, storage, settings, chunk)
             progress.advance(task, len(chunk))
     with sessions() as session:
         batch = session.get_one(Batch, batch_id)
@@ -98,6 +100,15 @@ def run(
         raise typer.Exit(1)
 
 
+def _options(**values: object) -> BatchOptions:
+    try:
+        return BatchOptions(**values)  # type: ignore[arg-type]
+    except ValidationError as e:
+        fail("; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg'].removeprefix('Value error, ')}"
+                       for err in e.errors()))
+        raise
+
+
 def result_table(batch: Batch) -> Table:
     table = Table("file", "state", "sigma est.", "PSNR noisy→denoised", "SSIM", "caption (denoised)",
                   "caption (noisy)")
@@ -106,11 +117,15 @@ def result_table(batch: Batch) -> Table:
         if r is None:
             table.add_row(item.filename, item.state.value, "", "", "", item.error or "", "")
             continue
-        psnr = f"{r.psnr_noisy:.2f}→{r.psnr:.2f}" if r.psnr is not None else f"BRISQUE {r.brisque_noisy:.1f}→{r.brisque:.1f}"
+        psnr = f"{r.psnr_noisy:.2f}→{r.psnr:.2f}" if r.psnr is not None else f"BRISQUE {_num(r.brisque_noisy)}→{_num(r.brisque)}"
         ssim = f"{r.ssim_noisy:.3f}→{r.ssim:.3f}" if r.ssim is not None else ""
         table.add_row(item.filename, item.state.value, f"{r.sigma_estimate:.1f}", psnr, ssim, r.caption,
                       r.caption_noisy)
     return table
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def image_files(paths: list[Path]) -> list[Path]:
@@ -138,9 +153,10 @@ def out_dir(path: Path, inputs: list[Path]) -> Path:
 def noise(in_dir: Path, out: Path, sigma: Annotated[float, typer.Option(min=0, max=255)] = 25.0,
           seed: int = 0) -> None:
     """Add Gaussian noise of std SIGMA (0-255) to clean images; PNG files of the same names in OUT."""
+    from core.pipeline import add_noise
     files = image_files([in_dir])
     out_dir(out, files)
-    limits = service.limits_of(get_settings())
+    limits = submit.limits_of(get_settings())
     failed = 0
     for i, path in enumerate(files):
         try:
@@ -149,7 +165,7 @@ def noise(in_dir: Path, out: Path, sigma: Annotated[float, typer.Option(min=0, m
             typer.echo(f"{path.name}: {e}", err=True)
             failed += 1
             continue
-        noisy = pipeline.add_noise(picture, sigma, seed + i)
+        noisy = add_noise(picture, sigma, seed + i)
         (out / f"{path.stem}.png").write_bytes(encode_png(replace(noisy, pixels=np.clip(noisy.pixels, 0, 1))))
     console.print(f"{len(files) - failed} images with sigma {sigma} noise in {out}")
     if failed:
@@ -165,6 +181,9 @@ def denoise(
                                                       "(default DENOCAP_DENOISE_ENSEMBLE)")] = None,
 ) -> None:
     """Denoise images into the output folder (PNG, same names); prints the noise level used for each."""
+    from core.pipeline import Runtime
+    from core.pipeline import denoise as run_denoiser
+    from models.registry import ModelError, load_denoiser
     if len(paths) < 2:
         fail("give at least one input and the output folder")
     *inputs, out = paths
@@ -177,20 +196,19 @@ def denoise(
                             ensemble=settings.denoise_ensemble if ensemble is None else ensemble)
     except ModelError as e:
         fail(str(e))
-    limits = service.limits_of(settings)
-    table, failed = Table("file", "sigma (estimated)", "sigma used", "seconds"), 0
+    runtime = Runtime(submit.limits_of(settings), settings.tile_size, settings.tile_overlap)
+    table, failed = Table("file", "noise (estimated)", "noise used", "seconds"), 0
     for path in files:
+        start = time.perf_counter()
         try:
-            r = pipeline.restore(decode(path.read_bytes(), limits),
-                                 pipeline.Options(denoise_sigma=fixed, tile=settings.tile_size,
-                                                  overlap=settings.tile_overlap), net)
+            denoised, estimate = run_denoiser(decode(path.read_bytes(), runtime.limits), fixed, net, runtime)
         except ImageError as e:
             typer.echo(f"{path.name}: {e}", err=True)
             failed += 1
             continue
-        (out / f"{path.stem}.png").write_bytes(encode_png(r.denoised))
-        table.add_row(path.name, f"{r.sigma_estimate:.2f}", f"{fixed if fixed is not None else r.sigma_estimate:.2f}",
-                      f"{r.timings['denoise']:.2f}")
+        (out / f"{path.stem}.png").write_bytes(encode_png(denoised))
+        table.add_row(path.name, f"{estimate:.2f}", "estimated map" if fixed is None else f"{fixed:.2f}",
+                      f"{time.perf_counter() - start:.2f}")
     console.print(table)
     if failed:
         raise typer.Exit(1)
@@ -210,7 +228,8 @@ def _sigma(text: str) -> float:
 def compare(ref_dir: Path, test_dir: Path, csv_out: Annotated[Path | None, typer.Option("--csv")] = None,
             json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """PSNR/SSIM of each TEST image against the REF image of the same name (stem); BRISQUE where none."""
-    limits = service.limits_of(get_settings())
+    from core import quality
+    limits = submit.limits_of(get_settings())
     refs = {p.stem: p for p in image_files([ref_dir])}
     rows: list[dict[str, object]] = []
     failed = 0
@@ -273,21 +292,23 @@ app.add_typer(caption_app, name="caption")
 
 
 @caption_app.command("images", hidden=True)
-def caption_images(paths: list[Path], beam: Annotated[int, typer.Option(min=1, max=10)] = BEAM,
+def caption_images(paths: list[Path],
+                   beam: Annotated[int | None, typer.Option(min=1, max=10, help="beam size (default: greedy)")] = None,
                    captioner: str = "attention",
                    weights: Annotated[Path | None, typer.Option(help="folder with captioner.pt, or a local "
                                                                      "transformers folder for --captioner blip")] = None) -> None:
     """Caption images (the denoised ones, if you want the service's behaviour: denoise first)."""
+    from models.registry import ModelError, load_captioner
     settings = get_settings()
     files = image_files(paths)
     if weights is not None and not weights.is_dir():
         fail(f"weights folder not found: {weights}")
     try:
         folder = weights or (settings.blip_weights if captioner == "blip" else None) or settings.weights_dir
-        model = load_captioner(captioner, folder, settings.device, beam=beam)
+        model = load_captioner(captioner, folder, settings.device, **({"beam": beam} if beam else {}))
     except ModelError as e:
         fail(str(e))
-    limits, failed = service.limits_of(settings), 0
+    limits, failed = submit.limits_of(settings), 0
     for path in files:
         try:
             pixels = decode(path.read_bytes(), limits).pixels
@@ -332,13 +353,15 @@ def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepar
 
 
 @caption_app.command("eval")
-def caption_eval(beam: int = BEAM, limit: int | None = None, prepared: Path | None = None,
+def caption_eval(beam: Annotated[int | None, typer.Option(help="beam size (default: greedy)")] = None,
+                 limit: int | None = None, prepared: Path | None = None,
                  json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """BLEU-1..4, CIDEr-D, ROUGE-L, METEOR on the Flickr8k test split, against a retrieval baseline in one run."""
     from models.eval_captioner import evaluate
     settings = get_settings()
     images = _dataset(settings.shared_data / "caption" / "flickr8k" / "images")
-    result = evaluate(_dataset(prepared or settings.data_dir / "caption"), images, settings.weights_dir, beam, limit)
+    result = evaluate(_dataset(prepared or settings.data_dir / "caption"), images, settings.weights_dir,
+                      limit=limit, **({"beam": beam} if beam else {}))
     table = Table("model", *next(iter(result.values())).keys())
     for name, scores in result.items():
         if name != "images":
@@ -359,6 +382,34 @@ def _log_info() -> None:
     logging.getLogger().handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s"))
 
 
+denoiser_app = typer.Typer(no_args_is_help=True, help="Train the denoiser (`denocap denoise` uses it).")
+app.add_typer(denoiser_app, name="denoiser")
+
+
+@denoiser_app.command("train")
+def denoiser_train(
+    channels: Annotated[int, typer.Option(help="3: the color net, 1: the gray one")] = 3,
+    hours: float = 1.0, steps: int = 20000, batch: int = 32, patch: int = 48, lr: float = 1e-3, threads: int = 1,
+    eval_every: int = 250, data: Path | None = None, run_dir: Path | None = None, export: Path | None = None,
+    init: Annotated[Path | None, typer.Option(help="shipped weights a new run starts from")] = None,
+    features: int = 64, blocks: int = 8,
+) -> None:
+    """Train the blind denoiser and its noise estimator on synthetic camera and Gaussian noise (resumable from
+    the run folder; bfloat16 on a GPU when there is one). Exports the best validation PSNR."""
+    from models.ffdnet import FFDNetConfig
+    from models.train_denoiser import train
+    if channels not in (1, 3):
+        fail("--channels must be 1 or 3")
+    settings = get_settings()
+    name = "color" if channels == 3 else "gray"
+    folder = data or settings.shared_data / "denoise" / "train" / ("cbsd432" if channels == 3 else "bsd400")
+    _log_info()
+    train(_dataset(folder), run_dir or settings.data_dir / "runs" / f"denoiser_{name}",
+          export or settings.weights_dir / f"ffdnet_{name}.pt", channels=channels, patch=patch, batch=batch,
+          steps=steps, hours=hours, threads=threads, lr=lr, init=init, eval_every=eval_every,
+          config=FFDNetConfig(channels=channels, features=features, blocks=blocks))
+
+
 @app.command()
 def study(sigmas: str = "15,25,50", limit: int | None = None, docs: Path = Path("docs"), threads: int = 2) -> None:
     """Benchmark: caption quality of clean, noisy and denoised Flickr8k test images; table and plots in DOCS."""
@@ -369,7 +420,7 @@ def study(sigmas: str = "15,25,50", limit: int | None = None, docs: Path = Path(
     except ValueError:
         fail(f"--sigmas takes numbers separated by commas, got {sigmas!r}")
     _log_info()
-    run_study(data, levels, limit, docs, threads)
+    run_study(data, get_settings().weights_dir, levels, limit, docs, threads)
     console.print(f"wrote {docs / 'study.md'}, {docs / 'study.png'}, {docs / 'study_examples.png'}")
 
 

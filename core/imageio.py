@@ -13,10 +13,12 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 class ImageError(ValueError):
     """The bytes are not an image this service accepts; the message says why."""
+    kind = "bad_image"  # the failure's kind, for metrics
 
 
 class TooLarge(ImageError):
     """Over a size limit from the settings (bytes, pixels, side) or a decompression bomb."""
+    kind = "too_large"
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,26 @@ class Picture:
 def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
+        if _is_rgb16_png(data):
+            return _rgb16_png(data)
         img.load()
         img = ImageOps.exif_transpose(img)
-    return _to_picture(img)
+        return _to_picture(img)
+
+
+def _is_rgb16_png(data: bytes) -> bool:
+    """16 bits per sample with colour: Pillow would read it as 8-bit RGB."""
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[24] == 16 and data[25] in (2, 6)
+
+
+def _rgb16_png(data: bytes) -> Picture:
+    import cv2  # only here: the API and the CLI start without OpenCV
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
+        raise ImageError("broken 16-bit PNG")
+    pixels = arr[..., 2::-1].astype(np.float32) / 65535.0  # BGR(A) -> RGB
+    alpha = arr[..., 3].astype(np.float32) / 65535.0 if arr.shape[2] == 4 else None
+    return Picture(np.ascontiguousarray(pixels), alpha, 16)
 
 
 def probe(data: bytes, limits: Limits) -> tuple[int, int]:
@@ -74,7 +93,7 @@ def _reasons() -> Iterator[None]:
         raise TooLarge(f"decompression bomb: {e}") from None
     except UnidentifiedImageError:
         raise ImageError("not an image (unknown format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except Exception as e:  # noqa: BLE001 - any decoder failure on user bytes (Pillow's AVIF plugin: RuntimeError)
         raise ImageError(f"broken or truncated image: {e}") from None
 
 
@@ -89,8 +108,9 @@ def _check_size(size: tuple[int, int], limits: Limits) -> None:
 def _to_picture(img: Image.Image) -> Picture:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float32) / 65535.0
-        return Picture(np.clip(arr, 0, 1)[..., None], None, 16)
+        arr = np.asarray(img, dtype=np.float64)
+        full = 65535.0 if mode != "I" or arr.max(initial=0) <= 65535 else 2.0**31 - 1  # "I" may hold 32-bit samples
+        return Picture(np.clip(arr / full, 0, 1).astype(np.float32)[..., None], None, 16)
     if mode == "F":
         raise ImageError("floating point images are not supported")
     has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info)
@@ -108,6 +128,11 @@ def _to_picture(img: Image.Image) -> Picture:
 
 def encode_png(picture: Picture) -> bytes:
     """PNG in the picture's own bit depth, alpha included."""
+    if picture.bit_depth == 16 and picture.pixels.shape[2] == 3:
+        import cv2  # Pillow cannot write 16-bit colour
+        planes = [picture.pixels[..., ::-1]] + ([] if picture.alpha is None else [picture.alpha[..., None]])
+        arr = np.round(np.clip(np.concatenate(planes, axis=2), 0, 1) * 65535).astype(np.uint16)
+        return cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
     if picture.bit_depth == 16 and picture.pixels.shape[2] == 1 and picture.alpha is None:
         arr = np.round(np.clip(picture.pixels[..., 0], 0, 1) * 65535).astype(np.uint16)
         img = Image.fromarray(arr)

@@ -1,40 +1,113 @@
-"""decode -> (synthetic noise) -> noise estimate -> denoise -> metrics -> caption. Pure functions, no Celery, no DB."""
+"""The stage order, in one place: decode -> (synthetic noise) -> noise estimate and denoise -> metrics ->
+captions -> store. `run_item` owns it with per-item isolation: whatever one item does (a broken file, a model
+that will not load, a time-out, a bug) fails that item alone, with its reason. The worker, `denocap run` and
+the tests call it; storage and the database come in as a `Sink`, so this module does no I/O of its own."""
+import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
 from core import quality
 from core.imageio import ImageError, Limits, Picture, decode
-from models.registry import CaptionBackend, Denoiser
+from core.options import BatchOptions
+from models.registry import CaptionBackend, Denoiser, ModelError
+
+log = logging.getLogger(__name__)
+PSNR_CAP = 100.0  # dB: identical images have an infinite PSNR, which JSON cannot carry
 
 
 @dataclass(frozen=True)
-class Options:
-    add_noise: float | None = None  # sigma on the 0-255 scale; the clean upload becomes the reference
-    seed: int = 0
-    denoise_sigma: float | None = None  # 0-255; None: estimated per image
-    tile: int = 512
-    overlap: int = 32
-
-
-@dataclass
-class Restored:
-    noisy: Picture
-    denoised: Picture
-    reference: Picture | None
-    sigma_estimate: float  # 0-255 scale
-    metrics: dict[str, float]
-    denoiser_version: str
-    timings: dict[str, float] = field(default_factory=dict)
+class Job:
+    item_id: str
+    options: BatchOptions
+    load: Callable[[], tuple[bytes, bytes | None]]  # the upload and its clean reference, if any
 
 
 @dataclass
 class Result:
-    restored: Restored
+    noisy: Picture  # what the denoiser saw, clipped to [0, 1]
+    denoised: Picture
+    sigma_estimate: float  # 0-255 scale: the mean of the estimated noise map
+    metrics: dict[str, float | None]
     caption: str
     caption_noisy: str
+    denoiser_version: str
     captioner_version: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Models(Protocol):
+    """Loaded models by name, cached by the caller; a bad name or missing weights raise ModelError."""
+    def denoiser(self, name: str) -> Denoiser: ...
+    def captioner(self, name: str) -> CaptionBackend: ...
+
+
+class Sink(Protocol):
+    def done(self, item_id: str, result: Result) -> None: ...
+    def failed(self, item_id: str, reason: str, kind: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    limits: Limits
+    tile: int = 512
+    overlap: int = 32
+
+
+def run_item(job: Job, models: Models, runtime: Runtime, sink: Sink,
+             time_limit: tuple[type[BaseException], ...] = ()) -> bool:
+    """Runs one item and hands its result or its failure to the sink. Returns False when the time limit struck
+    (the item is failed with "time limit"; the caller stops and queues the rest again)."""
+    try:
+        data, reference = job.load()
+        result = process(data, reference, job.options, models, runtime)
+        sink.done(job.item_id, result)
+    except time_limit:
+        sink.failed(job.item_id, "time limit: the item took longer than the task may run", "time_limit")
+        return False
+    except ImageError as e:
+        sink.failed(job.item_id, str(e), e.kind)
+    except ModelError as e:
+        sink.failed(job.item_id, str(e), "model")
+    except Exception as e:
+        log.exception("item %s failed", job.item_id)
+        sink.failed(job.item_id, f"internal error: {type(e).__name__}: {e}", "internal")
+    return True
+
+
+def process(data: bytes, reference: bytes | None, options: BatchOptions, models: Models, runtime: Runtime) -> Result:
+    """One image, start to end (no storage, no database)."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    picture = decode(data, runtime.limits)
+    ref = decode(reference, runtime.limits) if reference is not None else None
+    if options.add_noise is not None:
+        ref, picture = picture, add_noise(picture, options.add_noise, options.seed)
+    if ref is not None and ref.shape != picture.shape:
+        raise ImageError(f"reference is {ref.shape}, the image is {picture.shape}")
+    timings["decode"] = _lap(t)
+    t = time.perf_counter()
+    denoiser = models.denoiser(options.denoiser)
+    denoised, estimate = denoise(picture, options.denoise_sigma, denoiser, runtime)
+    timings["denoise"] = _lap(t)
+    t = time.perf_counter()
+    noisy = replace(picture, pixels=np.clip(picture.pixels, 0, 1))
+    metrics = _metrics(noisy, denoised, ref)
+    timings["metrics"] = _lap(t)
+    t = time.perf_counter()
+    captioner = models.captioner(options.captioner)
+    caption, caption_noisy = captioner([denoised.pixels, noisy.pixels])
+    timings["caption"] = _lap(t)
+    return Result(noisy, denoised, estimate, metrics, caption, caption_noisy, f"{denoiser.name}@{denoiser.version}",
+                  f"{captioner.name}@{captioner.version}", timings)
+
+
+def _lap(start: float) -> float:
+    return time.perf_counter() - start
 
 
 def add_noise(picture: Picture, sigma: float, seed: int) -> Picture:
@@ -44,82 +117,25 @@ def add_noise(picture: Picture, sigma: float, seed: int) -> Picture:
     return replace(picture, pixels=picture.pixels + noise)
 
 
-@dataclass
-class Prepared:
-    """An image ready for the denoiser: the (noisy) input, its reference, the noise estimate."""
-    picture: Picture
-    reference: Picture | None
-    sigma_estimate: float  # 0-255 scale
-    sigma: float  # what the denoiser is told, 0-255
-    timings: dict[str, float] = field(default_factory=dict)
+def denoise(picture: Picture, sigma: float | None, denoiser: Denoiser, runtime: Runtime) -> tuple[Picture, float]:
+    """The denoised picture and the estimated noise level (0-255). sigma (0-255) overrides the estimated map.
+    A result that is not finite everywhere (it never should be) gives the input back rather than black pixels."""
+    (pixels,), (level,) = denoiser.many([picture.pixels], [None if sigma is None else sigma / 255.0],
+                                        runtime.tile, runtime.overlap)
+    if not np.isfinite(pixels).all():
+        log.warning("the denoiser returned non-finite pixels; keeping the input")
+        pixels = np.clip(np.nan_to_num(picture.pixels), 0, 1)
+    return replace(picture, pixels=pixels), (level * 255.0 if math.isfinite(level) else 0.0)
 
 
-def prepare(picture: Picture, options: Options, reference: Picture | None = None) -> Prepared:
-    t = time.perf_counter()
-    if options.add_noise is not None:
-        reference, picture = picture, add_noise(picture, options.add_noise, options.seed)
-    if reference is not None and reference.shape != picture.shape:
-        raise ImageError(f"reference is {reference.shape}, the image is {picture.shape}")
-    estimate = quality.noise_level(picture.pixels) * 255.0  # synthetic noise is not clipped (papers' protocol)
-    sigma = options.denoise_sigma if options.denoise_sigma is not None else estimate
-    return Prepared(picture, reference, estimate, sigma, {"estimate": time.perf_counter() - t})
-
-
-def restore_many(prepared: list[Prepared], denoiser: Denoiser, tile: int, overlap: int) -> list[Restored]:
-    """Denoises the images together (same-size tiles share forward passes on a GPU), then scores each."""
-    t = time.perf_counter()
-    outs = denoiser.many([p.picture.pixels for p in prepared], [p.sigma / 255.0 for p in prepared], tile, overlap)
-    per_image = (time.perf_counter() - t) / max(len(prepared), 1)
-    restored = []
-    for p, pixels in zip(prepared, outs, strict=True):
-        t = time.perf_counter()
-        denoised = replace(p.picture, pixels=pixels)
-        noisy = replace(p.picture, pixels=np.clip(p.picture.pixels, 0, 1))
-        metrics = _metrics(noisy, denoised, p.reference)
-        timings = {**p.timings, "denoise": per_image, "metrics": time.perf_counter() - t}
-        restored.append(Restored(noisy, denoised, p.reference, p.sigma_estimate, metrics,
-                                 f"{denoiser.name}@{denoiser.version}", timings))
-    return restored
-
-
-def restore(picture: Picture, options: Options, denoiser: Denoiser, reference: Picture | None = None) -> Restored:
-    return restore_many([prepare(picture, options, reference)], denoiser, options.tile, options.overlap)[0]
-
-
-def _metrics(noisy: Picture, denoised: Picture, reference: Picture | None) -> dict[str, float]:
+def _metrics(noisy: Picture, denoised: Picture, reference: Picture | None) -> dict[str, float | None]:
     if reference is None:
-        return {"brisque_noisy": quality.brisque(noisy.pixels), "brisque": quality.brisque(denoised.pixels)}
-    ref = reference.pixels
-    return {"psnr_noisy": quality.psnr(ref, noisy.pixels), "ssim_noisy": quality.ssim(ref, noisy.pixels),
-            "psnr": quality.psnr(ref, denoised.pixels), "ssim": quality.ssim(ref, denoised.pixels)}
+        return {"brisque_noisy": _finite(quality.brisque(noisy.pixels)),
+                "brisque": _finite(quality.brisque(denoised.pixels))}
+    ref = np.clip(reference.pixels, 0, 1)
+    return {"psnr_noisy": min(quality.psnr(ref, noisy.pixels), PSNR_CAP), "ssim_noisy": _finite(quality.ssim(ref, noisy.pixels)),
+            "psnr": min(quality.psnr(ref, denoised.pixels), PSNR_CAP), "ssim": _finite(quality.ssim(ref, denoised.pixels))}
 
 
-def describe(restored: list[Restored], captioner: CaptionBackend) -> list[Result]:
-    """Captions of the denoised and the noisy image of every item, encoded as one micro-batch."""
-    t = time.perf_counter()
-    images = [r.denoised.pixels for r in restored] + [r.noisy.pixels for r in restored]
-    captions = captioner(images)
-    per_item = (time.perf_counter() - t) / max(len(restored), 1)
-    results = []
-    for i, r in enumerate(restored):
-        r.timings["caption"] = per_item
-        results.append(Result(r, captions[i], captions[len(restored) + i], f"{captioner.name}@{captioner.version}"))
-    return results
-
-
-def prepare_bytes(data: bytes, reference: bytes | None, options: Options, limits: Limits) -> Prepared:
-    """decode (image and optional reference) then prepare; the worker calls this per item."""
-    t = time.perf_counter()
-    picture = decode(data, limits)
-    ref = decode(reference, limits) if reference is not None else None
-    decode_s = time.perf_counter() - t
-    prepared = prepare(picture, options, ref)
-    prepared.timings["decode"] = decode_s
-    return prepared
-
-
-def process(data: bytes, options: Options, limits: Limits, denoiser: Denoiser, captioner: CaptionBackend,
-            reference: bytes | None = None) -> Result:
-    """One image, start to end."""
-    prepared = prepare_bytes(data, reference, options, limits)
-    return describe(restore_many([prepared], denoiser, options.tile, options.overlap), captioner)[0]
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

@@ -1,4 +1,4 @@
-"""Noise-level estimate and image quality scores, all from kept libraries (scikit-image, brisque)."""
+"""Image quality scores from kept libraries (scikit-image, brisque); the noise estimate is the denoiser's."""
 from functools import lru_cache
 
 import numpy as np
@@ -6,10 +6,12 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from skimage.restoration import estimate_sigma
 
 BRISQUE_MAX_SIDE = 1024
+BRISQUE_MIN_SIDE = 16  # its features need a few pixels at half scale; smaller images get no score
 
 
 def noise_level(pixels: np.ndarray) -> float:
-    """Gaussian noise standard deviation on the [0, 1] scale (wavelet MAD estimate, Donoho 1994)."""
+    """Gaussian noise standard deviation on the [0, 1] scale (wavelet MAD estimate, Donoho 1994): the classical
+    estimate, for benchmarks; blind on white Gaussian noise only."""
     return float(estimate_sigma(pixels, channel_axis=-1, average_sigmas=True))
 
 
@@ -17,8 +19,14 @@ def psnr(reference: np.ndarray, test: np.ndarray) -> float:
     return float(peak_signal_noise_ratio(reference, np.clip(test, 0, 1), data_range=1.0))
 
 
-def ssim(reference: np.ndarray, test: np.ndarray) -> float:
-    return float(structural_similarity(reference, np.clip(test, 0, 1), data_range=1.0, channel_axis=-1))
+def ssim(reference: np.ndarray, test: np.ndarray) -> float | None:
+    """None for images under 3 px a side; the window shrinks (odd, at most 7) to fit smaller ones."""
+    side = min(reference.shape[:2])
+    if side < 3:
+        return None
+    window = min(7, side if side % 2 else side - 1)
+    return float(structural_similarity(reference, np.clip(test, 0, 1), data_range=1.0, channel_axis=-1,
+                                       win_size=window))
 
 
 @lru_cache
@@ -34,8 +42,11 @@ def _brisque():  # type: ignore[no-untyped-def]
     return Brisque(url=False)
 
 
-def brisque(pixels: np.ndarray) -> float:
-    """BRISQUE (Mittal et al. 2012), lower is better; images are first shrunk to at most 1024 px a side."""
+def brisque(pixels: np.ndarray) -> float | None:
+    """BRISQUE (Mittal et al. 2012), lower is better; images are first shrunk to at most 1024 px a side.
+    None for images under BRISQUE_MIN_SIDE a side."""
+    if min(pixels.shape[:2]) < BRISQUE_MIN_SIDE:
+        return None
     img = np.clip(pixels, 0, 1)
     step = int(np.ceil(max(img.shape[:2]) / BRISQUE_MAX_SIDE))
     img = img[::step, ::step]

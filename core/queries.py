@@ -1,7 +1,8 @@
 """Read-side queries shared by the API and the CLI; every one is scoped to a tenant."""
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from core.tables import Batch, Item, ItemState, Result
@@ -69,6 +70,16 @@ def search_captions(session: Session, tenant_id: str, f: CaptionFilter, limit: i
     count = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.execute(stmt.order_by(Item.created_at, Item.position, Item.id).limit(limit).offset(offset)).all()
     return [(r, i) for r, i in rows], count
+
+
+def caption_page(session: Session, tenant_id: str, f: CaptionFilter, limit: int,
+                 after: tuple[datetime, str] | None) -> list[tuple[Result, Item]]:
+    """The next `limit` captions after (created_at, item_id) of the last one seen: keyset paging for exports."""
+    stmt = caption_query(tenant_id, f)
+    if after is not None:
+        stmt = stmt.where(tuple_(Result.created_at, Result.item_id) > after)
+    rows = session.execute(stmt.order_by(Result.created_at, Result.item_id).limit(limit)).all()
+    return [(r, i) for r, i in rows]
 
 
 def batch_items(session: Session, batch_id: str, state: ItemState | None, limit: int,

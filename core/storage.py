@@ -18,8 +18,22 @@ class Storage(Protocol):
 
 
 def check_key(key: str) -> str:
-    assert _KEY.match(key) and ".." not in key.split("/"), f"bad storage key {key!r}"
+    if not _KEY.match(key) or ".." in key.split("/"):
+        raise ValueError(f"bad storage key {key!r}")
     return key
+
+
+def input_key(item_id: str) -> str:
+    return f"items/{item_id}/input"
+
+
+def reference_key(item_id: str) -> str:
+    return f"items/{item_id}/reference"
+
+
+def results_prefix(item_id: str, denoiser_version: str) -> str:
+    """Where an item's result images live: a rerun with the same model overwrites the same keys."""
+    return f"results/{item_id}/{denoiser_version.replace('@', '-').replace('+', '-')}"
 
 
 class LocalStorage:

@@ -45,6 +45,17 @@ class ApiKey(Base):
     tenant: Mapped[Tenant] = relationship()
 
 
+class GallerySession(Base):
+    """A signed-in browser: the cookie holds `<id>.<secret>`; only the SHA-256 of the secret is kept."""
+    __tablename__ = "gallery_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Batch(Base):
     __tablename__ = "batches"
     __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key", name="uq_batches_tenant_idempotency_key"),)
@@ -70,6 +81,7 @@ class Item(Base):
     error: Mapped[str | None] = mapped_column(Text)
     failure: Mapped[str | None] = mapped_column(String(32))  # the kind of error, for metrics
     deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    runner: Mapped[str | None] = mapped_column(String(128))  # host:pid of the process that claimed it last
     has_reference: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

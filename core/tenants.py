@@ -2,18 +2,21 @@
 The secret is 256 random bits, so a fast hash is enough (nothing to brute-force, unlike a password)."""
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.tables import ApiKey, Tenant
+from core.tables import ApiKey, GallerySession, Tenant
 
 LOCAL = "local"  # the tenant of the embedded default (`denocap run`)
 PREFIX = "dc"
+ID = re.compile(r"[0-9a-f]{32}")  # every row id (uuid4 hex); anything else cannot exist
+SESSION_HOURS = 12
 
 
 class TenantError(ValueError):
@@ -58,7 +61,7 @@ def create_key(session: Session, tenant_name: str, label: str = "") -> NewKey:
 
 
 def revoke_key(session: Session, key_id: str) -> ApiKey:
-    key = session.get(ApiKey, key_id)
+    key = session.get(ApiKey, key_id) if ID.fullmatch(key_id) else None
     if key is None:
         raise TenantError(f"no key {key_id!r}")
     key.revoked_at = key.revoked_at or datetime.now(UTC)
@@ -76,9 +79,41 @@ def authenticate(session: Session, presented: str) -> str | None:
     """The tenant id of a valid, unrevoked key; None for anything else."""
     prefix, _, rest = presented.partition("_")
     key_id, _, secret = rest.partition("_")
-    if prefix != PREFIX or not key_id or not secret or len(key_id) > 32:
+    if prefix != PREFIX or not ID.fullmatch(key_id) or not secret:
         return None
     key = session.get(ApiKey, key_id)
     if key is None or key.revoked_at is not None or not hmac.compare_digest(key.digest, _digest(secret)):
         return None
     return key.tenant_id
+
+
+def start_session(session: Session, tenant_id: str) -> str:
+    """A gallery sign-in: the cookie value `<id>.<secret>`, valid for SESSION_HOURS or until ended."""
+    secret = secrets.token_urlsafe(32)
+    row = GallerySession(tenant_id=tenant_id, digest=_digest(secret),
+                         expires_at=datetime.now(UTC) + timedelta(hours=SESSION_HOURS))
+    session.add(row)
+    session.flush()
+    return f"{row.id}.{secret}"
+
+
+def _live_session(session: Session, cookie: str) -> GallerySession | None:
+    session_id, _, secret = cookie.partition(".")
+    if not ID.fullmatch(session_id) or not secret:
+        return None
+    row = session.get(GallerySession, session_id)
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.digest, _digest(secret)):
+        return None
+    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)  # SQLite drops it
+    return row if expires > datetime.now(UTC) else None
+
+
+def session_tenant(session: Session, cookie: str) -> str | None:
+    """The tenant id of a live gallery session; None for anything else."""
+    row = _live_session(session, cookie)
+    return row.tenant_id if row else None
+
+
+def end_session(session: Session, cookie: str) -> None:
+    if row := _live_session(session, cookie):
+        row.revoked_at = datetime.now(UTC)

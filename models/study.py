@@ -6,16 +6,14 @@ Writes docs/study.json, docs/study.md, docs/study.png (score against sigma) and 
 
 denocap study [--limit N] [--sigmas 15,25,50]   (or python -m models.study)
 """
-import argparse
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from core import quality
-from core.config import get_settings
 from models.registry import CaptionBackend, Denoiser, load_captioner, load_denoiser
 from models.train_captioner import load_rgb, read_flickr8k, score
 
@@ -36,15 +34,14 @@ def run(root: Path, denoiser: Denoiser, captioner: CaptionBackend, sigmas: list[
         for sigma in sigmas:
             noise = np.random.default_rng(seed + i).standard_normal(clean.shape).astype(np.float32) * sigma / 255
             noisy = clean + noise
-            level = quality.noise_level(noisy) * 255
-            denoised = denoiser(noisy, level / 255, 512, 32)
+            denoised = denoiser(noisy, None, 512, 32)  # blind: the estimated noise map
             noisy_by_sigma.append(np.clip(noisy, 0, 1))
             denoised_by_sigma.append(denoised)
             f = fidelity[sigma]
-            f["psnr_noisy"].append(quality.psnr(clean, noisy))
-            f["psnr"].append(quality.psnr(clean, denoised))
-            f["ssim_noisy"].append(quality.ssim(clean, noisy))
-            f["ssim"].append(quality.ssim(clean, denoised))
+            for key, image in (("noisy", np.clip(noisy, 0, 1)), ("", denoised)):
+                f["psnr" + (key and "_" + key)].append(peak_signal_noise_ratio(clean, image, data_range=1.0))
+                f["ssim" + (key and "_" + key)].append(structural_similarity(clean, image, data_range=1.0,
+                                                                              channel_axis=-1))
         out = captioner([clean, *noisy_by_sigma, *denoised_by_sigma])
         clean_caps[name] = out[0]
         for k, sigma in enumerate(sigmas):
@@ -111,30 +108,12 @@ def write_docs(table: dict, examples: dict, sigmas: list[float], docs: Path, com
     (docs / "study.md").write_text("\n".join(lines))
 
 
-def study(data: Path, sigmas: list[float], limit: int | None, docs: Path, threads: int = 2) -> dict:
+def study(data: Path, weights_dir: Path, sigmas: list[float], limit: int | None, docs: Path,
+          threads: int = 2) -> dict:
     torch.set_num_threads(threads)
-    settings = get_settings()
-    denoiser = load_denoiser("ffdnet", settings.weights_dir, "cpu")
-    captioner = load_captioner("attention", settings.weights_dir, "cpu")
+    denoiser = load_denoiser("ffdnet", weights_dir, "cpu")
+    captioner = load_captioner("attention", weights_dir, "cpu")
     table, examples = run(data, denoiser, captioner, sigmas, limit)
     command = "denocap study" + (f" --limit {limit}" if limit else "") + f" --sigmas {','.join(f'{s:g}' for s in sigmas)}"
     write_docs(table, examples, sigmas, docs, command)
     return table
-
-
-def main() -> None:
-    settings = get_settings()
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--data", type=Path, default=settings.shared_data / "caption" / "flickr8k")
-    p.add_argument("--sigmas", default="15,25,50")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--docs", type=Path, default=Path("docs"))
-    a = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    table = study(a.data, [float(s) for s in a.sigmas.split(",")], a.limit, a.docs, a.threads)
-    print(json.dumps(table, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -47,7 +47,7 @@ def test_bad_option_is_a_one_line_error(env: dict[str, str], tmp_path: Path) -> 
     (tmp_path / "a.png").write_bytes(png(smooth_image()))
     out = denocap(env, "run", str(tmp_path / "a.png"), "--denoiser", "nosuch")
     assert out.returncode == 2
-    assert out.stderr.strip() == "error: unknown denoiser 'nosuch'; known: ffdnet"
+    assert out.stderr.strip() == "error: --denoiser: unknown denoiser 'nosuch'; known: ffdnet"
 
 
 def test_self_ensemble_setting_reaches_the_stored_result(env: dict[str, str], tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ OURS = {name: s for name, s in COMPOSE["services"].items() if s.get("image", "")
 def test_the_file_follows_the_compose_specification() -> None:
     schema = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
     jsonschema.Draft201909Validator(schema).validate(COMPOSE)
-    assert {"api", "worker", "worker-gpu", "redis", "postgres", "minio", "flower"} <= set(COMPOSE["services"])
+    assert {"api", "worker", "worker-gpu", "beat", "redis", "postgres", "minio", "flower"} <= set(COMPOSE["services"])
     for service in COMPOSE["services"].values():
         assert set(service.get("depends_on", {})) <= set(COMPOSE["services"])
         assert {v.split(":")[0] for v in service.get("volumes", [])} <= set(COMPOSE["volumes"])
@@ -30,6 +30,8 @@ def test_shared_state_is_only_redis_postgres_and_s3() -> None:
     for name, service in OURS.items():
         assert "volumes" not in service, f"{name} must not need a shared folder"
         assert service["environment"]["DENOCAP_STORAGE"] == "s3"
+    schedulers = [n for n, svc in OURS.items() if "beat" in svc["command"] or "--beat" in svc["command"]]
+    assert schedulers == ["beat"]  # scaling the workers never multiplies the reconciler
     gpu = COMPOSE["services"]["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"] and COMPOSE["services"]["worker"]["environment"]["DENOCAP_DEVICE"] == "cpu"
 

@@ -1,9 +1,11 @@
-"""The Celery app: Redis broker, late acks, one task at a time per process, time limits from settings."""
+"""The Celery app: Redis broker, late acks, one task at a time per process, time limits from settings. The API
+sends tasks by name through `enqueue`, so it never imports the task module (nor torch)."""
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init
 
-from core import logs
 from core.config import QUEUE, get_settings
+
+PROCESS = "denocap.process_items"
+RECONCILE = "denocap.reconcile"
 
 
 def make_celery() -> Celery:
@@ -20,7 +22,7 @@ def make_celery() -> Celery:
         task_ignore_result=True,
         worker_max_memory_per_child=4_000_000,  # KiB: a leaking child is replaced between tasks
         task_default_queue=QUEUE,
-        beat_schedule={"reconcile": {"task": "denocap.reconcile", "schedule": float(s.reconcile_every)}},
+        beat_schedule={"reconcile": {"task": RECONCILE, "schedule": float(s.reconcile_every)}},
     )
     return app
 
@@ -28,14 +30,7 @@ def make_celery() -> Celery:
 app = make_celery()
 
 
-@worker_process_init.connect
-def _after_fork(**_: object) -> None:
-    """Engines inherited from the parent must not be shared with the child; models load lazily later."""
-    from worker import tasks
-    tasks.reset_process_state()
-
-
-@after_setup_logger.connect
-@after_setup_task_logger.connect
-def _log_format(logger: object, **_: object) -> None:
-    logs.use_format(logger, get_settings().log_format)  # type: ignore[arg-type]
+def enqueue(item_ids: list[str], micro_batch: int, countdown: float | None = None) -> None:
+    """One message per `micro_batch` items; the caller marks them enqueued (core.queue) once sent."""
+    for start in range(0, len(item_ids), micro_batch):
+        app.send_task(PROCESS, args=[item_ids[start:start + micro_batch]], countdown=countdown)

@@ -1,18 +1,19 @@
-"""Thin Celery tasks: ids in, the shared service does the work, the database row is the truth."""
+"""Thin Celery tasks: ids in, core.process does the work, the database row is the truth."""
 import logging
 from functools import lru_cache
 
-import torch
-from sqlalchemy.exc import OperationalError
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init, worker_ready
 from sqlalchemy.orm import sessionmaker
 
-from core import service
+from core import logs, process, queue
 from core.config import get_settings
 from core.db import make_engine, session_factory
 from core.storage import make_storage
-from worker.app import app
+from worker.app import PROCESS, RECONCILE, app, enqueue
 
 log = logging.getLogger(__name__)
+BUSY_RETRY = 60  # seconds before asking again for an item another live process holds
 
 
 @lru_cache
@@ -20,35 +21,52 @@ def _sessions() -> sessionmaker:
     return session_factory(make_engine(get_settings().database_url))
 
 
-def reset_process_state() -> None:
-    _sessions.cache_clear()
-    threads = get_settings().torch_threads
-    if threads:
-        torch.set_num_threads(threads)
-
-
-@app.task(name="denocap.process_items", bind=True, autoretry_for=(OperationalError,), retry_backoff=2,
-          retry_backoff_max=60, retry_jitter=True, max_retries=None)
+@app.task(name=PROCESS, bind=True)
 def process_items(self, item_ids: list[str]) -> None:  # type: ignore[no-untyped-def]
     settings = get_settings()
-    log.info("items %s (delivery %s)", item_ids, self.request.retries)
-    service.process_items(_sessions(), make_storage(settings), settings, item_ids)
+    log.info("items %s (redelivered: %s)", item_ids, (self.request.delivery_info or {}).get("redelivered"))
+    busy, unreached = process.process_items(_sessions(), make_storage(settings), settings, item_ids,
+                                            time_limit=(SoftTimeLimitExceeded,))
+    if unreached:
+        send(unreached)
+    if busy:
+        enqueue(busy, settings.micro_batch, countdown=BUSY_RETRY)
 
 
-@app.task(name="denocap.reconcile")
+@app.task(name=RECONCILE)
 def reconcile() -> int:
-    """The broker is not a database: re-send items whose message may be lost (see service.due_for_requeue)."""
+    """The broker is not a database: re-send items whose message may be lost (see core.queue.due_for_requeue)."""
     settings = get_settings()
     with _sessions()() as session:
-        ids = service.due_for_requeue(session, settings.requeue_after, settings.lease)
+        ids = queue.due_for_requeue(session, settings.requeue_after, settings.lease)
     if ids:
         log.warning("reconciler re-enqueues %d items", len(ids))
-        enqueue(ids, settings.micro_batch)
+        send(ids)
     return len(ids)
 
 
-def enqueue(item_ids: list[str], micro_batch: int) -> None:
-    for start in range(0, len(item_ids), micro_batch):
-        process_items.delay(item_ids[start:start + micro_batch])
+def send(item_ids: list[str]) -> None:
+    enqueue(item_ids, get_settings().micro_batch)
     with _sessions().begin() as session:
-        service.mark_enqueued(session, item_ids)
+        queue.mark_enqueued(session, item_ids)
+
+
+@worker_process_init.connect
+def _after_fork(**_: object) -> None:
+    """Engines inherited from the parent must not be shared with the child; models load lazily later."""
+    _sessions.cache_clear()
+    if threads := get_settings().torch_threads:
+        import torch
+        torch.set_num_threads(threads)
+
+
+@worker_ready.connect
+def _reconcile_on_start(**_: object) -> None:
+    """A plain `denocap worker` (no beat) still finishes what a dead worker left: one reconcile at start."""
+    reconcile.delay()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: object, **_: object) -> None:
+    logs.use_format(logger, get_settings().log_format)  # type: ignore[arg-type]

@@ -1,30 +1,50 @@
-"""The gallery: server-rendered pages over the same queries as the API. The key is entered once in a form and
-kept in an HttpOnly, SameSite=Strict session cookie (never in a URL); images load through the API's routes."""
+"""The gallery: server-rendered pages over the same queries as the API. Signing in with an API key starts a
+server-side session (random id and secret, only its hash stored, expiring, ended on sign-out) held in an
+HttpOnly, SameSite=Strict cookie; only the gallery's routes accept that cookie, and every state-changing
+gallery request must come from the gallery's own origin (CSRF)."""
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
-from urllib.parse import urlencode
+from typing import Annotated, Literal
+from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Form, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from api.deps import COOKIE, SessionDep, TenantDep
-from api.routes.batches import batches_out
-from api.routes.captions import FilterDep
-from core import queries
+from api import presenters
+from api.deps import (
+    COOKIE,
+    FilterDep,
+    GalleryBatchDep,
+    GalleryItemDep,
+    GalleryTenantDep,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    session_cookie,
+)
+from api.schemas import BatchOut, Page
+from core import queries, tenants
 from core.tables import ItemState
-from core.tenants import authenticate
 
 router = APIRouter(prefix="/gallery", tags=["gallery"], default_response_class=HTMLResponse)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 PAGE = 48
-Page = Annotated[int, Query(ge=1, le=2**31 // PAGE)]
-
-
+PageNo = Annotated[int, Query(ge=1, le=2**31 // PAGE)]
 INVALID = "That key is not valid (or revoked)."
+
+
+def same_origin(request: Request) -> None:
+    """CSRF: a state-changing request must carry our own Origin (or, without one, a Referer from here)."""
+    source = request.headers.get("origin") or request.headers.get("referer")
+    ours = f"{request.url.scheme}://{request.url.netloc}"
+    if source is None or f"{urlsplit(source).scheme}://{urlsplit(source).netloc}" != ours:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-site request refused")
+
+
+SameOrigin = Depends(same_origin)
 
 
 def render(request: Request, name: str, **context: object) -> HTMLResponse:
@@ -43,17 +63,25 @@ def paging(request: Request, page: int, count: int) -> dict[str, object]:
 
 
 async def login_page_on_401(request: Request, exc: HTTPException) -> Response:
-    """A gallery page asked for without a valid key shows the sign-in form (still a 401)."""
+    """A gallery page asked for without a live session shows the sign-in form (still a 401)."""
     if exc.status_code == status.HTTP_401_UNAUTHORIZED and request.url.path.startswith("/gallery"):
-        message = "" if exc.detail.startswith("an API key is required") else INVALID
+        message = "" if exc.detail.startswith("an API key is required") else "Your session has ended; sign in again."
         return login_page(request, request.url.path, message, 401)
     return await http_exception_handler(request, exc)
 
 
 @router.get("", operation_id="gallery-batches")
-def batches_page(request: Request, session: SessionDep, tenant: TenantDep) -> HTMLResponse:
+def batches_page(request: Request, session: SessionDep, tenant: GalleryTenantDep) -> HTMLResponse:
     rows, _ = queries.list_batches(session, tenant, 500, 0)
-    return render(request, "batches.html", batches=batches_out(session, rows))
+    return render(request, "batches.html", batches=presenters.batches_out(session, rows))
+
+
+@router.get("/batches.json", response_class=JSONResponse, response_model=Page[BatchOut],
+            operation_id="gallery-batches-json")
+def batches_json(session: SessionDep, tenant: GalleryTenantDep) -> Page[BatchOut]:
+    """The batches page's progress bars poll this."""
+    rows, count = queries.list_batches(session, tenant, 500, 0)
+    return Page(data=presenters.batches_out(session, rows), count=count)
 
 
 @router.get("/login", operation_id="gallery-login-form")
@@ -61,51 +89,71 @@ def login_form(request: Request, next: str = "/gallery") -> HTMLResponse:
     return login_page(request, next)
 
 
-@router.post("/login", operation_id="gallery-login", response_model=None)
+@router.post("/login", operation_id="gallery-login", response_model=None, dependencies=[SameOrigin])
 def login(request: Request, session: SessionDep, key: Annotated[str, Form(max_length=200)],
           next: Annotated[str, Form(max_length=300)] = "/gallery") -> Response:
-    if authenticate(session, key.strip()) is None:
+    tenant_id = tenants.authenticate(session, key.strip())
+    if tenant_id is None:
         return login_page(request, next, INVALID, 401)
+    cookie = tenants.start_session(session, tenant_id)
+    session.commit()
     target = next if next.startswith("/gallery") and "//" not in next else "/gallery"  # no open redirect
     response = RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
-    response.set_cookie(COOKIE, key.strip(), httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/")
+    response.set_cookie(COOKIE, cookie, httponly=True, samesite="strict", secure=request.url.scheme == "https",
+                        path="/gallery", max_age=tenants.SESSION_HOURS * 3600)
     return response
 
 
-@router.post("/logout", operation_id="gallery-logout")
-def logout() -> RedirectResponse:
+@router.post("/logout", operation_id="gallery-logout", dependencies=[SameOrigin])
+def logout(session: SessionDep, cookie: Annotated[str | None, Depends(session_cookie)]) -> RedirectResponse:
+    if cookie:
+        tenants.end_session(session, cookie)
+        session.commit()
     response = RedirectResponse("/gallery/login", status_code=status.HTTP_303_SEE_OTHER)
-    response.delete_cookie(COOKIE, path="/")
+    response.delete_cookie(COOKIE, path="/gallery")
     return response
 
 
 @router.get("/batches/{batch_id}", operation_id="gallery-batch")
-def batch_page(request: Request, session: SessionDep, tenant: TenantDep, batch_id: str,
-               state: ItemState | None = None, page: Page = 1) -> HTMLResponse:
-    batch = queries.tenant_batch(session, tenant, batch_id)
-    if batch is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "batch not found")
-    items, count = queries.batch_items(session, batch_id, state, PAGE, (page - 1) * PAGE)
-    counts = queries.batch_counts(session, [batch_id])[batch_id]
+def batch_page(request: Request, session: SessionDep, batch: GalleryBatchDep, state: ItemState | None = None,
+               page: PageNo = 1) -> HTMLResponse:
+    items, count = queries.batch_items(session, batch.id, state, PAGE, (page - 1) * PAGE)
+    counts = queries.batch_counts(session, [batch.id])[batch.id]
     _, progress, _ = queries.progress(counts)
     return render(request, "batch.html", batch=batch, items=items, counts=counts, progress=progress,
                   states=list(ItemState), state=state, **paging(request, page, count))
 
 
 @router.get("/items/{item_id}", operation_id="gallery-item")
-def item_page(request: Request, session: SessionDep, tenant: TenantDep, item_id: str) -> HTMLResponse:
-    item = queries.tenant_item(session, tenant, item_id)
-    if item is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "item not found")
+def item_page(request: Request, item: GalleryItemDep) -> HTMLResponse:
     return render(request, "item.html", item=item, r=item.result)
 
 
+@router.get("/items/{item_id}/thumbs/{which}.jpg", response_class=Response, operation_id="gallery-thumbnail")
+def thumbnail(item: GalleryItemDep, storage: StorageDep, which: Literal["noisy", "denoised"]) -> Response:
+    return presenters.thumbnail(storage, item, which)
+
+
+@router.get("/items/{item_id}/{which}.png", response_class=Response, operation_id="gallery-image")
+def image(item: GalleryItemDep, storage: StorageDep, which: Literal["noisy", "denoised"]) -> Response:
+    return presenters.result_png(storage, item, which)
+
+
+@router.get("/items/{item_id}/original", response_class=Response, operation_id="gallery-original")
+def original(item: GalleryItemDep, storage: StorageDep) -> Response:
+    return presenters.original(storage, item)
+
+
 @router.get("/search", operation_id="gallery-search")
-def search_page(request: Request, session: SessionDep, tenant: TenantDep, f: FilterDep,
-                page: Page = 1) -> HTMLResponse:
+def search_page(request: Request, session: SessionDep, tenant: GalleryTenantDep, f: FilterDep,
+                page: PageNo = 1) -> HTMLResponse:
     rows, count = queries.search_captions(session, tenant, f, PAGE, (page - 1) * PAGE)
     export = urlencode({k: v for k, v in asdict(f).items() if v is not None})
     return render(request, "search.html", f=f, items=[item for _, item in rows], export=export,
                   **paging(request, page, count))
 
+
+@router.get("/export", response_class=Response, operation_id="gallery-export")
+def export(session: SessionDep, settings: SettingsDep, tenant: GalleryTenantDep, f: FilterDep,
+           format: Literal["csv", "jsonl"] = "csv") -> Response:
+    return presenters.export_captions(session, settings, tenant, f, format)

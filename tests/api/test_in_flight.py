@@ -64,3 +64,20 @@ def test_a_slow_submit_does_not_hold_up_other_requests(env: dict[str, str]) -> N
         release.set()
         assert submitted.result().status_code == 201
     assert waited == [True]  # /health answered while the submit was waiting for the broker
+
+
+def test_concurrent_submissions_cannot_pass_the_in_flight_limit(env: dict[str, str], postgres_url: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The count and the insert are one step (the tenant row is locked): 12 requests at once make 3 batches."""
+    monkeypatch.setenv("DENOCAP_MAX_BATCHES_IN_FLIGHT", "3")
+    monkeypatch.setenv("DENOCAP_DATABASE_URL", postgres_url)
+    get_settings.cache_clear()
+    migrate(postgres_url)
+    key = {"X-API-Key": api_key(postgres_url, "crowd")}
+    with TestClient(create_app(enqueue=lambda ids: None)) as app:
+        def post(i: int) -> int:
+            return app.post("/batches", files=files((f"{i}.png", png(smooth_image(16, 16, seed=i)))),
+                            headers=key).status_code
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(post, range(12)))
+    assert codes.count(201) == 3 and codes.count(429) == 9, codes

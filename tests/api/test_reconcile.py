@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from core import service
+from core import submit as service
 from core.config import Settings
 from core.db import make_engine, migrate, session_factory
+from core.options import BatchOptions
 from core.storage import LocalStorage
 from core.tables import Item, ItemState, Result
 from tests.conftest import base_env, png, smooth_image, tenant_id
@@ -25,7 +26,7 @@ def test_lost_messages_are_sent_again(weights_dir: Path, postgres_url: str, redi
     sessions = session_factory(make_engine(postgres_url))
     with sessions.begin() as s:  # rows committed, but no message ever reached the broker
         uploads = [service.Upload(f"{i}.png", png(smooth_image(40, 40, seed=i))) for i in range(3)]
-        batch, _ = service.submit(s, LocalStorage(settings.files), settings, tenant_id(s), uploads, service.BatchOptions())
+        batch, _ = service.submit(s, LocalStorage(settings.files), settings, tenant_id(s), uploads, BatchOptions())
         batch_id = batch.id
     worker = start(env, tmp_path / "worker.log", "worker", "--beat")
     try:

@@ -83,8 +83,19 @@ def test_keys_are_made_listed_and_revoked_from_the_cli(stack: str, postgres_url:
     assert missing.returncode == 2 and missing.stderr.strip() == "error: no key 'nosuchkey'"
 
 
+def signed_in(stack: str, client: httpx.Client) -> httpx.Client:
+    """A browser of the same tenant: signed in to the gallery, holding only the session cookie."""
+    browser = httpx.Client(base_url=stack, timeout=60, headers={"Origin": stack})
+    assert browser.post("/gallery/login", data={"key": client.headers["X-API-Key"]}).status_code == 303
+    return browser
+
+
 def test_another_tenant_gets_404_on_every_route_with_my_ids(stack: str, client: httpx.Client, other: httpx.Client,
                                                             alpha_batch: dict) -> None:
+    browsers = {client: signed_in(stack, client), other: signed_in(stack, other)}
+
+    def via(who: httpx.Client, path: str) -> httpx.Client:
+        return browsers[who] if path.startswith("/gallery") else who
     done = next(i for i in client.get(f"/batches/{alpha_batch['id']}/items").json()["data"] if i["state"] == "done")
     alpha_batch = {**alpha_batch, "items": [done]}
     with_ids = [(m, p) for m, p in routes(stack) if "{" in p]
@@ -93,10 +104,11 @@ def test_another_tenant_gets_404_on_every_route_with_my_ids(stack: str, client: 
                                         "/items/{item_id}/original", "/items/{item_id}/thumbs/{which}.jpg",
                                         "/gallery/batches/{batch_id}", "/gallery/items/{item_id}"}
     for method, path in with_ids:
-        assert client.request(method, fill(path, alpha_batch)).status_code == 200, path  # the owner sees it
-        r = other.request(method, fill(path, alpha_batch))
+        assert via(client, path).request(method, fill(path, alpha_batch)).status_code == 200, path  # the owner
+        r = via(other, path).request(method, fill(path, alpha_batch))
         assert r.status_code == 404 and r.json()["detail"].endswith("not found"), (path, r.text)
-    assert alpha_batch["id"] not in other.get("/gallery").text and alpha_batch["id"][:8] in client.get("/gallery").text
+    gallery = {who: b.get("/gallery").text for who, b in browsers.items()}
+    assert alpha_batch["id"] not in gallery[other] and alpha_batch["id"][:8] in gallery[client]
     assert alpha_batch["id"] not in {b["id"] for b in other.get("/batches").json()["data"]}
     assert alpha_batch["id"] in {b["id"] for b in client.get("/batches").json()["data"]}
     caption = client.get("/items/" + done["id"]).json()["result"]["caption"]
@@ -106,6 +118,8 @@ def test_another_tenant_gets_404_on_every_route_with_my_ids(stack: str, client: 
     assert client.get("/captions", params={"batch_id": alpha_batch["id"]}).json()["count"] == 1
     for fmt in ("csv", "jsonl"):
         exported = other.get("/captions/export", params={"format": fmt}).text
+        assert alpha_batch["id"] not in exported and done["id"] not in exported
+        exported = browsers[other].get("/gallery/export", params={"format": fmt}).text
         assert alpha_batch["id"] not in exported and done["id"] not in exported
 
 

@@ -7,9 +7,11 @@ import pytest
 from botocore.exceptions import ClientError
 from sqlalchemy import select
 
-from core import service
+from core import process
+from core import submit as service
 from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
+from core.options import BatchOptions
 from core.storage import LocalStorage, S3Storage, Storage, make_storage
 from core.tables import Item, ItemState
 from tests.conftest import png, smooth_image, tenant_id
@@ -59,9 +61,9 @@ def test_the_pipeline_on_s3_writes_nothing_locally(s3: ThrowawayS3, env: dict[st
     sessions = session_factory(make_engine(settings.database_url))
     uploads = [service.Upload(f"{i}.png", png(smooth_image(40, 40, seed=i))) for i in range(3)]
     with sessions.begin() as s:
-        batch, _ = service.submit(s, storage, settings, tenant_id(s), uploads, service.BatchOptions(add_noise=10))
+        batch, _ = service.submit(s, storage, settings, tenant_id(s), uploads, BatchOptions(add_noise=10))
         ids = [i.id for i in batch.items]
-    service.process_items(sessions, storage, settings, ids)
+    process.process_items(sessions, storage, settings, ids)
     with sessions() as s:
         items = s.scalars(select(Item).where(Item.id.in_(ids))).all()
         assert {i.state for i in items} == {ItemState.done}

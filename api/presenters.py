@@ -1,0 +1,140 @@
+"""Rows to responses, shared by the JSON routes and the gallery: schemas, images, thumbnails, exports."""
+import csv
+import io
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi import HTTPException, Response, status
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.deps import own_result, sessions_for
+from api.schemas import BatchOut, CaptionOut, ItemOut
+from core import queries
+from core.config import Settings
+from core.imageio import thumbnail_jpeg
+from core.storage import Storage, input_key, results_prefix
+from core.tables import Batch, Item, Result
+
+EXPORT_PAGE = 500
+EXPORTS_PER_TENANT = 2  # streaming at once, per API process
+_exports: Counter[str] = Counter()
+_exports_lock = threading.Lock()
+
+
+def item_out(item: Item, base: str = "") -> ItemOut:
+    out = ItemOut.model_validate(item)
+    links = {"self": f"/items/{item.id}", "original": f"{base}/items/{item.id}/original"}
+    if item.result is not None:
+        links |= {"denoised": f"{base}/items/{item.id}/denoised.png", "noisy": f"{base}/items/{item.id}/noisy.png",
+                  "thumbnail": f"{base}/items/{item.id}/thumbs/denoised.jpg"}
+    out.links = links
+    return out
+
+
+def batches_out(session: Session, batches: list[Batch]) -> list[BatchOut]:
+    counts = queries.batch_counts(session, [b.id for b in batches])
+    out = []
+    for batch in batches:
+        total, progress, finished = queries.progress(counts[batch.id])
+        out.append(BatchOut(id=batch.id, created_at=batch.created_at, options=batch.options, total=total,
+                            counts=counts[batch.id], progress=progress, finished=finished))
+    return out
+
+
+def batch_out(session: Session, batch: Batch) -> BatchOut:
+    return batches_out(session, [batch])[0]
+
+
+def caption_out(result: Result, item: Item) -> CaptionOut:
+    return CaptionOut(item_id=item.id, batch_id=item.batch_id, filename=item.filename, caption=result.caption,
+                      caption_noisy=result.caption_noisy, sigma_estimate=result.sigma_estimate, psnr=result.psnr,
+                      ssim=result.ssim, psnr_noisy=result.psnr_noisy, brisque=result.brisque,
+                      denoiser_version=result.denoiser_version, captioner_version=result.captioner_version)
+
+
+def result_png(storage: Storage, item: Item, which: str) -> Response:
+    result = own_result(item)
+    return Response(storage.get(result.denoised_key if which == "denoised" else result.noisy_key),
+                    media_type="image/png")
+
+
+def thumbnail(storage: Storage, item: Item, which: str, size: int = 320) -> Response:
+    """Made on first request, then served from storage: a page of thousands of items stays fast."""
+    result = own_result(item)
+    key = f"thumbs/{results_prefix(item.id, result.denoiser_version).removeprefix('results/')}/{which}-{size}.jpg"
+    if (data := storage.find(key)) is None:
+        data = thumbnail_jpeg(storage.get(result.denoised_key if which == "denoised" else result.noisy_key), size)
+        storage.put(key, data)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
+def original(storage: Storage, item: Item) -> Response:
+    if (data := storage.find(input_key(item.id))) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "the upload was refused and not kept")
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{item.id}"'})
+
+
+@contextmanager
+def export_slot(tenant: str) -> Iterator[None]:
+    """At most EXPORTS_PER_TENANT exports of one tenant stream at once (429 beyond), so one tenant cannot hold
+    the server's connections and threads."""
+    with _exports_lock:
+        if _exports[tenant] >= EXPORTS_PER_TENANT:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, f"{EXPORTS_PER_TENANT} exports are already "
+                                "running for this tenant; try again when one ends", headers={"Retry-After": "10"})
+        _exports[tenant] += 1
+    try:
+        yield
+    finally:
+        with _exports_lock:
+            _exports[tenant] -= 1
+
+
+def export_rows(sessions: sessionmaker, tenant: str, f: queries.CaptionFilter) -> Iterator[CaptionOut]:
+    """Keyset pages, each read in a session of its own: no connection is held between pages."""
+    after = None
+    while True:
+        with sessions() as session:
+            rows = queries.caption_page(session, tenant, f, EXPORT_PAGE, after)
+            page = [caption_out(r, i) for r, i in rows]
+        yield from page
+        if len(rows) < EXPORT_PAGE:
+            return
+        after = (rows[-1][0].created_at, rows[-1][0].item_id)
+
+
+def _csv(rows: Iterator[CaptionOut]) -> Iterator[str]:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CaptionOut.model_fields))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row.model_dump())
+        yield buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+    yield buf.getvalue()
+
+
+def _counted(tenant: str, chunks: Iterator[str]) -> Iterator[str]:
+    with export_slot(tenant):
+        yield from chunks
+
+
+def export_captions(session: Session, settings: Settings, tenant: str, f: queries.CaptionFilter,
+                        format: str) -> StreamingResponse:
+    """The JSON API's and the gallery's export (each route authenticates its own way)."""
+    session.close()  # the key is checked; the pages open sessions of their own
+    with export_slot(tenant):  # refuse now (429) rather than mid-stream
+        pass
+    rows = export_rows(sessions_for(settings.database_url), tenant, f)
+    if format == "csv":
+        return StreamingResponse(_counted(tenant, _csv(rows)), media_type="text/csv",
+                                 headers={"Content-Disposition": 'attachment; filename="captions.csv"'})
+    lines = (json.dumps(r.model_dump(), allow_nan=False) + "\n" for r in rows)
+    return StreamingResponse(_counted(tenant, lines), media_type="application/x-ndjson",
+                             headers={"Content-Disposition": 'attachment; filename="captions.jsonl"'})

@@ -1,0 +1,199 @@
+"""The processing side, for the worker and `denocap run`: claim an item, run it through the pipeline, store its
+result. Items are claimed one at a time, so a time-out or a crash holds only the item it struck."""
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import pipeline
+from core.config import Settings
+from core.imageio import encode_png
+from core.options import BatchOptions
+from core.storage import Storage, input_key, reference_key, results_prefix
+from core.submit import limits_of
+from core.tables import Item, ItemState, Result
+from models.registry import CaptionBackend, Denoiser, ModelError, load_captioner, load_denoiser
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+HOST = socket.gethostname()
+
+
+class Claim(Enum):
+    taken = "taken"  # this process runs the item now
+    busy = "busy"  # another live process runs it; ask again later
+    settled = "settled"  # done, failed, unknown, or just failed for too many deliveries
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _runner() -> str:
+    return f"{HOST}:{os.getpid()}"
+
+
+def _dead_here(runner: str | None) -> bool:
+    """The item's runner was a process of this host that no longer exists (a killed pool child)."""
+    host, _, pid = (runner or "").rpartition(":")
+    if host != HOST or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def claim(session: Session, item_id: str, max_deliveries: int, lease: int) -> Claim:
+    """Marks a queued item running (one more delivery); also a running one whose lease ran out, or whose runner
+    was a process of this host that has died. An item delivered more than max_deliveries times is failed, so a
+    poison item cannot loop forever; a duplicate message never runs an item twice at once."""
+    current = session.execute(select(Item.state, Item.runner).where(Item.id == item_id)).first()
+    if current is None or current.state in (ItemState.done, ItemState.failed):
+        return Claim.settled
+    expired = and_(Item.state == ItemState.running, Item.started_at < _now() - timedelta(seconds=lease))
+    takeover = Item.state == ItemState.running if _dead_here(current.runner) else expired
+    row = session.execute(
+        update(Item).where(Item.id == item_id, or_(Item.state == ItemState.queued, takeover))
+        .values(state=ItemState.running, deliveries=Item.deliveries + 1, started_at=_now(), runner=_runner())
+        .returning(Item.deliveries)
+    ).first()
+    if row is None:
+        return Claim.busy
+    if row.deliveries > max_deliveries:
+        fail(session, item_id, f"gave up after {max_deliveries} deliveries (the worker died on this item each time)",
+             "poison")
+        return Claim.settled
+    return Claim.taken
+
+
+def fail(session: Session, item_id: str, reason: str, kind: str) -> None:
+    item = session.get_one(Item, item_id, with_for_update=True)
+    log.info("item failed: %s", reason, extra={"item_id": item_id, "batch_id": item.batch_id, "failure": kind})
+    item.state, item.error, item.failure, item.finished_at = ItemState.failed, reason, kind, _now()
+
+
+@dataclass
+class CachedModels:
+    """The models a worker process has loaded, by name (lazily, once; see pipeline.Models)."""
+    settings: Settings
+
+    def denoiser(self, name: str) -> Denoiser:
+        s = self.settings
+        return _denoiser(name, s.weights_dir, s.device, s.tile_size, s.denoise_ensemble)
+
+    def captioner(self, name: str) -> CaptionBackend:
+        folder = self.settings.blip_weights if name == "blip" else self.settings.weights_dir
+        if folder is None:
+            raise ModelError("the blip captioner is not configured on this worker (DENOCAP_BLIP_WEIGHTS)")
+        return _captioner(name, folder, self.settings.device)
+
+
+@lru_cache(maxsize=4)
+def _denoiser(name: str, weights_dir: Path, device: str, tile: int, ensemble: int) -> Denoiser:
+    return load_denoiser(name, weights_dir, device, tile, ensemble=ensemble)
+
+
+@lru_cache(maxsize=4)
+def _captioner(name: str, weights_dir: Path, device: str) -> CaptionBackend:
+    return load_captioner(name, weights_dir, device)
+
+
+@dataclass
+class DatabaseSink:
+    """Stores a result (images under keys from the item id and model version, then the row and the state in one
+    transaction) or a failure; a second run of the same item overwrites the same keys and finds it settled."""
+    sessions: sessionmaker
+    storage: Storage
+    settings: Settings
+
+    def done(self, item_id: str, result: pipeline.Result) -> None:
+        prefix = results_prefix(item_id, result.denoiser_version)
+        self.storage.put(f"{prefix}/denoised.png", encode_png(result.denoised))
+        self.storage.put(f"{prefix}/noisy.png", encode_png(result.noisy))
+        with_database(self.settings, lambda: self._store(item_id, result, prefix))
+
+    def _store(self, item_id: str, r: pipeline.Result, prefix: str) -> None:
+        with self.sessions.begin() as session:
+            item = session.get_one(Item, item_id, with_for_update=True)
+            if item.state != ItemState.running:
+                return
+            h, w = r.denoised.shape
+            session.merge(Result(
+                item_id=item_id, width=w, height=h, sigma_estimate=r.sigma_estimate,
+                psnr_noisy=r.metrics.get("psnr_noisy"), ssim_noisy=r.metrics.get("ssim_noisy"),
+                psnr=r.metrics.get("psnr"), ssim=r.metrics.get("ssim"),
+                brisque_noisy=r.metrics.get("brisque_noisy"), brisque=r.metrics.get("brisque"),
+                caption=r.caption, caption_noisy=r.caption_noisy,
+                denoiser_version=r.denoiser_version, captioner_version=r.captioner_version,
+                denoised_key=f"{prefix}/denoised.png", noisy_key=f"{prefix}/noisy.png", timings=r.timings))
+            item.state, item.error, item.finished_at = ItemState.done, None, _now()
+            log.info("item done in %.2f s", sum(r.timings.values()),
+                     extra={"item_id": item_id, "batch_id": item.batch_id, "timings": r.timings})
+
+    def failed(self, item_id: str, reason: str, kind: str) -> None:
+        def write() -> None:
+            with self.sessions.begin() as session:
+                fail(session, item_id, reason, kind)
+        with_database(self.settings, write)
+
+
+def with_database(settings: Settings, work: Callable[[], T]) -> T:
+    """The one retry layer for database outages: retries with backoff for database_retry_seconds, so a finished
+    result is not thrown away while PostgreSQL restarts."""
+    deadline, pause = time.monotonic() + settings.database_retry_seconds, 0.5
+    while True:
+        try:
+            return work()
+        except OperationalError as e:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database unavailable, retrying in %.1f s: %s", pause, e.orig)
+            time.sleep(pause)
+            pause = min(pause * 2, 15.0)
+
+
+def _job(sessions: sessionmaker, storage: Storage, settings: Settings, item_id: str) -> pipeline.Job | Claim:
+    with sessions.begin() as session:
+        outcome = claim(session, item_id, settings.max_deliveries, settings.lease)
+        if outcome is not Claim.taken:
+            return outcome
+        item = session.get_one(Item, item_id)
+        options, has_reference = BatchOptions.model_validate(item.batch.options), item.has_reference
+
+    def load() -> tuple[bytes, bytes | None]:
+        return storage.get(input_key(item_id)), storage.get(reference_key(item_id)) if has_reference else None
+    return pipeline.Job(item_id, options, load)
+
+
+def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, item_ids: Iterable[str],
+                  time_limit: tuple[type[BaseException], ...] = ()) -> tuple[list[str], list[str]]:
+    """Claims and runs the items one by one. Returns the ids to send again: those another live process holds
+    (busy), and those not reached because the time limit struck."""
+    ids, busy = list(item_ids), []
+    sink = DatabaseSink(sessions, storage, settings)
+    models = CachedModels(settings)
+    runtime = pipeline.Runtime(limits_of(settings), settings.tile_size, settings.tile_overlap)
+    for n, item_id in enumerate(ids):
+        job = with_database(settings, lambda i=item_id: _job(sessions, storage, settings, i))
+        if job is Claim.busy:
+            busy.append(item_id)
+        if not isinstance(job, pipeline.Job):
+            continue
+        if not pipeline.run_item(job, models, runtime, sink, time_limit):
+            return busy, ids[n + 1:]
+    return busy, []

@@ -1,0 +1,54 @@
+"""Smaller holes a hostile client found in the upload routes (issue #19), in-process on the embedded database."""
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from core.config import get_settings
+from core.db import migrate
+from tests.conftest import api_key, png, smooth_image
+from tests.services import files
+
+
+@pytest.fixture
+def app(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> TestClient:
+    monkeypatch.setenv("DENOCAP_MAX_FILE_BYTES", "100000")
+    get_settings.cache_clear()
+    url = get_settings().database_url
+    migrate(url)
+    return TestClient(create_app(enqueue=lambda ids: None), headers={"X-API-Key": api_key(url, "holes")})
+
+
+def test_a_reference_over_the_limit_is_413_with_its_true_size(app: TestClient) -> None:
+    small = png(smooth_image(16, 16))
+    r = app.post("/images", files={"file": ("a.png", small), "reference": ("r.png", b"x" * 177_083)})
+    assert r.status_code == 413 and r.json()["detail"] == "reference: file is 177083 bytes, the limit is 100000"
+    r = app.post("/images", files={"file": ("a.png", b"y" * 177_083)})
+    assert r.status_code == 413 and r.json()["detail"] == "file: file is 177083 bytes, the limit is 100000"
+
+
+def test_repeated_single_fields_are_refused(app: TestClient) -> None:
+    small = png(smooth_image(16, 16))
+    r = app.post("/images", files=[("file", ("a.png", small)), ("file", ("b.png", small))])
+    assert r.status_code == 422 and r.json()["detail"] == "form field 'file' given more than once"
+    r = app.post("/batches", files=files(("a.png", small)), data={"add_noise": ["300", "5"]})
+    assert r.status_code == 422 and "'add_noise'" in r.json()["detail"]
+    assert app.post("/batches", files=files(("a.png", small), ("b.png", small))).status_code == 201
+
+
+def test_options_the_server_cannot_honour_are_422(app: TestClient) -> None:
+    small = png(smooth_image(16, 16))
+    r = app.post("/batches", files=files(("a.png", small)), data={"captioner": "blip"})
+    assert r.status_code == 422 and "blip captioner is not configured" in r.json()["detail"]
+    r = app.post("/batches", files=files(("a.png", small)), data={"denoiser": "nosuch"})
+    assert r.status_code == 422 and "unknown denoiser 'nosuch'" in r.text
+
+
+def test_long_names_keep_their_extension(app: TestClient) -> None:
+    r = app.post("/batches", files=files(("x" * 300 + ".jpeg", png(smooth_image(16, 16)))))
+    name = r.json()["items"][0]["filename"]
+    assert name.endswith(".jpeg") and len(name) == 255
+
+
+def test_the_root_is_not_a_dead_end(app: TestClient) -> None:
+    r = app.get("/", follow_redirects=False)
+    assert r.status_code in (302, 307) and r.headers["location"] == "/gallery"

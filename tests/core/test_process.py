@@ -1,0 +1,157 @@
+"""Submit, claim and process against PostgreSQL: the row is the truth and a re-run stores one result."""
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import sessionmaker
+
+from core import process, queries, queue
+from core import submit as service
+from core.config import get_settings
+from core.db import make_engine, migrate, session_factory
+from core.options import BatchOptions
+from core.storage import LocalStorage
+from core.tables import Item, ItemState, Result
+from tests.conftest import png, smooth_image, tenant_id
+
+
+@pytest.fixture
+def sessions(env: dict[str, str], postgres_url: str) -> Iterator[sessionmaker]:
+    migrate(postgres_url)
+    engine = make_engine(postgres_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def make_batch(sessions: sessionmaker, storage: LocalStorage, n: int = 2) -> list[str]:
+    uploads = [service.Upload(f"{i}.png", png(smooth_image(48, 48, seed=i))) for i in range(n)]
+    with sessions.begin() as s:
+        batch, _ = service.submit(s, storage, get_settings(), tenant_id(s), uploads, BatchOptions(add_noise=15))
+        return [i.id for i in batch.items]
+
+
+def test_running_twice_stores_one_result(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    ids = make_batch(sessions, storage)
+    process.process_items(sessions, storage, get_settings(), ids)
+    process.process_items(sessions, storage, get_settings(), ids)
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Result)) == 2
+        assert [i.deliveries for i in s.scalars(select(Item).order_by(Item.position))] == [1, 1]
+        assert {i.state for i in s.scalars(select(Item))} == {ItemState.done}
+
+
+def age(sessions: sessionmaker, item_id: str, seconds: float) -> None:
+    """Moves the start of the item's current run into the past, as if it had been running that long."""
+    with sessions.begin() as s:
+        item = s.get_one(Item, item_id)
+        item.started_at = item.started_at - timedelta(seconds=seconds)
+
+
+def test_running_item_is_not_run_again_until_its_lease_ends(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage, settings = LocalStorage(tmp_path / "files"), get_settings()
+    [item_id] = make_batch(sessions, storage, 1)
+    with sessions.begin() as s:  # a worker claimed it and is still working (or died)
+        assert process.claim(s, item_id, settings.max_deliveries, settings.lease) is process.Claim.taken
+    busy, _ = process.process_items(sessions, storage, settings, [item_id])  # a duplicate message meanwhile
+    assert busy == [item_id]  # to be asked again later
+    with sessions() as s:
+        item = s.get_one(Item, item_id)
+        assert item.state == ItemState.running and item.deliveries == 1 and item.result is None
+        assert queue.due_for_requeue(s, settings.requeue_after, settings.lease) == []
+    age(sessions, item_id, settings.lease + 1)  # the lease ran out: the first worker is taken to be dead
+    with sessions() as s:
+        assert queue.due_for_requeue(s, settings.requeue_after, settings.lease) == [item_id]
+    process.process_items(sessions, storage, settings, [item_id])
+    with sessions() as s:
+        item = s.get_one(Item, item_id)
+        assert item.state == ItemState.done and item.deliveries == 2 and item.result is not None
+
+
+def test_poison_item_fails_after_max_deliveries(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage, settings = LocalStorage(tmp_path / "files"), get_settings()
+    [item_id] = make_batch(sessions, storage, 1)
+    for _ in range(settings.max_deliveries):
+        with sessions.begin() as s:
+            assert process.claim(s, item_id, settings.max_deliveries, settings.lease) is process.Claim.taken
+        age(sessions, item_id, settings.lease + 1)
+    process.process_items(sessions, storage, settings, [item_id])
+    with sessions() as s:
+        item = s.get_one(Item, item_id)
+        assert item.state == ItemState.failed and "gave up after 3 deliveries" in (item.error or "")
+        assert item.result is None
+
+
+def test_queued_items_without_a_recent_message_are_due(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage, settings = LocalStorage(tmp_path / "files"), get_settings()
+    ids = make_batch(sessions, storage, 2)
+    with sessions.begin() as s:
+        assert queue.due_for_requeue(s, settings.requeue_after, settings.lease) == ids  # never enqueued
+        queue.mark_enqueued(s, ids)
+    with sessions() as s:
+        assert queue.due_for_requeue(s, settings.requeue_after, settings.lease) == []
+        assert queue.due_for_requeue(s, -1, settings.lease) == ids  # as if requeue_after had passed
+
+
+def test_submit_refuses_bad_batches(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    with sessions() as s:
+        with pytest.raises(service.SubmitError, match="no files"):
+            service.submit(s, storage, get_settings(), tenant_id(s), [], BatchOptions())
+        with pytest.raises(service.SubmitError, match="blip captioner is not configured"):
+            service.submit(s, storage, get_settings(), tenant_id(s), [service.Upload("a", b"x")],
+                           BatchOptions(captioner="blip"))
+
+
+def test_batch_counts_of_many_batches_in_one_query(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    first, second = make_batch(sessions, storage, 3), make_batch(sessions, storage, 1)
+    process.process_items(sessions, storage, get_settings(), first[:1])
+    with sessions() as s:
+        batch_ids = [s.get_one(Item, first[0]).batch_id, s.get_one(Item, second[0]).batch_id]
+        statements: list[str] = []
+        event.listen(s.connection(), "before_cursor_execute", lambda *args: statements.append(args[2]))
+        counts = queries.batch_counts(s, batch_ids)
+    assert len(statements) == 1
+    assert counts[batch_ids[0]][ItemState.done] == 1 and counts[batch_ids[0]][ItemState.queued] == 2
+    assert counts[batch_ids[1]][ItemState.queued] == 1 and sum(counts[batch_ids[1]].values()) == 1
+
+
+def test_an_item_whose_runner_died_on_this_host_is_taken_over_at_once(sessions: sessionmaker, tmp_path: Path) -> None:
+    """A killed pool child: Celery redelivers its message, and the item must run now, not after the lease."""
+    import subprocess
+    storage, settings = LocalStorage(tmp_path / "files"), get_settings()
+    [item_id] = make_batch(sessions, storage, 1)
+    child = subprocess.Popen(["true"])
+    child.wait()  # a pid that no longer exists
+    with sessions.begin() as s:
+        assert process.claim(s, item_id, settings.max_deliveries, settings.lease) is process.Claim.taken
+        s.get_one(Item, item_id).runner = f"{process.HOST}:{child.pid}"
+    busy, unreached = process.process_items(sessions, storage, settings, [item_id])
+    assert busy == [] and unreached == []
+    with sessions() as s:
+        item = s.get_one(Item, item_id)
+        assert item.state == ItemState.done and item.deliveries == 2
+
+
+def test_a_time_limit_fails_its_item_and_hands_back_the_rest(sessions: sessionmaker, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    class Limit(Exception):
+        pass
+    storage, settings = LocalStorage(tmp_path / "files"), get_settings()
+    ids = make_batch(sessions, storage, 3)
+    real = process.pipeline.process
+
+    def second_is_slow(data, reference, options, models, runtime):  # type: ignore[no-untyped-def]
+        if data == storage.get(f"items/{ids[1]}/input"):
+            raise Limit
+        return real(data, reference, options, models, runtime)
+    monkeypatch.setattr(process.pipeline, "process", second_is_slow)
+    busy, unreached = process.process_items(sessions, storage, settings, ids, time_limit=(Limit,))
+    assert busy == [] and unreached == ids[2:]
+    with sessions() as s:
+        states = [s.get_one(Item, i) for i in ids]
+        assert [i.state for i in states] == [ItemState.done, ItemState.failed, ItemState.queued]
+        assert states[1].error.startswith("time limit") and states[1].failure == "time_limit"
