@@ -1,4 +1,5 @@
-"""Real noisy photos (RNI15, no clean reference): BRISQUE before and after blind denoising, and a contact sheet
+"""Real noisy photos (RNI15, no clean reference): the estimated noise level, BRISQUE before and after blind
+denoising, and a contact sheet
 (noisy | denoised) in docs/rni15.jpg.
 
 python -m bench.rni15
@@ -28,8 +29,8 @@ def main() -> None:
         img = Image.open(f)
         pixels = np.asarray(img.convert("RGB" if img.mode not in ("L", "I;16") else "L"), np.float32) / 255
         pixels = pixels if pixels.ndim == 3 else pixels[..., None]
-        sigma = quality.noise_level(pixels) * 255
-        out = net(pixels, sigma / 255, s.tile_size, s.tile_overlap)
+        (out,), (level,) = net.many([pixels], [None], s.tile_size, s.tile_overlap)  # blind: the estimated map
+        sigma = level * 255
         rows.append((f.name, sigma, quality.brisque(pixels), quality.brisque(out)))
         pair = np.concatenate([pixels, out], axis=1)
         pair = np.repeat(pair, 3, axis=2) if pair.shape[2] == 1 else pair

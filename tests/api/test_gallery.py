@@ -93,7 +93,15 @@ def test_watch_a_batch_then_look_and_search(browser: Browser, stack: str, client
         assert word.lower() in caption.lower() or word.lower() in page.locator("#results").inner_text().lower()
     page.screenshot(path=str(shots / "search.png"), full_page=True)
     export = page.locator("a", has_text="CSV").get_attribute("href") or ""
-    assert export.startswith("/captions/export?q=") and key not in export
+    assert export.startswith("/gallery/export?q=") and key not in export
+    with page.expect_download() as download:
+        page.locator("a", has_text="CSV").click()
+    assert item_id in Path(download.value.path()).read_text()
+
+    page.goto(f"{stack}/gallery")
+    page.click("text=Sign out")
+    expect(page.locator("h1")).to_have_text("Sign in")
+    assert page.goto(f"{stack}/gallery").status == 401  # the session ended on the server
     page.close()
 
 
