@@ -3,6 +3,7 @@ SSIM against the clean mean, per image and mean), RNI15 (BRISQUE, no reference),
 and the time per 512x512 color image.
 
 python -m bench.real_noise [--peers old,pd,ffdnet-oracle,dncnn-b,cbm3d-oracle] [--old-weights DIR] [--limit N]
+    [--cbsd68-limit N]
     [--sheet docs/results/polyu_sheet.png] [--json docs/results/real_noise.json]
 
 Rows: ours (the shipped blind default: the estimated noise map); `old`: the previous shipped weights (Gaussian
@@ -148,7 +149,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--peers", default="old,pd", help="comma-separated: old, pd, ffdnet-oracle, dncnn-b, cbm3d-oracle")
     p.add_argument("--old-weights", type=Path, help="folder with the previous ffdnet_color.pt (for old, pd)")
-    p.add_argument("--limit", type=int, help="first N PolyU pairs and CBSD68 images")
+    p.add_argument("--limit", type=int, help="first N PolyU pairs")
+    p.add_argument("--cbsd68-limit", type=int, help="first N CBSD68 images")
     p.add_argument("--sigmas", default="15,25,50")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sheet", type=Path)
@@ -158,7 +160,7 @@ def main() -> None:
     data = get_settings().shared_data
     pairs = polyu(data / "denoise" / "real" / "polyu", a.limit)
     rni15 = [read(f) for f in sorted((data / "denoise" / "real" / "rni15").iterdir())]
-    cbsd68 = [read(f) for f in sorted((data / "denoise" / "test" / "cbsd68").iterdir())[:a.limit]]
+    cbsd68 = [read(f) for f in sorted((data / "denoise" / "test" / "cbsd68").iterdir())[:a.cbsd68_limit]]
     sigmas = [int(s) for s in a.sigmas.split(",") if s]
     peers = [s for s in a.peers.split(",") if s]
     rows: dict[str, Denoise] = {"ours": ours()}

@@ -1,8 +1,19 @@
 """The options of a batch, declared once: the upload routes read them from the form, the batch row stores them as
 JSON, the worker and `denocap run` read them back."""
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from collections.abc import Callable
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from models.names import CAPTIONERS, DENOISERS
+
+
+def _one_of(kind: str, names: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in names:
+            raise ValueError(f"unknown {kind} {value!r}; known: {', '.join(names)}")
+        return value
+    return check
 
 
 class BatchOptions(BaseModel):
@@ -15,19 +26,7 @@ class BatchOptions(BaseModel):
     denoise_sigma: float | None = Field(None, ge=0, le=255, allow_inf_nan=False,
                                         description="tell the denoiser this noise level (0-255) instead of "
                                                     "estimating it")
-    denoiser: str = Field("ffdnet", description=f"one of: {', '.join(DENOISERS)}")
-    captioner: str = Field("attention", description=f"one of: {', '.join(CAPTIONERS)}")
-
-    @field_validator("denoiser")
-    @classmethod
-    def _known_denoiser(cls, value: str) -> str:
-        if value not in DENOISERS:
-            raise ValueError(f"unknown denoiser {value!r}; known: {', '.join(DENOISERS)}")
-        return value
-
-    @field_validator("captioner")
-    @classmethod
-    def _known_captioner(cls, value: str) -> str:
-        if value not in CAPTIONERS:
-            raise ValueError(f"unknown captioner {value!r}; known: {', '.join(CAPTIONERS)}")
-        return value
+    denoiser: Annotated[str, AfterValidator(_one_of("denoiser", DENOISERS))] = Field(
+        "ffdnet", description=f"one of: {', '.join(DENOISERS)}")
+    captioner: Annotated[str, AfterValidator(_one_of("captioner", CAPTIONERS))] = Field(
+        "attention", description=f"one of: {', '.join(CAPTIONERS)}")

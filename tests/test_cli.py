@@ -60,3 +60,19 @@ def test_self_ensemble_setting_reaches_the_stored_result(env: dict[str, str], tm
     out = denocap({**env, "DENOCAP_DENOISE_ENSEMBLE": "3"}, "run", str(tmp_path / "a.png"))
     assert out.returncode == 2
     assert out.stderr.strip() == "error: DENOCAP_DENOISE_ENSEMBLE: Value error, must be 1, 2, 4 or 8"
+
+
+HEAVY = ("torch", "torchvision", "skimage", "cv2")
+
+
+def imported_after(code: str) -> list[str]:
+    probe = f"import sys\n{code}\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], text=True, check=True, capture_output=True, timeout=120)
+    return eval(out.stdout.strip().splitlines()[-1])  # a list literal we printed ourselves
+
+
+def test_the_api_and_the_light_commands_start_without_torch(env: dict[str, str]) -> None:
+    assert imported_after("import api.main; api.main.create_app()") == []
+    for args in (["--help"], ["apikey", "list"], ["caption", "--help"], ["denoiser", "train", "--help"]):
+        code = ("from core.cli import app\ntry:\n    app(" + repr(args) + ")\nexcept SystemExit:\n    pass")
+        assert imported_after(code) == [], args

@@ -196,4 +196,5 @@ def test_a_second_message_for_a_running_item_does_not_run_it_again(stack_on: Cal
     received = [i for i, x in enumerate(lines) if "received" in x.get("message", "").lower()
                 and "process_items" in x.get("message", "")]
     done = next(i for i, x in enumerate(lines) if x.get("message", "").startswith("item done"))
-    assert len(received) == 2 and received[1] < done, stack.tail()  # the second came while the item ran
+    assert len(received) >= 2 and received[1] < done, stack.tail()  # the second came while the item ran (and
+    # was sent again a minute later, to find the item done)

@@ -7,9 +7,9 @@ import httpx
 import numpy as np
 import pytest
 
-from core.db import migrate
-from tests.conftest import api_key, base_env, png, smooth_image
-from tests.services import files, free_port, start, stop, wait_batch, wait_http
+from tests.api.conftest import running_stack
+from tests.conftest import api_key, png, smooth_image
+from tests.services import files, wait_batch
 
 pytestmark = pytest.mark.slow
 
@@ -19,19 +19,9 @@ def slow_stack(weights_dir: Path, postgres_url: str, redis_url: str,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A server and a worker whose tasks may run 2 s (soft limit), four items a task."""
     tmp = tmp_path_factory.mktemp("slow")
-    env = {**base_env(tmp / "data", weights_dir), "DENOCAP_DATABASE_URL": postgres_url,
-           "DENOCAP_BROKER_URL": redis_url, "DENOCAP_TASK_SOFT_TIME_LIMIT": "2", "DENOCAP_TASK_TIME_LIMIT": "60",
-           "DENOCAP_MICRO_BATCH": "4"}
-    migrate(postgres_url)
-    port = free_port()
-    worker = start(env, tmp / "worker.log", "worker", "--concurrency", "1")
-    server = start(env, tmp / "server.log", "serve", "--port", str(port))
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", server, tmp / "server.log")
-        yield f"http://127.0.0.1:{port}", tmp
-    finally:
-        stop(server)
-        stop(worker)
+    with running_stack(tmp, weights_dir, postgres_url, redis_url, task_soft_time_limit="2",
+                       task_time_limit="60", micro_batch="4") as url:
+        yield url, tmp
 
 
 def big_png() -> bytes:
