@@ -1,0 +1,103 @@
+"""Fit the grounding of captions (models.grounding) on Flickr8k: which habitual subjects a confident ImageNet
+word rules out (training split), and the confidence threshold (dev split). No general photos are used.
+
+python -m models.train_grounding [--threads 1]
+"""
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from models.grounding import GROUPS, Grounding, WordTable, read_table
+from models.registry import CaptionModel, load_captioner
+from models.train_captioner import CaptionData, score
+
+log = logging.getLogger(__name__)
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+PRIOR = 5  # pseudo-photos that do not mention a group: a word seen on few training photos rules groups out
+MIN_SHARE = 0.2  # a group mentioned for fewer of a word's photos than this is ruled out for it
+TOLERANCE = 0.01  # dev CIDEr-D a lower threshold may cost
+
+
+def top_words(model: CaptionModel, data: CaptionData, names: list[str], batch: int = 256) -> list[tuple[str, float]]:
+    assert model.table is not None
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(names), batch):
+            out += model.table.top(model.encoder.classify(data.features_of(names[i:i + batch])))
+    return out
+
+
+def suppressions(tops: list[tuple[str, float]], refs: list[list[list[str]]], table: WordTable,
+                 threshold: float) -> dict[str, tuple[str, ...]]:
+    """For every word of the table: the groups that the references of training photos with that confident word
+    mention in fewer than MIN_SHARE of them (counting PRIOR more photos that mention nothing)."""
+    seen = {w: 0 for w in table.words}
+    mentioned = {w: dict.fromkeys(GROUPS, 0) for w in table.words}
+    for (word, p), captions in zip(tops, refs, strict=True):
+        if p >= threshold:
+            seen[word] += 1
+            said = {w for c in captions for w in c}
+            for g, members in GROUPS.items():
+                mentioned[word][g] += bool(said.intersection(members))
+    return {w: tuple(g for g in GROUPS if mentioned[w][g] / (seen[w] + PRIOR) < MIN_SHARE) for w in table.words}
+
+
+def caption_dev(model: CaptionModel, data: CaptionData, names: list[str]) -> dict[str, str]:
+    out = {}
+    with torch.inference_mode():
+        for n in names:
+            features = data.features_of([n])
+            out[n] = model.caption(model.decoder.memory(features), model.guides(features)[0])
+    return out
+
+
+def fit(prepared: Path, weights_dir: Path, out: Path, threads: int = 1) -> list[dict[str, float]]:
+    """Writes out (grounding.json). The threshold: the lowest of THRESHOLDS whose dev CIDEr-D is within
+    TOLERANCE of the best (a lower threshold guides more general photos, Flickr8k dev prices it)."""
+    torch.set_num_threads(threads)
+    data = CaptionData(prepared, max_len=22)
+    model = load_captioner("attention", weights_dir, "cpu", grounded=False)
+    assert isinstance(model, CaptionModel)
+    model.table = read_table()
+    train, dev = data.splits["train"], data.splits["dev"]
+    train_tops = top_words(model, data, train)
+    rows, fits = [], {}
+    for threshold in THRESHOLDS:
+        fits[threshold] = Grounding(threshold, suppressions(train_tops, [data.refs[n] for n in train], model.table,
+                                                            threshold))
+        model.grounding = fits[threshold]
+        scores = score(caption_dev(model, data, dev), data.refs)
+        guided = sum(p >= threshold for _, p in top_words(model, data, dev))
+        rows.append({"threshold": threshold, "dev_images_guided": guided, **scores})
+        log.info("threshold %.2f  guided %d  BLEU-4 %.3f CIDEr-D %.3f", threshold, guided, scores["BLEU-4"],
+                 scores["CIDEr"])
+    best = max(r["CIDEr"] for r in rows)
+    chosen = min(r["threshold"] for r in rows if r["CIDEr"] >= best - TOLERANCE)
+    fits[chosen].save(out)
+    log.info("threshold %.2f written to %s", chosen, out)
+    return rows
+
+
+def main() -> None:
+    import argparse
+
+    from core.config import get_settings
+    settings = get_settings()
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--prepared", type=Path, default=settings.data_dir / "caption")
+    p.add_argument("--weights-dir", type=Path, default=settings.weights_dir)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path)
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    rows = fit(a.prepared, a.weights_dir, a.weights_dir / "grounding.json", a.threads)
+    text = json.dumps(rows, indent=1)
+    print(text)
+    if a.json:
+        a.json.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
