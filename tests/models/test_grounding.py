@@ -59,7 +59,7 @@ def test_suppressions_follow_the_training_references() -> None:
 def test_a_grounded_captioner_says_the_confident_word(tmp_path) -> None:
     folder = write_weights(tmp_path / "w")
     image = np.random.default_rng(0).random((40, 60, 3), dtype=np.float32)
-    plain = load_captioner("attention", folder, "cpu")  # no grounding.json: the decoder alone
+    plain = load_captioner("attention", folder, "cpu", beam=2)  # no grounding.json: the decoder alone
     assert isinstance(plain, CaptionModel) and plain.grounding is None
     assert plain([image])[0] == "the dog"  # what the tiny decoder says alone
     Grounding(0.0, {"cat": ("dog",)}).save(folder / "grounding.json")
