@@ -17,6 +17,12 @@ def test_caption_images_and_bad_inputs(env: dict[str, str], tmp_path: Path) -> N
     assert "b.jpg: not an image" in out.stderr
 
 
+def test_caption_help_says_how_to_caption_files(env: dict[str, str]) -> None:
+    out = denocap(env, "caption", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "denocap caption PHOTO.jpg" in out.stdout and "images" in out.stdout and "compare" in out.stdout
+
+
 def test_caption_bad_arguments(env: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(png(smooth_image()))
     out = denocap(env, "caption", str(tmp_path / "a.png"), "--captioner", "nosuch")
