@@ -16,7 +16,7 @@ from models.train_captioner import CaptionData, score
 log = logging.getLogger(__name__)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 PRIOR = 5  # pseudo-photos that do not mention a group: a word seen on few training photos rules groups out
-MIN_SHARE = 0.2  # a group mentioned for fewer of a word's photos than this is ruled out for it
+MIN_RATIO = 0.25  # a group mentioned for a word's photos at under this fraction of its rate on all photos: ruled out
 TOLERANCE = 0.01  # dev CIDEr-D a lower threshold may cost
 
 
@@ -32,16 +32,22 @@ def top_words(model: CaptionModel, data: CaptionData, names: list[str], batch: i
 def suppressions(tops: list[tuple[str, float]], refs: list[list[list[str]]], table: WordTable,
                  threshold: float) -> dict[str, tuple[str, ...]]:
     """For every word of the table: the groups that the references of training photos with that confident word
-    mention in fewer than MIN_SHARE of them (counting PRIOR more photos that mention nothing)."""
+    mention at under MIN_RATIO times the group's rate over all training photos (counting PRIOR more photos that
+    mention nothing, so a word never or rarely confident on Flickr8k rules them all out)."""
     seen = {w: 0 for w in table.words}
     mentioned = {w: dict.fromkeys(GROUPS, 0) for w in table.words}
+    overall = dict.fromkeys(GROUPS, 0)
     for (word, p), captions in zip(tops, refs, strict=True):
-        if p >= threshold:
-            seen[word] += 1
-            said = {w for c in captions for w in c}
-            for g, members in GROUPS.items():
-                mentioned[word][g] += bool(said.intersection(members))
-    return {w: tuple(g for g in GROUPS if mentioned[w][g] / (seen[w] + PRIOR) < MIN_SHARE) for w in table.words}
+        said = {w for c in captions for w in c}
+        hits = {g: bool(said.intersection(members)) for g, members in GROUPS.items()}
+        for g in GROUPS:
+            overall[g] += hits[g]
+            if p >= threshold:
+                mentioned[word][g] += hits[g]
+        seen[word] += p >= threshold
+    rate = {g: n / len(tops) for g, n in overall.items()}
+    return {w: tuple(g for g in GROUPS if mentioned[w][g] / (seen[w] + PRIOR) < MIN_RATIO * rate[g])
+            for w in table.words}
 
 
 def caption_dev(model: CaptionModel, data: CaptionData, names: list[str]) -> dict[str, str]:
