@@ -5,7 +5,8 @@ espresso to "coffee", beacon to "lighthouse") and a kind: an in-vocabulary stand
 decoder says where it does not know the word itself, replaced by the word afterwards. Class probabilities are
 summed per word; a word at or above the threshold must appear in the caption (constrained beam search, see
 models.decode), and it rules out the Flickr8k subjects (people, dogs, balls, water, snow) that the training
-references of photos with that confident word rarely mention (fitted by models.train_grounding).
+references of photos with that confident word rarely mention. Whatever the top word, a subject is also ruled out
+when the words that allow it get almost no probability (both fitted by models.train_grounding).
 """
 import json
 from dataclasses import dataclass, field
@@ -37,9 +38,9 @@ class WordTable:
         out = class_probs.new_zeros(class_probs.shape[0], len(self.words))
         return out.index_add_(1, self.of_class.to(class_probs.device), class_probs)
 
-    def top(self, class_probs: torch.Tensor) -> list[tuple[str, float]]:
-        """The likeliest word of each image and its probability."""
-        p, i = self.probabilities(class_probs).max(dim=1)
+    def top(self, word_probs: torch.Tensor) -> list[tuple[str, float]]:
+        """word_probs: (N, len(words)). The likeliest word of each image and its probability."""
+        p, i = word_probs.max(dim=1)
         return [(self.words[j], float(q)) for j, q in zip(i.tolist(), p.tolist(), strict=True)]
 
 
@@ -55,14 +56,23 @@ def read_table(path: Path = TABLE) -> WordTable:
 class Grounding:
     threshold: float  # a word this likely must be in the caption
     suppress: dict[str, tuple[str, ...]] = field(default_factory=dict)  # word -> groups of GROUPS it rules out
+    absent: float = 0.0  # a group whose words (those that do not rule it out) are less likely than this: ruled out
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"threshold": self.threshold, "suppress": self.suppress}, indent=0, sort_keys=True))
+        path.write_text(json.dumps({"threshold": self.threshold, "absent": self.absent, "suppress": self.suppress},
+                                   indent=0, sort_keys=True))
 
     @classmethod
     def load(cls, path: Path) -> "Grounding":
         data = json.loads(path.read_text())
-        return cls(data["threshold"], {w: tuple(g) for w, g in data["suppress"].items()})
+        return cls(data["threshold"], {w: tuple(g) for w, g in data["suppress"].items()}, data["absent"])
+
+    def evidence(self, word_probs: torch.Tensor, table: WordTable) -> list[dict[str, float]]:
+        """word_probs: (N, len(table.words)). Per image and group of GROUPS: the probability of the words that do
+        not rule the group out (a word missing from `suppress` rules all out)."""
+        allows = torch.tensor([[g not in self.suppress.get(w, tuple(GROUPS)) for g in GROUPS] for w in table.words],
+                              dtype=word_probs.dtype, device=word_probs.device)
+        return [dict(zip(GROUPS, row.tolist(), strict=True)) for row in word_probs @ allows]
 
 
 @dataclass(frozen=True)
@@ -74,15 +84,20 @@ class Guide:
     word: str = ""
 
 
-def guide(word: str, p: float, grounding: Grounding, table: WordTable, vocab: Vocabulary) -> Guide:
+def guide(word: str, p: float, evidence: dict[str, float], grounding: Grounding, table: WordTable,
+          vocab: Vocabulary) -> Guide:
+    """word, p: the image's likeliest word and its probability; evidence: Grounding.evidence of the image."""
+    absent = {g for g, q in evidence.items() if q < grounding.absent}
     if p < grounding.threshold:
-        return Guide()
+        return Guide(forbid=_ids({w for g in absent for w in GROUPS[g]}, vocab))
     said = word if word in vocab.index else table.kind[word]
     forms = {said, said + "s", said + "es", said.removesuffix("s")} if said == word else {said}
-    must = tuple(sorted(vocab.index[f] for f in forms if f in vocab.index))
-    banned = {w for g in grounding.suppress.get(word, ()) for w in GROUPS[g]} - forms
-    return Guide(must, tuple(sorted(vocab.index[w] for w in banned if w in vocab.index)),
-                 "" if said == word else said, word)
+    banned = {w for g in absent.union(grounding.suppress.get(word, ())) for w in GROUPS[g]} - forms
+    return Guide(_ids(forms, vocab), _ids(banned, vocab), "" if said == word else said, word)
+
+
+def _ids(words: set[str], vocab: Vocabulary) -> tuple[int, ...]:
+    return tuple(sorted(vocab.index[w] for w in words if w in vocab.index))
 
 
 def realize(words: list[str], g: Guide) -> str:

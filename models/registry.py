@@ -162,8 +162,10 @@ class CaptionModel:
         """features: (N, 49, 1280) from the encoder -> what each caption must and must not say."""
         if self.grounding is None or self.table is None:
             return [Guide()] * len(features)
-        tops = self.table.top(self.encoder.classify(features))
-        return [guide(word, p, self.grounding, self.table, self.vocab) for word, p in tops]
+        probs = self.table.probabilities(self.encoder.classify(features))
+        tops, evidence = self.table.top(probs), self.grounding.evidence(probs, self.table)
+        return [guide(word, p, e, self.grounding, self.table, self.vocab) for (word, p), e in zip(tops, evidence,
+                                                                                                 strict=True)]
 
     def caption(self, memory: torch.Tensor, g: Guide) -> str:
         """memory: (1, grid, d) of one image."""

@@ -5,6 +5,7 @@ python -m models.train_grounding [--threads 1]
 """
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from models.train_captioner import CaptionData, score
 
 log = logging.getLogger(__name__)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+ABSENT = (0.01, 0.02, 0.05, 0.1, 0.2)
 PRIOR = 5  # pseudo-photos that do not mention a group: a word seen on few training photos rules groups out
 MIN_RATIO = 0.25  # a group mentioned for a word's photos at under this fraction of its rate on all photos: ruled out
 TOLERANCE = 0.01  # dev CIDEr-D a lower threshold may cost
@@ -25,7 +27,8 @@ def top_words(model: CaptionModel, data: CaptionData, names: list[str], batch: i
     out = []
     with torch.inference_mode():
         for i in range(0, len(names), batch):
-            out += model.table.top(model.encoder.classify(data.features_of(names[i:i + batch])))
+            probs = model.encoder.classify(data.features_of(names[i:i + batch]))
+            out += model.table.top(model.table.probabilities(probs))
     return out
 
 
@@ -61,7 +64,8 @@ def caption_dev(model: CaptionModel, data: CaptionData, names: list[str]) -> dic
 
 def fit(prepared: Path, weights_dir: Path, out: Path, threads: int = 1) -> list[dict[str, float]]:
     """Writes out (grounding.json). The threshold: the lowest of THRESHOLDS whose dev CIDEr-D is within
-    TOLERANCE of the best (a lower threshold guides more general photos, Flickr8k dev prices it)."""
+    TOLERANCE of the best (a lower threshold guides more general photos, Flickr8k dev prices it); then, with it,
+    the highest of ABSENT (subjects whose words are less likely are ruled out) still within TOLERANCE of the best."""
     torch.set_num_threads(threads)
     data = CaptionData(prepared, max_len=22)
     model = load_captioner("attention", weights_dir, "cpu", grounded=False)
@@ -80,9 +84,17 @@ def fit(prepared: Path, weights_dir: Path, out: Path, threads: int = 1) -> list[
         log.info("threshold %.2f  guided %d  BLEU-4 %.3f CIDEr-D %.3f", threshold, guided, scores["BLEU-4"],
                  scores["CIDEr"])
     best = max(r["CIDEr"] for r in rows)
-    chosen = min(r["threshold"] for r in rows if r["CIDEr"] >= best - TOLERANCE)
-    fits[chosen].save(out)
-    log.info("threshold %.2f written to %s", chosen, out)
+    chosen = fits[min(r["threshold"] for r in rows if r["CIDEr"] >= best - TOLERANCE)]
+    absent = 0.0
+    for level in ABSENT:
+        model.grounding = replace(chosen, absent=level)
+        scores = score(caption_dev(model, data, dev), data.refs)
+        rows.append({"threshold": chosen.threshold, "absent": level, **scores})
+        log.info("threshold %.2f absent %.2f  BLEU-4 %.3f CIDEr-D %.3f", chosen.threshold, level, scores["BLEU-4"],
+                 scores["CIDEr"])
+        absent = level if scores["CIDEr"] >= best - TOLERANCE else absent
+    replace(chosen, absent=absent).save(out)
+    log.info("threshold %.2f absent %.2f written to %s", chosen.threshold, absent, out)
     return rows
 
 

@@ -28,7 +28,7 @@ def test_probabilities_are_summed_per_word() -> None:
     probs[0, 151:155] = 0.2  # four dog breeds
     probs[0, 281] = 0.2  # tabby
     probs[1, 967] = 0.9
-    assert table.top(probs) == [("dog", torch.tensor(0.8).item()), ("coffee", torch.tensor(0.9).item())]
+    assert table.top(table.probabilities(probs)) == [("dog", torch.tensor(0.8).item()), ("coffee", torch.tensor(0.9).item())]
 
 
 def test_guide_uses_a_stand_in_for_an_unknown_word_and_rules_out_groups() -> None:
@@ -36,14 +36,33 @@ def test_guide_uses_a_stand_in_for_an_unknown_word_and_rules_out_groups() -> Non
     table = WordTable(("cat", "dog", "lighthouse"), torch.zeros(1000, dtype=torch.long),
                       {"lighthouse": "structure", "cat": "animal", "dog": "dog"})
     grounding = Grounding(0.5, {"lighthouse": ("person", "dog"), "dog": ("dog",)})
-    assert guide("lighthouse", 0.4, grounding, table, vocab) == Guide()
-    g = guide("lighthouse", 0.6, grounding, table, vocab)
+    assert guide("lighthouse", 0.4, {"dog": 0.01}, grounding, table, vocab) == Guide()
+    g = guide("lighthouse", 0.6, {"dog": 0.9}, grounding, table, vocab)
     assert g.must == (vocab.index["structure"],) and g.stand_in == "structure"
     assert set(g.forbid) == {vocab.index[w] for w in ("man", "dog", "dogs")}
     assert realize("a man near a structure".split(), g) == "a man near a lighthouse"
-    d = guide("dog", 0.9, grounding, table, vocab)
+    d = guide("dog", 0.9, {"dog": 0.9}, grounding, table, vocab)
     assert set(d.must) == {vocab.index["dog"], vocab.index["dogs"]} and d.forbid == ()  # never its own word
     assert realize("a dog".split(), d) == "a dog"
+
+
+def test_a_subject_is_ruled_out_when_the_words_that_allow_it_are_unlikely() -> None:
+    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "man", "dog", "dogs", "ball"])
+    table = read_table()
+    allow_all = dict.fromkeys(table.words, ())
+    grounding = Grounding(0.5, {**allow_all, "mountains": ("dog", "ball")}, absent=0.05)
+    probs = torch.zeros(2, 1000)
+    probs[0, 970], probs[0, 207] = 0.3, 0.04  # alp, golden retriever: dogs allowed by 0.04 of the probability
+    probs[1, 970], probs[1, 207] = 0.3, 0.3
+    words = table.probabilities(probs)
+    (word, p), _ = table.top(words)
+    evidence = grounding.evidence(words, table)
+    assert word == "mountains" and evidence[0]["dog"] == torch.tensor(0.04).item()
+    assert evidence[0]["person"] == torch.tensor(0.34).item()  # all the probability on words allowing people
+    g = guide(word, p, evidence[0], grounding, table, vocab)
+    assert g.must == () and g.forbid == (vocab.index["dog"], vocab.index["dogs"], vocab.index["ball"])
+    assert guide(word, p, evidence[1], grounding, table, vocab) == Guide(forbid=(vocab.index["ball"],))
+    assert Grounding(0.5).evidence(words, table)[0] == dict.fromkeys(GROUPS, 0.0)  # unknown words allow nothing
 
 
 def test_suppressions_follow_the_training_references() -> None:
