@@ -3,8 +3,8 @@
 `imagenet_words.tsv` maps each of the 1,000 classes to an everyday caption word (every dog breed to "dog",
 espresso to "coffee", beacon to "lighthouse") and a kind: an in-vocabulary stand-in ("structure") that the
 decoder says where it does not know the word itself, replaced by the word afterwards. Class probabilities are
-summed per word; a word at or above the threshold must appear in the caption (constrained beam search, see
-models.decode), and it rules out the Flickr8k subjects (people, dogs, balls, water, snow) that the training
+summed per word; a word at or above the threshold (else its kind, summed over the kind's words, at or above it)
+must appear in the caption (constrained beam search, see models.decode), and it rules out the Flickr8k subjects (people, dogs, balls, water, snow) that the training
 references of photos with that confident word rarely mention. Whatever the top word, a subject is also ruled out
 when the words that allow it get almost no probability (both fitted by models.train_grounding).
 """
@@ -17,6 +17,7 @@ import torch
 from models.vocab import Vocabulary
 
 TABLE = Path(__file__).with_name("imagenet_words.tsv")
+NOT_SUBJECTS = ("clothing", "object", "person")  # kinds not said in place of an unsure word
 GROUPS: dict[str, tuple[str, ...]] = {  # what a Flickr8k-trained decoder says by habit
     "person": ("man", "men", "woman", "women", "boy", "boys", "girl", "girls", "child", "children", "kid", "kids",
                "person", "people", "guy", "lady", "baby", "player", "players"),
@@ -42,6 +43,15 @@ class WordTable:
         """word_probs: (N, len(words)). The likeliest word of each image and its probability."""
         p, i = word_probs.max(dim=1)
         return [(self.words[j], float(q)) for j, q in zip(i.tolist(), p.tolist(), strict=True)]
+
+    def top_kind(self, word_probs: torch.Tensor) -> list[tuple[str, float]]:
+        """The likeliest kind that can be a photo's subject (not clothing, a small object or a person), summed over
+        its words: "animal" for a photo split between weasel, mink and otter."""
+        kinds = sorted({k for k in self.kind.values() if k not in NOT_SUBJECTS})
+        member = torch.tensor([[self.kind[w] == k for k in kinds] for w in self.words], dtype=word_probs.dtype,
+                              device=word_probs.device)  # (words, kinds)
+        p, i = (word_probs @ member).max(dim=1)
+        return [(kinds[j], float(q)) for j, q in zip(i.tolist(), p.tolist(), strict=True)]
 
 
 def read_table(path: Path = TABLE) -> WordTable:

@@ -163,7 +163,9 @@ class CaptionModel:
         if self.grounding is None or self.table is None:
             return [Guide()] * len(features)
         probs = self.table.probabilities(self.encoder.classify(features))
-        tops, evidence = self.table.top(probs), self.grounding.evidence(probs, self.table)
+        tops = [word if word[1] >= self.grounding.threshold else kind
+                for word, kind in zip(self.table.top(probs), self.table.top_kind(probs), strict=True)]
+        evidence = self.grounding.evidence(probs, self.table)
         return [guide(word, p, e, self.grounding, self.table, self.vocab) for (word, p), e in zip(tops, evidence,
                                                                                                  strict=True)]
 

@@ -31,6 +31,17 @@ def test_probabilities_are_summed_per_word() -> None:
     assert table.top(table.probabilities(probs)) == [("dog", torch.tensor(0.8).item()), ("coffee", torch.tensor(0.9).item())]
 
 
+def test_an_unsure_animal_is_still_an_animal() -> None:
+    table = read_table()
+    probs = torch.zeros(2, 1000)
+    probs[0, [356, 357, 360]] = 0.25  # weasel, mink, otter
+    probs[0, 610] = 0.25  # jersey: clothing is never the kind said
+    probs[1, 610] = 0.9
+    words = table.probabilities(probs)
+    assert table.top(words)[0][1] == 0.25
+    assert table.top_kind(words)[0] == ("animal", 0.75) and table.top_kind(words)[1][1] == 0.0
+
+
 def test_guide_uses_a_stand_in_for_an_unknown_word_and_rules_out_groups() -> None:
     vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "an", "structure", "man", "dog", "dogs", "cat"])
     table = WordTable(("cat", "dog", "lighthouse"), torch.zeros(1000, dtype=torch.long),
