@@ -28,7 +28,8 @@ def test_probabilities_are_summed_per_word() -> None:
     probs[0, 151:155] = 0.2  # four dog breeds
     probs[0, 281] = 0.2  # tabby
     probs[1, 967] = 0.9
-    assert table.top(table.probabilities(probs)) == [("dog", torch.tensor(0.8).item()), ("coffee", torch.tensor(0.9).item())]
+    expected = [("dog", torch.tensor(0.8).item()), ("coffee", torch.tensor(0.9).item())]
+    assert table.top(table.probabilities(probs)) == expected
 
 
 def test_an_unsure_animal_is_still_an_animal() -> None:
