@@ -6,7 +6,8 @@ decoder says where it does not know the word itself, replaced by the word afterw
 summed per word; a word at or above the threshold (else its kind, summed over the kind's words, at or above it)
 must appear in the caption (constrained beam search, see models.decode), and it rules out the Flickr8k subjects
 (people, dogs, balls, water, snow) that the training references of photos with that confident word rarely mention.
-Whatever the top word, a subject is also ruled out when the words that allow it get almost no probability (both fitted by models.train_grounding).
+Whatever the top word, a subject is also ruled out when the words that allow it get almost no probability (both
+fitted by models.train_grounding).
 """
 import json
 from dataclasses import dataclass, field
