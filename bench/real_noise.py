@@ -98,7 +98,8 @@ def oracle(run: Callable[[np.ndarray, float], np.ndarray], pairs: list[tuple[str
 
 
 def score(rows: dict[str, Denoise], pairs: list[tuple[str, np.ndarray, np.ndarray]], rni15: list[np.ndarray],
-          cbsd68: list[np.ndarray], sigmas: list[int]) -> dict[str, dict]:
+          cbsd68: list[np.ndarray], sigmas: list[int], gaussian_rows: set[str]) -> dict[str, dict]:
+    """PolyU and RNI15 for every row; CBSD68 with white Gaussian noise for the rows in `gaussian_rows`."""
     results: dict[str, dict] = {"input": {
         "polyu_psnr": [quality.psnr(c, n) for _, n, c in pairs], "polyu_ssim": [quality.ssim(c, n) for _, n, c in pairs],
         "rni15_brisque": [quality.brisque(x) for x in rni15]}}
@@ -114,7 +115,7 @@ def score(rows: dict[str, Denoise], pairs: list[tuple[str, np.ndarray, np.ndarra
             "rni15_brisque": [quality.brisque(run(x)) for x in rni15],
             "seconds_512": seconds,
             **{f"cbsd68_{s}": float(np.mean([quality.psnr(c, run(c + n)) for c, n in zip(cbsd68, noise[s], strict=True)]))
-               for s in sigmas}}
+               for s in (sigmas if name in gaussian_rows else [])}}
     return results
 
 
@@ -152,6 +153,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, help="first N PolyU pairs")
     p.add_argument("--cbsd68-limit", type=int, help="first N CBSD68 images")
     p.add_argument("--sigmas", default="15,25,50")
+    p.add_argument("--gaussian-rows", default="ours,old", help="rows also scored on CBSD68 with Gaussian noise")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sheet", type=Path)
     p.add_argument("--json", type=Path)
@@ -180,7 +182,9 @@ def main() -> None:
     if "cbm3d-oracle" in peers:
         rows["CBM3D, oracle sigma"], s = oracle(bm3d_peer(), pairs, 5)
         notes.append(f"CBM3D oracle sigma {s}")
-    results = score(rows, pairs, rni15, cbsd68, sigmas)
+    names = {"ours": "ours", "old": "old (Gaussian-trained, wavelet sigma)"}
+    results = score(rows, pairs, rni15, cbsd68, sigmas,
+                    {names.get(r, r) for r in a.gaussian_rows.split(",")})
     print(table(results, sigmas))
     print("; ".join(notes))
     print(f"PolyU pairs {len(pairs)}, CBSD68 images {len(cbsd68)}, torch threads {a.threads}")

@@ -287,17 +287,21 @@ class _CaptionGroup(TyperGroup):
 
 
 caption_app = typer.Typer(cls=_CaptionGroup, no_args_is_help=True,
-                          help="Caption images, and prepare/train/evaluate the captioner on Flickr8k.")
+                          help="Caption image files: denocap caption PHOTO.jpg [MORE...] [--beam N] (the same as "
+                               "denocap caption images ...); and prepare, train, ground, evaluate and compare the "
+                               "captioner.")
 app.add_typer(caption_app, name="caption")
 
 
-@caption_app.command("images", hidden=True)
+@caption_app.command("images")
 def caption_images(paths: list[Path],
                    beam: Annotated[int | None, typer.Option(min=1, max=10, help="beam size (default: greedy)")] = None,
                    captioner: str = "attention",
                    weights: Annotated[Path | None, typer.Option(help="folder with captioner.pt, or a local "
-                                                                     "transformers folder for --captioner blip")] = None) -> None:
-    """Caption images (the denoised ones, if you want the service's behaviour: denoise first)."""
+                                                                     "transformers folder for --captioner blip")] = None,
+                   grounded: Annotated[bool, typer.Option(help="guide the decoder with the encoder's ImageNet "
+                                                               "classifier (grounding.json)")] = True) -> None:
+    """Caption image files (the word 'images' may be left out; denoise first for the service's behaviour)."""
     from models.registry import ModelError, load_captioner
     settings = get_settings()
     files = image_files(paths)
@@ -305,7 +309,8 @@ def caption_images(paths: list[Path],
         fail(f"weights folder not found: {weights}")
     try:
         folder = weights or (settings.blip_weights if captioner == "blip" else None) or settings.weights_dir
-        model = load_captioner(captioner, folder, settings.device, **({"beam": beam} if beam else {}))
+        model = load_captioner(captioner, folder, settings.device, grounded=grounded,
+                               **({"beam": beam} if beam else {}))
     except ModelError as e:
         fail(str(e))
     limits, failed = submit.limits_of(settings), 0
@@ -355,17 +360,55 @@ def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepar
 @caption_app.command("eval")
 def caption_eval(beam: Annotated[int | None, typer.Option(help="beam size (default: greedy)")] = None,
                  limit: int | None = None, prepared: Path | None = None,
-                 json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
+                 json_out: Annotated[Path | None, typer.Option("--json")] = None,
+                 tune: Annotated[bool, typer.Option(help="score beams 1/3/5 and length penalties 0/0.5/0.7/1 on "
+                                                         "the dev split instead")] = False) -> None:
     """BLEU-1..4, CIDEr-D, ROUGE-L, METEOR on the Flickr8k test split, against a retrieval baseline in one run."""
     from models.eval_captioner import evaluate
+    from models.eval_captioner import tune as tune_decoding
     settings = get_settings()
+    prepared = _dataset(prepared or settings.data_dir / "caption")
+    if tune:
+        console.print_json(json.dumps(tune_decoding(prepared, settings.weights_dir, [1, 3, 5], [0.0, 0.5, 0.7, 1.0])))
+        return
     images = _dataset(settings.shared_data / "caption" / "flickr8k" / "images")
-    result = evaluate(_dataset(prepared or settings.data_dir / "caption"), images, settings.weights_dir,
-                      limit=limit, **({"beam": beam} if beam else {}))
+    result = evaluate(prepared, images, settings.weights_dir, limit=limit, **({"beam": beam} if beam else {}))
     table = Table("model", *next(iter(result.values())).keys())
     for name, scores in result.items():
         if name != "images":
             table.add_row(name, *(f"{v:.3f}" for v in scores.values()))
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1))
+
+
+@caption_app.command("ground")
+def caption_ground(threads: int = 1, prepared: Path | None = None,
+                   json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
+    """Fit grounding.json on Flickr8k: subjects ruled out per ImageNet word (train), threshold (dev CIDEr-D)."""
+    from models.train_grounding import fit
+    settings = get_settings()
+    _log_info()
+    rows = fit(_dataset(prepared or settings.data_dir / "caption"), settings.weights_dir,
+               settings.weights_dir / "grounding.json", threads)
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=1))
+
+
+@caption_app.command("compare")
+def caption_compare(threads: int = 1, limit: int | None = None,
+                    json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
+    """Shipped decoder alone vs grounded, one run: general_dev subject/wrong-word rates and seconds per image,
+    Flickr8k test BLEU-1..4, CIDEr-D, ROUGE-L."""
+    from models.eval_general import compare
+    settings = get_settings()
+    _dataset(settings.shared_data / "caption" / "general_dev.json")
+    result = compare(settings.shared_data, settings.weights_dir, threads, limit)
+    table = Table("captioner", "subject named", "wrong word", "s/image", "BLEU-1", "BLEU-4", "CIDEr-D", "ROUGE-L")
+    for name, r in result.items():
+        g, f = r["general_dev"], r["flickr8k_test"]
+        table.add_row(name, f"{g['subject_named']:.3f}", f"{g['wrong_word']:.3f}", f"{g['seconds_per_image']:.3f}",
+                      *(f"{f[k]:.3f}" for k in ("BLEU-1", "BLEU-4", "CIDEr", "ROUGE-L")))
     console.print(table)
     if json_out:
         json_out.write_text(json.dumps(result, indent=1))

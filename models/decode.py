@@ -1,58 +1,76 @@
-"""Beam search over the captioner's step(), with length normalization and no repeated words."""
+"""Beam search over the captioner's step(), with length normalization, no repeated words and an optional
+constraint: the caption must contain one of a set of words."""
 import torch
 
 from models.captioner import Captioner
 
-BEAM, ALPHA = 1, 0.5  # chosen on the Flickr8k dev split (python -m models.eval_captioner --tune): after
+BEAM, ALPHA = 1, 0.5  # chosen on the Flickr8k dev split (denocap caption eval --tune): after
 # self-critical training greedy decoding scored best on every metric; ALPHA is for a larger --beam
 
 
 @torch.inference_mode()
 def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam: int = BEAM,
-                max_len: int | None = None, alpha: float = ALPHA, forbid: tuple[int, ...] = ()) -> list[int]:
+                max_len: int | None = None, alpha: float = ALPHA, forbid: tuple[int, ...] = (),
+                must: tuple[int, ...] = ()) -> list[int]:
     """memory: (1, grid, d) for one image. Returns the best token ids (without <bos>/<eos>).
 
     Hypotheses are ranked by log p / len^alpha (Wu et al., 2016); a word already in a hypothesis
     is not allowed again unless it is a short function word, which stops 'a man a man a man' loops.
+    With `must`, a two-state automaton (no word of `must` yet / one seen) keeps `beam` hypotheses per state and
+    only the second state may end (Anderson et al., "Guided Open Vocabulary Image Captioning with Constrained
+    Beam Search", 2017): the caption contains a word of `must` whenever one fits in max_len - 1 tokens.
     """
     assert memory.shape[0] == 1, "one image at a time"
     max_len = min(max_len or model.config.max_len, model.config.max_len)
-    tokens = torch.full((1, 1), bos, dtype=torch.long, device=memory.device)
-    scores = torch.zeros(1, device=memory.device)
+    device = memory.device
+    tokens = torch.full((1, 1), bos, dtype=torch.long, device=device)
+    scores = torch.zeros(1, device=device)
+    met = torch.tensor([not must], device=device)  # (B,) a word of `must` is in the hypothesis
+    wanted = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
+    wanted[list(must)] = True
+    blocked = [w for w in forbid if w not in must]
     finished: list[tuple[float, list[int]]] = []
     cache = model.start(memory)
     for t in range(1, max_len):
-        logp = model.step(cache, tokens[:, -1])  # (B, V)
-        logp = _block_repeats(logp, tokens)
-        logp[:, list(forbid)] = float("-inf")
+        logp = _block_repeats(model.step(cache, tokens[:, -1]), tokens)  # (B, V)
+        logp[:, blocked] = float("-inf")
+        logp[~met, eos] = float("-inf")  # only a hypothesis that meets the constraint may end
         if t == 1:
             logp[:, eos] = float("-inf")  # a caption has at least one word
         if t == max_len - 1:
             keep = torch.full_like(logp, float("-inf"))
             keep[:, eos] = logp[:, eos]
             logp = keep
-        total = (scores[:, None] + logp).flatten()
-        top = total.topk(min(beam * 2, total.numel()))
-        vocab = logp.shape[1]
-        rows = torch.div(top.indices, vocab, rounding_mode="floor")
-        words = top.indices % vocab
-        next_tokens, next_scores, kept = [], [], []
-        for score, row, word in zip(top.values.tolist(), rows.tolist(), words.tolist()):
-            if score == float("-inf"):
-                continue
-            seq = tokens[row].tolist()[1:]
-            if word == eos:
-                finished.append((score / max(len(seq), 1) ** alpha, seq))
-            elif len(next_tokens) < beam:
-                next_tokens.append(tokens[row].tolist() + [word])
-                next_scores.append(score)
-                kept.append(row)
-        if not next_tokens or len(finished) >= beam:
+        total = scores[:, None] + logp
+        reached = met[:, None] | wanted  # (B, V) the automaton's state after each word
+        kept: list[tuple[int, int, float, bool]] = []  # row, word, score, state
+        for state in (True, False) if must else (True,):
+            kept += _best(total.masked_fill(reached != state, float("-inf")), tokens, eos, beam, alpha, finished, state)
+        if not kept or len(finished) >= beam:
             break
-        tokens = torch.tensor(next_tokens, device=memory.device)
-        scores = torch.tensor(next_scores, device=memory.device)
-        cache.reorder(torch.tensor(kept, device=memory.device))
+        rows = torch.tensor([k[0] for k in kept], device=device)
+        tokens = torch.cat([tokens[rows], torch.tensor([[k[1]] for k in kept], device=device)], dim=1)
+        scores = torch.tensor([k[2] for k in kept], device=device)
+        met = torch.tensor([k[3] for k in kept], device=device)
+        cache.reorder(rows)
     return max(finished)[1] if finished else tokens[0, 1:].tolist()
+
+
+def _best(total: torch.Tensor, tokens: torch.Tensor, eos: int, beam: int, alpha: float,
+          finished: list[tuple[float, list[int]]], state: bool) -> list[tuple[int, int, float, bool]]:
+    """The `beam` best continuations of one automaton state; those that end go to `finished`."""
+    top = total.flatten().topk(min(beam * 2, total.numel()))
+    rows = torch.div(top.indices, total.shape[1], rounding_mode="floor")
+    kept = []
+    for score, row, word in zip(top.values.tolist(), rows.tolist(), (top.indices % total.shape[1]).tolist()):
+        if score == float("-inf"):
+            continue
+        if word == eos:
+            seq = tokens[row].tolist()[1:]
+            finished.append((score / max(len(seq), 1) ** alpha, seq))
+        elif len(kept) < beam:
+            kept.append((row, word, score, state))
+    return kept
 
 
 def _block_repeats(logp: torch.Tensor, tokens: torch.Tensor, free: int = 12) -> torch.Tensor:

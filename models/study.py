@@ -4,7 +4,7 @@ Flickr8k test images with Gaussian noise at several sigmas (fixed seed): caption
 denoised image, BLEU-4/CIDEr-D of each against the five references, PSNR/SSIM of noisy and denoised.
 Writes docs/study.json, docs/study.md, docs/study.png (score against sigma) and docs/study_examples.png.
 
-denocap study [--limit N] [--sigmas 15,25,50]   (or python -m models.study)
+denocap study [--limit N] [--sigmas 15,25,50]
 """
 import json
 import logging

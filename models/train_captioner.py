@@ -1,7 +1,7 @@
 """Caption data preparation (tokens, vocabulary, cached encoder features) and decoder training, both resumable.
 
-python -m models.train_captioner prepare
-python -m models.train_captioner train --hours 2
+denocap caption prepare
+denocap caption train --hours 2
 """
 import json
 import logging
@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core.config import get_settings
 from models import checkpoint
 from models.captioner import Captioner, CaptionerConfig
 from models.decode import ALPHA, beam_search
@@ -176,27 +175,3 @@ def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epoch
 def export_weights(model: Captioner, vocab: Vocabulary, path: Path, epoch: int, scores: dict[str, float]) -> None:
     checkpoint.save_atomic({"arch": "attention", "config": asdict(model.config), "state": checkpoint.half_state(model),
                             "vocab": vocab.words, "epoch": epoch, "dev_scores": scores}, path)
-
-
-def main() -> None:
-    import argparse
-    settings = get_settings()
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("command", choices=["prepare", "train"])
-    p.add_argument("--data", type=Path, default=settings.shared_data / "caption" / "flickr8k")
-    p.add_argument("--prepared", type=Path, default=settings.data_dir / "caption")
-    p.add_argument("--run-dir", type=Path, default=settings.data_dir / "runs" / "captioner")
-    p.add_argument("--export", type=Path, default=Path(__file__).parent / "weights" / "captioner.pt")
-    p.add_argument("--hours", type=float, default=1.0)
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if a.command == "prepare":
-        prepare(a.data, a.prepared, threads=a.threads)
-    else:
-        train(a.prepared, a.run_dir, a.export, hours=a.hours, epochs=a.epochs, threads=a.threads)
-
-
-if __name__ == "__main__":
-    main()

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+from models.grounding import read_table
 from tests.conftest import png, smooth_image
 from tests.test_cli import denocap
 from tests.tiny import WORDS
@@ -15,6 +16,12 @@ def test_caption_images_and_bad_inputs(env: dict[str, str], tmp_path: Path) -> N
     name, caption = out.stdout.strip().split("\t")
     assert name == "a.png" and caption and set(caption.split()) <= set(WORDS)
     assert "b.jpg: not an image" in out.stderr
+
+
+def test_caption_help_says_how_to_caption_files(env: dict[str, str]) -> None:
+    out = denocap(env, "caption", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "denocap caption PHOTO.jpg" in out.stdout and "images" in out.stdout and "compare" in out.stdout
 
 
 def test_caption_bad_arguments(env: dict[str, str], tmp_path: Path) -> None:
@@ -62,6 +69,21 @@ def test_prepare_train_eval_end_to_end(env: dict[str, str], tmp_path: Path) -> N
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert set(scores["attention (ours)"]) >= {"BLEU-1", "BLEU-4", "CIDEr", "ROUGE-L", "METEOR", "seconds_per_image"}
     assert scores["retrieval baseline"]["BLEU-1"] > 0.5  # its consensus caption is one of the references
+    out = denocap(env, "caption", "ground")
+    assert out.returncode == 0, out.stderr
+    fitted = json.loads((tmp_path / "weights" / "grounding.json").read_text())
+    assert 0.3 <= fitted["threshold"] <= 0.9 and len(fitted["suppress"]) == len(read_table().words)
+    shared = Path(env["DENOCAP_SHARED_DATA"])
+    (shared / "denoise" / "test" / "cbsd68").mkdir(parents=True)
+    (shared / "denoise" / "test" / "cbsd68" / "1.png").write_bytes(png(smooth_image(64, 48, seed=9)))
+    keys = {"cbsd68/1.png": {"any": list(WORDS), "never": ["zebra"], "refs": ["a dog"]}}
+    (shared / "caption" / "general_dev.json").write_text(json.dumps(keys))
+    out = denocap(env, "caption", "compare", "--json", str(tmp_path / "compare.json"))
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "compare.json").read_text())
+    for name in ("shipped (decoder alone)", "grounded (ImageNet words)"):
+        assert result[name]["general_dev"]["subject_named"] == 1.0 and result[name]["general_dev"]["wrong_word"] == 0
+        assert result[name]["flickr8k_test"]["images"] == 1
 
 
 def test_study_writes_table_and_plots(env: dict[str, str], tmp_path: Path) -> None:

@@ -84,3 +84,24 @@ def test_forbidden_ids_are_never_produced() -> None:
     toy = ToyDecoder(table)
     assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=2) == [3]
     assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=2, forbid=(3,)) == [15]
+
+
+def test_constrained_search_includes_an_unlikely_word() -> None:
+    # 17 is never the likeliest word; the constraint still puts it in, and the caption stays a likely one
+    table = {(1,): {15: 0.7, 16: 0.2, 17: 0.1}, (1, 15): {2: 0.8, 17: 0.2}, (1, 15, 17): {2: 1.0},
+             (1, 16): {2: 1.0}, (1, 17): {15: 1.0}, (1, 17, 15): {2: 1.0}}
+    toy = ToyDecoder(table)
+    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1) == [15]
+    for beam in (1, 3):
+        assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=beam, must=(17,)) == [15, 17]
+    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1, must=(16, 17)) == [16]  # either word
+
+
+@torch.inference_mode()
+def test_constrained_search_on_a_real_decoder_meets_every_constraint() -> None:
+    model, vocab = tiny_captioner(seed=3)
+    memory = model.memory(torch.randn(1, 49, 1280))
+    for word in range(4, len(vocab)):
+        for beam in (1, 2):
+            ids = beam_search(model, memory, vocab.bos, vocab.eos, beam=beam, forbid=(0, 1, 3), must=(word,))
+            assert word in ids and vocab.eos not in ids and len(ids) <= model.config.max_len - 2

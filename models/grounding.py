@@ -1,0 +1,122 @@
+"""Caption words from the encoder's own ImageNet-1k classifier, to guide decoding on photos unlike Flickr8k.
+
+`imagenet_words.tsv` maps each of the 1,000 classes to an everyday caption word (every dog breed to "dog",
+espresso to "coffee", beacon to "lighthouse") and a kind: an in-vocabulary stand-in ("structure") that the
+decoder says where it does not know the word itself, replaced by the word afterwards. Class probabilities are
+summed per word; a word at or above the threshold (else its kind, summed over the kind's words, at or above it)
+must appear in the caption (constrained beam search, see models.decode), and it rules out the Flickr8k subjects
+(people, dogs, balls, water, snow) that the training references of photos with that confident word rarely mention.
+Whatever the top word, a subject is also ruled out when the words that allow it get almost no probability (both
+fitted by models.train_grounding).
+"""
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from models.vocab import Vocabulary
+
+TABLE = Path(__file__).with_name("imagenet_words.tsv")
+NOT_SUBJECTS = ("clothing", "object", "person")  # kinds not said in place of an unsure word
+GROUPS: dict[str, tuple[str, ...]] = {  # what a Flickr8k-trained decoder says by habit
+    "person": ("man", "men", "woman", "women", "boy", "boys", "girl", "girls", "child", "children", "kid", "kids",
+               "person", "people", "guy", "lady", "baby", "player", "players"),
+    "dog": ("dog", "dogs", "puppy", "puppies"),
+    "ball": ("ball", "balls"),
+    "water": ("water",),
+    "snow": ("snow",),
+}
+
+
+@dataclass(frozen=True)
+class WordTable:
+    words: tuple[str, ...]  # distinct caption words, sorted
+    of_class: torch.Tensor  # (1000,) position in `words` of each class's word
+    kind: dict[str, str]  # word -> stand-in
+
+    def probabilities(self, class_probs: torch.Tensor) -> torch.Tensor:
+        """(N, 1000) class probabilities -> (N, len(words)) summed per word."""
+        out = class_probs.new_zeros(class_probs.shape[0], len(self.words))
+        return out.index_add_(1, self.of_class.to(class_probs.device), class_probs)
+
+    def top(self, word_probs: torch.Tensor) -> list[tuple[str, float]]:
+        """word_probs: (N, len(words)). The likeliest word of each image and its probability."""
+        p, i = word_probs.max(dim=1)
+        return [(self.words[j], float(q)) for j, q in zip(i.tolist(), p.tolist(), strict=True)]
+
+    def top_kind(self, word_probs: torch.Tensor) -> list[tuple[str, float]]:
+        """The likeliest kind that can be a photo's subject (not clothing, a small object or a person), summed over
+        its words: "animal" for a photo split between weasel, mink and otter."""
+        kinds = sorted({k for k in self.kind.values() if k not in NOT_SUBJECTS})
+        member = torch.tensor([[self.kind[w] == k for k in kinds] for w in self.words], dtype=word_probs.dtype,
+                              device=word_probs.device)  # (words, kinds)
+        p, i = (word_probs @ member).max(dim=1)
+        return [(kinds[j], float(q)) for j, q in zip(i.tolist(), p.tolist(), strict=True)]
+
+
+def read_table(path: Path = TABLE) -> WordTable:
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+    assert [int(r[0]) for r in rows] == list(range(1000)), "one row per ImageNet class, in order"
+    words = tuple(sorted({r[2] for r in rows}))
+    position = {w: i for i, w in enumerate(words)}
+    return WordTable(words, torch.tensor([position[r[2]] for r in rows]), {r[2]: r[3] for r in rows})
+
+
+@dataclass(frozen=True)
+class Grounding:
+    threshold: float  # a word this likely must be in the caption
+    suppress: dict[str, tuple[str, ...]] = field(default_factory=dict)  # word -> groups of GROUPS it rules out
+    absent: float = 0.0  # a group whose words (those that do not rule it out) are less likely than this: ruled out
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"threshold": self.threshold, "absent": self.absent, "suppress": self.suppress},
+                                   indent=0, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path) -> "Grounding":
+        data = json.loads(path.read_text())
+        return cls(data["threshold"], {w: tuple(g) for w, g in data["suppress"].items()}, data["absent"])
+
+    def evidence(self, word_probs: torch.Tensor, table: WordTable) -> list[dict[str, float]]:
+        """word_probs: (N, len(table.words)). Per image and group of GROUPS: the probability of the words that do
+        not rule the group out (a word missing from `suppress` rules all out)."""
+        allows = torch.tensor([[g not in self.suppress.get(w, tuple(GROUPS)) for g in GROUPS] for w in table.words],
+                              dtype=word_probs.dtype, device=word_probs.device)
+        return [dict(zip(GROUPS, row.tolist(), strict=True)) for row in word_probs @ allows]
+
+
+@dataclass(frozen=True)
+class Guide:
+    """What decoding one image must and must not say."""
+    must: tuple[int, ...] = ()  # token ids, one of which the caption contains
+    forbid: tuple[int, ...] = ()
+    stand_in: str = ""  # the token said for `word`, replaced by it afterwards (empty: none)
+    word: str = ""
+
+
+def guide(word: str, p: float, evidence: dict[str, float], grounding: Grounding, table: WordTable,
+          vocab: Vocabulary) -> Guide:
+    """word, p: the image's likeliest word and its probability; evidence: Grounding.evidence of the image."""
+    absent = {g for g, q in evidence.items() if q < grounding.absent}
+    if p < grounding.threshold:
+        return Guide(forbid=_ids({w for g in absent for w in GROUPS[g]}, vocab))
+    said = word if word in vocab.index else table.kind[word]
+    forms = {said, said + "s", said + "es", said.removesuffix("s")} if said == word else {said}
+    banned = {w for g in absent.union(grounding.suppress.get(word, ())) for w in GROUPS[g]} - forms
+    return Guide(_ids(forms, vocab), _ids(banned, vocab), "" if said == word else said, word)
+
+
+def _ids(words: set[str], vocab: Vocabulary) -> tuple[int, ...]:
+    return tuple(sorted(vocab.index[w] for w in words if w in vocab.index))
+
+
+def realize(words: list[str], g: Guide) -> str:
+    """The decoded words with the stand-in replaced by the word, and 'a'/'an' agreeing with it."""
+    out = list(words)
+    if g.stand_in and g.stand_in in out:
+        i = out.index(g.stand_in)
+        out[i] = g.word
+        if i and out[i - 1] in ("a", "an"):
+            out[i - 1] = "an" if g.word[0] in "aeiou" else "a"
+    return " ".join(out)

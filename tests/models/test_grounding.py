@@ -1,0 +1,102 @@
+import json
+
+import numpy as np
+import torch
+from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+from models.grounding import GROUPS, TABLE, Grounding, Guide, WordTable, guide, read_table, realize
+from models.registry import CaptionModel, load_captioner
+from models.train_grounding import suppressions
+from models.vocab import Vocabulary
+from tests.tiny import WORDS, write_weights
+
+
+def test_the_table_maps_every_imagenet_class_to_one_word() -> None:
+    rows = [line.split("\t") for line in TABLE.read_text().splitlines()[1:]]
+    assert [r[1] for r in rows] == list(_IMAGENET_CATEGORIES)  # all 1,000, in class order, named as torchvision does
+    assert all(len(r) == 4 and r[2].isalpha() and r[2].islower() and r[3].isalpha() for r in rows)
+    words = {int(r[0]): r[2] for r in rows}
+    assert {words[i] for i in range(151, 269)} == {"dog"}  # every dog breed
+    assert words[281] == "cat" and words[967] == "coffee" and words[437] == "lighthouse"
+    assert words[871] == "sailboat" and words[970] == words[979] == "mountains"
+    assert words[21] == "bird"  # the kite is the bird, not the toy
+
+
+def test_probabilities_are_summed_per_word() -> None:
+    table = read_table()
+    probs = torch.zeros(2, 1000)
+    probs[0, 151:155] = 0.2  # four dog breeds
+    probs[0, 281] = 0.2  # tabby
+    probs[1, 967] = 0.9
+    expected = [("dog", torch.tensor(0.8).item()), ("coffee", torch.tensor(0.9).item())]
+    assert table.top(table.probabilities(probs)) == expected
+
+
+def test_an_unsure_animal_is_still_an_animal() -> None:
+    table = read_table()
+    probs = torch.zeros(2, 1000)
+    probs[0, [356, 357, 360]] = 0.25  # weasel, mink, otter
+    probs[0, 610] = 0.25  # jersey: clothing is never the kind said
+    probs[1, 610] = 0.9
+    words = table.probabilities(probs)
+    assert table.top(words)[0][1] == 0.25
+    assert table.top_kind(words)[0] == ("animal", 0.75) and table.top_kind(words)[1][1] == 0.0
+
+
+def test_guide_uses_a_stand_in_for_an_unknown_word_and_rules_out_groups() -> None:
+    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "an", "structure", "man", "dog", "dogs", "cat"])
+    table = WordTable(("cat", "dog", "lighthouse"), torch.zeros(1000, dtype=torch.long),
+                      {"lighthouse": "structure", "cat": "animal", "dog": "dog"})
+    grounding = Grounding(0.5, {"lighthouse": ("person", "dog"), "dog": ("dog",)})
+    assert guide("lighthouse", 0.4, {"dog": 0.01}, grounding, table, vocab) == Guide()
+    g = guide("lighthouse", 0.6, {"dog": 0.9}, grounding, table, vocab)
+    assert g.must == (vocab.index["structure"],) and g.stand_in == "structure"
+    assert set(g.forbid) == {vocab.index[w] for w in ("man", "dog", "dogs")}
+    assert realize(["a", "man", "near", "a", "structure"], g) == "a man near a lighthouse"
+    d = guide("dog", 0.9, {"dog": 0.9}, grounding, table, vocab)
+    assert set(d.must) == {vocab.index["dog"], vocab.index["dogs"]} and d.forbid == ()  # never its own word
+    assert realize(["a", "dog"], d) == "a dog"
+
+
+def test_a_subject_is_ruled_out_when_the_words_that_allow_it_are_unlikely() -> None:
+    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "man", "dog", "dogs", "ball"])
+    table = read_table()
+    allow_all = dict.fromkeys(table.words, ())
+    grounding = Grounding(0.5, {**allow_all, "mountains": ("dog", "ball")}, absent=0.05)
+    probs = torch.zeros(2, 1000)
+    probs[0, 970], probs[0, 207] = 0.3, 0.04  # alp, golden retriever: dogs allowed by 0.04 of the probability
+    probs[1, 970], probs[1, 207] = 0.3, 0.3
+    words = table.probabilities(probs)
+    (word, p), _ = table.top(words)
+    evidence = grounding.evidence(words, table)
+    assert word == "mountains" and evidence[0]["dog"] == torch.tensor(0.04).item()
+    assert evidence[0]["person"] == torch.tensor(0.34).item()  # all the probability on words allowing people
+    g = guide(word, p, evidence[0], grounding, table, vocab)
+    assert g.must == () and g.forbid == (vocab.index["dog"], vocab.index["dogs"], vocab.index["ball"])
+    assert guide(word, p, evidence[1], grounding, table, vocab) == Guide()  # the dog allows dogs and balls
+    assert Grounding(0.5).evidence(words, table)[0] == dict.fromkeys(GROUPS, 0.0)  # unknown words allow nothing
+
+
+def test_suppressions_follow_the_training_references() -> None:
+    table = WordTable(("horse", "lighthouse", "zebra"), torch.zeros(1000, dtype=torch.long), {})
+    tops = [("horse", 0.9)] * 10 + [("zebra", 0.9)] * 10 + [("zebra", 0.1)] * 10
+    refs = [[["a", "man", "rides", "a", "horse"]]] * 10 + [[["zebras", "in", "the", "grass"]]] * 10
+    refs += [[["a", "man", "and", "his", "dog", "play", "with", "a", "ball", "in", "the", "water", "and", "snow"]]] * 10  # not confident: base rates
+    out = suppressions(tops, refs, table, threshold=0.5)
+    assert "person" not in out["horse"] and set(out["horse"]) == set(GROUPS) - {"person"}
+    assert set(out["zebra"]) == set(GROUPS) and set(out["lighthouse"]) == set(GROUPS)  # unseen: all ruled out
+
+
+def test_a_grounded_captioner_says_the_confident_word(tmp_path) -> None:
+    folder = write_weights(tmp_path / "w")
+    image = np.random.default_rng(0).random((40, 60, 3), dtype=np.float32)
+    plain = load_captioner("attention", folder, "cpu", beam=2)  # no grounding.json: the decoder alone
+    assert isinstance(plain, CaptionModel) and plain.grounding is None
+    assert plain([image])[0] == "the dog"  # what the tiny decoder says alone
+    Grounding(0.0, {"cat": ("dog",)}).save(folder / "grounding.json")
+    model = load_captioner("attention", folder, "cpu", beam=2)
+    assert isinstance(model, CaptionModel) and model.version.startswith(plain.version + "+")
+    model.table = WordTable(("cat",), torch.zeros(1000, dtype=torch.long), {"cat": "animal"})  # every class: cat
+    words = model([image])[0].split()
+    assert "cat" in words and "dog" not in words and set(words) <= set(WORDS)
+    assert json.loads((folder / "grounding.json").read_text())["threshold"] == 0.0
