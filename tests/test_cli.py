@@ -1,16 +1,19 @@
 """`denocap run` end to end in a real subprocess, on the embedded default (SQLite under the data folder)."""
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import png, smooth_image
 
 
-def denocap(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def denocap(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "core.cli", *args], env={**os.environ, **env}, text=True,
-                          check=False, capture_output=True, timeout=300)
+                          check=False, capture_output=True, timeout=timeout)
 
 
 def test_run_on_samples_prints_a_table_and_stores_results(env: dict[str, str]) -> None:
@@ -60,3 +63,29 @@ def test_self_ensemble_setting_reaches_the_stored_result(env: dict[str, str], tm
     out = denocap({**env, "DENOCAP_DENOISE_ENSEMBLE": "3"}, "run", str(tmp_path / "a.png"))
     assert out.returncode == 2
     assert out.stderr.strip() == "error: DENOCAP_DENOISE_ENSEMBLE: Value error, must be 1, 2, 4 or 8"
+
+
+def test_run_json_gives_one_object_per_image(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(png(smooth_image(seed=1)))
+    (tmp_path / "b.png").write_bytes(png(smooth_image(seed=2)))
+    (tmp_path / "c.png").write_bytes(b"")
+    out = denocap(env, "run", str(tmp_path), "--json")
+    assert out.returncode == 1, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["file"], r["state"]) for r in rows] == [("a.png", "done"), ("b.png", "done"), ("c.png", "failed")]
+    assert rows[0]["caption"] and rows[0]["sigma_estimate"] is not None and rows[2]["error"] == "empty file"
+    assert "2 done, 1 failed" in out.stderr
+
+
+HEAVY = ("torch", "skimage", "cv2", "fastapi")
+
+
+@pytest.mark.parametrize("command", [[], ["submit"], ["status"], ["results"]])
+def test_help_imports_no_heavy_module(command: list[str]) -> None:
+    """`denocap --help` and the client commands' help start without torch, scikit-image, OpenCV or FastAPI."""
+    probe = ("import sys\nfrom core.cli import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", probe, *command, "--help"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert "Usage" in out.stdout, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY []"

@@ -169,7 +169,8 @@ def append(session: Session, settings: Settings, storage: Storage, enqueue: Call
         session.commit()
     except service.SubmitError as e:
         raise refused(session, e) from None
-    enqueue([a.item.id for a in added if not a.duplicate and a.item.state == ItemState.queued])
+    if new := [a.item.id for a in added if not a.duplicate and a.item.state == ItemState.queued]:
+        enqueue(new)
     return AppendOut(batch=presenters.batch_out(session, batch),
                      files=[AppendedOut(filename=f.filename or "", duplicate=a.duplicate, item=presenters.item_out(a.item))
                             for f, a in zip(files, added, strict=True)])
