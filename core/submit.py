@@ -5,13 +5,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
+from typing import BinaryIO
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.config import Settings
-from core.imageio import ImageError, Limits, TooLarge, probe
+from core.imageio import ImageError, Limits, TooLarge, probe, probe_file
 from core.options import BatchOptions
 from core.storage import Storage, input_key, reference_key
 from core.tables import Batch, Item, ItemState, Tenant
@@ -43,6 +44,40 @@ class Upload:
     data: bytes  # the first max_file_bytes + 1 bytes at most
     size: int | None = None  # the whole file's size, when more was sent than was kept
 
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def check(self, limits: Limits) -> ImageError | None:
+        return precheck(self, limits)
+
+    def store(self, storage: Storage, key: str) -> None:
+        storage.put(key, self.data)
+
+
+@dataclass(frozen=True)
+class SpooledUpload:
+    """A part Starlette spooled to a temporary file: hashed, checked and stored by streaming, never read whole."""
+    filename: str
+    file: BinaryIO
+    size: int
+
+    def digest(self) -> str:
+        self.file.seek(0)
+        return hashlib.file_digest(self.file, "sha256").hexdigest()  # type: ignore[arg-type]
+
+    def check(self, limits: Limits) -> ImageError | None:
+        try:
+            probe_file(self.file, self.size, limits)
+        except ImageError as e:
+            return e
+        return None
+
+    def store(self, storage: Storage, key: str) -> None:
+        self.file.seek(0)
+        storage.put_file(key, self.file)
+
+
+Sendable = Upload | SpooledUpload
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -126,17 +161,17 @@ def open_batch(session: Session, settings: Settings, tenant_id: str, options: Ba
     return batch, True
 
 
-def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, position: int, upload: Upload,
-             reference: bytes | None = None) -> Item:
+def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, position: int, upload: Sendable,
+             reference: bytes | None = None, digest: str | None = None) -> Item:
     """One file: stored and queued, or a failed item with the reason (a bad file never refuses the batch)."""
-    error = precheck(upload, limits)
+    error = upload.check(limits)
     item = Item(batch_id=batch.id, position=position, filename=label(upload.filename, position),
                 state=ItemState.failed if error else ItemState.queued, has_reference=reference is not None,
-                digest=hashlib.sha256(upload.data).hexdigest())
+                digest=digest or upload.digest())
     session.add(item)
     session.flush()
     if error is None:
-        storage.put(input_key(item.id), upload.data)
+        upload.store(storage, input_key(item.id))
         if reference is not None:
             storage.put(reference_key(item.id), reference)
     else:
@@ -175,9 +210,9 @@ class Appended:
     duplicate: bool  # the batch held this content already: nothing was stored, the earlier item is given
 
 
-def append(session: Session, storage: Storage, settings: Settings, batch: Batch, uploads: Iterable[Upload],
+def append(session: Session, storage: Storage, settings: Settings, batch: Batch, uploads: Iterable[Sendable],
            references: dict[str, bytes] | None = None) -> list[Appended]:
-    """Adds files to an open batch, reading `uploads` one at a time (each is stored before the next is read).
+    """Adds files to an open batch, taking `uploads` one at a time (each is stored before the next is read).
     Content the batch holds already is not added again, so a client may resend a chunk it is unsure of.
     The batch row is locked: appends to one batch take turns, and none lands after the seal."""
     locked = session.scalar(select(Batch).where(Batch.id == batch.id).with_for_update())
@@ -187,7 +222,7 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
     position = session.scalar(select(func.coalesce(func.max(Item.position) + 1, 0)).where(Item.batch_id == batch.id))
     limits, references, out = limits_of(settings), references or {}, []
     for upload in uploads:
-        digest = hashlib.sha256(upload.data).hexdigest()
+        digest = upload.digest()
         earlier = session.scalar(select(Item).where(Item.batch_id == batch.id, Item.digest == digest).limit(1))
         if earlier is not None:
             out.append(Appended(earlier, True))
@@ -195,7 +230,7 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
         if position >= settings.max_batch_items:
             raise RequestTooLarge(f"a batch holds at most {settings.max_batch_items} files")
         out.append(Appended(add_item(session, storage, limits, locked, position, upload,
-                                     references.get(upload.filename)), False))
+                                     references.get(upload.filename), digest), False))
         position += 1
     if not out:
         raise SubmitError("no files in the request")

@@ -85,13 +85,6 @@ async def read_upload(upload: UploadFile, limit: int) -> service.Upload:
     return service.Upload(upload.filename or "", data, upload.size or len(data))
 
 
-def read_spooled(upload: UploadFile, limit: int) -> service.Upload:
-    """The blocking twin of read_upload, for handlers in the thread pool: Starlette spooled the part to a
-    temporary file, so reading parts one by one holds one file in memory at a time."""
-    data = upload.file.read(limit + 1)
-    return service.Upload(upload.filename or "", data, upload.size or len(data))
-
-
 STATUS = {service.RequestTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
           service.TooManyInFlight: status.HTTP_429_TOO_MANY_REQUESTS,
           service.IdempotencyConflict: status.HTTP_409_CONFLICT,
@@ -164,8 +157,8 @@ def append(session: Session, settings: Settings, storage: Storage, enqueue: Call
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                             f"{len(files)} files, the limit is {settings.max_files_per_batch} per request")
     try:
-        added = service.append(session, storage, settings, batch,
-                               (read_spooled(f, settings.max_file_bytes) for f in files), refs)
+        spooled = (service.SpooledUpload(f.filename or "", f.file, f.size or 0) for f in files)  # on disk past 1 MiB
+        added = service.append(session, storage, settings, batch, spooled, refs)
         session.commit()
     except service.SubmitError as e:
         raise refused(session, e) from None

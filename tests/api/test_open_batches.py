@@ -1,4 +1,5 @@
 """Open batches over HTTP (no worker): appends, duplicates, the seal, the in-flight limit, the same failed items."""
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -72,3 +73,15 @@ def test_bad_options_and_foreign_batches(app: tuple[TestClient, list]) -> None:
     assert client.post(f"/batches/{batch}/files", files=body, headers=other).status_code == 404
     assert client.post(f"/batches/{batch}/seal", headers=other).status_code == 404
     assert client.post(f"/batches/{batch}/files", files=body, headers={"X-API-Key": "wrong"}).status_code == 401
+
+
+def test_a_file_spooled_to_disk_is_stored_whole(app: tuple[TestClient, list]) -> None:
+    """Parts over 1 MiB are on disk when the route runs; they are hashed, checked and stored by streaming."""
+    client, _ = app
+    big = png(np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8))
+    assert len(big) > 1024**2
+    batch = client.post("/batches/open", json={}).json()["id"]
+    sent = client.post(f"/batches/{batch}/files", files=files(("big.png", big), ("big-again.png", big)))
+    first, again = sent.json()["files"]
+    assert first["item"]["state"] == "queued" and again["duplicate"] is True
+    assert client.get(f"/items/{first['item']['id']}/original").content == big
