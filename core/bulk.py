@@ -23,7 +23,7 @@ CHUNK_BYTES = 256 * 1024**2  # a chunk stays well under the server's request lim
 
 @dataclass
 class Found:
-    files: list[Path] = field(default_factory=list)  # readable, resolved, in walk order, each once
+    files: list[Path] = field(default_factory=list)  # readable, absolute, in walk order, each once
     sizes: dict[Path, int] = field(default_factory=dict)
     unreadable: list[tuple[Path, str]] = field(default_factory=list)  # with the reason; reported and skipped
 
@@ -45,15 +45,15 @@ def walk(paths: Iterable[Path]) -> Found:
         if not top.exists() and not top.is_symlink():
             raise FileNotFoundError(f"no such file or folder: {top}")
         for path in _candidates(top):
-            resolved = path.absolute()
-            if resolved in seen:
+            absolute = path.absolute()  # not resolved: a link is sent under its own name
+            if absolute in seen:
                 continue
-            seen.add(resolved)
+            seen.add(absolute)
             if (reason := readable(path)) is not None:
                 found.unreadable.append((path, reason))
                 continue
-            found.files.append(resolved)
-            found.sizes[resolved] = path.stat().st_size
+            found.files.append(absolute)
+            found.sizes[absolute] = path.stat().st_size
     return found
 
 
@@ -82,9 +82,9 @@ class State(BaseModel):
     sealed: bool = False
 
 
-def state_file(folder: Path, url: str, files: list[Path], options: BatchOptions) -> Path:
-    """One state per (server, set of files, options): the same command line finds its batch again."""
-    what = json.dumps([url.rstrip("/"), sorted(map(str, files)), options.model_dump()], sort_keys=True)
+def state_file(folder: Path, url: str, paths: list[Path], options: BatchOptions) -> Path:
+    """One state per (server, paths given, options): the same command line finds its batch again."""
+    what = json.dumps([url.rstrip("/"), sorted(map(str, paths)), options.model_dump()], sort_keys=True)
     return folder / f"{hashlib.sha256(what.encode()).hexdigest()[:32]}.json"
 
 
