@@ -215,7 +215,8 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
     """Adds files to an open batch, taking `uploads` one at a time (each is stored before the next is read).
     Content the batch holds already is not added again, so a client may resend a chunk it is unsure of.
     The batch row is locked: appends to one batch take turns, and none lands after the seal."""
-    locked = session.scalar(select(Batch).where(Batch.id == batch.id).with_for_update())
+    locked = session.scalar(select(Batch).where(Batch.id == batch.id).with_for_update()
+                            .execution_options(populate_existing=True))  # the row as of the lock, not as loaded
     assert locked is not None
     if locked.sealed_at is not None:
         raise BatchSealed("the batch is sealed; open a new batch to add files")

@@ -4,9 +4,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from core import submit as service
 from core.config import get_settings
-from core.db import migrate
-from tests.conftest import api_key, png, smooth_image
+from core.db import make_engine, migrate, session_factory
+from core.options import BatchOptions
+from core.storage import make_storage
+from core.tables import Batch
+from tests.conftest import api_key, png, smooth_image, tenant_id
 from tests.services import files
 
 
@@ -85,3 +89,20 @@ def test_a_file_spooled_to_disk_is_stored_whole(app: tuple[TestClient, list]) ->
     first, again = sent.json()["files"]
     assert first["item"]["state"] == "queued" and again["duplicate"] is True
     assert client.get(f"/items/{first['item']['id']}/original").content == big
+
+
+def test_an_append_that_loaded_the_batch_before_the_seal_is_refused(env: dict[str, str]) -> None:
+    """The route loads the batch (404 check) before it locks the row; the lock must see a seal made in between."""
+    settings = get_settings()
+    migrate(settings.database_url)
+    sessions = session_factory(make_engine(settings.database_url))
+    storage = make_storage(settings)
+    with sessions.begin() as s:
+        batch_id = service.open_batch(s, settings, tenant_id(s), BatchOptions(), sealed=False)[0].id
+    with sessions() as appending:
+        batch = appending.get_one(Batch, batch_id)
+        assert batch.sealed_at is None
+        with sessions.begin() as sealing:
+            service.seal(sealing, sealing.get_one(Batch, batch_id))
+        with pytest.raises(service.BatchSealed):
+            service.append(appending, storage, settings, batch, [service.Upload("a.png", png(smooth_image(16, 16)))])
