@@ -105,9 +105,9 @@ def label(filename: str, position: int, most: int = 255) -> str:
     return name[:most - len(suffix)] + suffix
 
 
-def request_digest(uploads: list[Upload], options: BatchOptions, references: dict[str, bytes]) -> str:
+def request_digest(uploads: list[Sendable], options: BatchOptions, references: dict[str, bytes]) -> str:
     """What makes two submissions the same request: options, file names and contents, references."""
-    parts = [options.model_dump(), [(u.filename, hashlib.sha256(u.data).hexdigest()) for u in uploads],
+    parts = [options.model_dump(), [(u.filename, u.digest()) for u in uploads],
              sorted((name, hashlib.sha256(data).hexdigest()) for name, data in references.items())]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -179,7 +179,7 @@ def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, p
     return item
 
 
-def submit(session: Session, storage: Storage, settings: Settings, tenant_id: str, uploads: list[Upload],
+def submit(session: Session, storage: Storage, settings: Settings, tenant_id: str, uploads: list[Sendable],
            options: BatchOptions, references: dict[str, bytes] | None = None,
            idempotency_key: str | None = None) -> tuple[Batch, bool]:
     """A sealed batch of these files at once; bad files become failed items with the reason.

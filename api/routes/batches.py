@@ -85,6 +85,11 @@ async def read_upload(upload: UploadFile, limit: int) -> service.Upload:
     return service.Upload(upload.filename or "", data, upload.size or len(data))
 
 
+def spooled(upload: UploadFile) -> service.SpooledUpload:
+    """A part as Starlette left it: in memory up to 1 MiB, on disk beyond; hashed and stored by streaming."""
+    return service.SpooledUpload(upload.filename or "", upload.file, upload.size or 0)
+
+
 STATUS = {service.RequestTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
           service.TooManyInFlight: status.HTTP_429_TOO_MANY_REQUESTS,
           service.IdempotencyConflict: status.HTTP_409_CONFLICT,
@@ -103,7 +108,7 @@ def refused(session: Session, error: service.SubmitError) -> HTTPException:
 
 
 def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: str,
-           uploads: list[service.Upload], refs: dict[str, bytes], options: BatchOptions,
+           uploads: list[service.Sendable], refs: dict[str, bytes], options: BatchOptions,
            idempotency_key: str | None, response: Response) -> SubmitOut:
     """201 with a new batch; 200 with the earlier batch when an Idempotency-Key is repeated with the same request.
     Blocking (database, storage, broker): the async handlers run it in the thread pool."""
@@ -127,7 +132,7 @@ async def create_batch(
     files: Annotated[list[UploadFile], File(description="images")],
     references: Annotated[list[UploadFile], File(description="clean references, matched by file name")] = [],  # noqa: B006
 ) -> SubmitOut:
-    uploads = [await read_upload(f, settings.max_file_bytes) for f in files]
+    uploads = [spooled(f) for f in files]  # streamed from Starlette's temporary files, one at a time
     refs = {r.filename: r.data for r in [await read_upload(f, settings.max_file_bytes) for f in references]}
     return await run_in_threadpool(submit, session, settings, storage, enqueue, tenant, uploads, refs, options,
                                    idempotency_key, response)
@@ -157,8 +162,7 @@ def append(session: Session, settings: Settings, storage: Storage, enqueue: Call
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                             f"{len(files)} files, the limit is {settings.max_files_per_batch} per request")
     try:
-        spooled = (service.SpooledUpload(f.filename or "", f.file, f.size or 0) for f in files)  # on disk past 1 MiB
-        added = service.append(session, storage, settings, batch, spooled, refs)
+        added = service.append(session, storage, settings, batch, (spooled(f) for f in files), refs)
         session.commit()
     except service.SubmitError as e:
         raise refused(session, e) from None
