@@ -10,13 +10,15 @@ from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCreden
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.schemas import Score
 from core import queries
 from core.config import Settings, get_settings
 from core.db import make_engine, session_factory
 from core.storage import Storage, make_storage
 from core.tables import Batch, Item, Result
 from core.tenants import ID, authenticate, session_tenant
+
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="rows to skip")]
+Score = Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9)]
 
 
 @lru_cache

@@ -40,8 +40,9 @@ def batches_out(session: Session, batches: list[Batch]) -> list[BatchOut]:
     out = []
     for batch in batches:
         total, progress, finished = queries.progress(counts[batch.id])
+        sealed = batch.sealed_at is not None
         out.append(BatchOut(id=batch.id, created_at=batch.created_at, options=batch.options, total=total,
-                            counts=counts[batch.id], progress=progress, finished=finished))
+                            counts=counts[batch.id], progress=progress, sealed=sealed, finished=finished and sealed))
     return out
 
 

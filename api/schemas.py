@@ -1,15 +1,13 @@
-"""Request and response models of the HTTP API (distinct from the ORM tables)."""
+"""Request and response models of the HTTP API (distinct from the ORM tables). No FastAPI here: the Python
+client (core/client.py) reads responses into these same models."""
 from datetime import datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from fastapi import Query
 from pydantic import BaseModel, ConfigDict
 
 from core.tables import ItemState
 
 T = TypeVar("T")
-Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="rows to skip")]
-Score = Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -59,7 +57,19 @@ class BatchOut(BaseModel):
     total: int
     counts: dict[ItemState, int]
     progress: float  # finished (done or failed) / total
-    finished: bool
+    sealed: bool = True  # False: an open batch, taking more files
+    finished: bool  # sealed, and every item done or failed
+
+
+class AppendedOut(BaseModel):
+    filename: str  # as sent
+    duplicate: bool  # the batch held this content already; `item` is the earlier item
+    item: ItemOut
+
+
+class AppendOut(BaseModel):
+    batch: BatchOut
+    files: list[AppendedOut]  # one per file sent, in order
 
 
 class SubmitOut(BatchOut):

@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import numpy as np
@@ -23,16 +23,19 @@ from typer.core import TyperGroup
 from core import logs, submit, tenants
 from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
-from core.imageio import ImageError, decode, encode_png
+from core.imageio import IMAGE_SUFFIXES, ImageError, decode, encode_png
 from core.options import BatchOptions
 from core.storage import make_storage
 from core.tables import Batch, ItemState
+
+if TYPE_CHECKING:  # the client and the uploader load inside their commands, keeping `--help` light
+    from core import bulk
+    from core.client import Client
 
 app = typer.Typer(help="Denoise photos with a deep network, then describe each in a sentence.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes get whole rows
 err = Console(stderr=True)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 SAMPLES = ("astronaut", "camera", "chelsea", "coffee", "rocket")
 
 
@@ -55,15 +58,20 @@ def sample_uploads() -> list[submit.Upload]:
     return uploads
 
 
+AddNoise = Annotated[float | None, typer.Option(help="add Gaussian noise of this sigma (0-255) first; the clean "
+                                                  "image is the reference (run on the samples: 25)")]
+DenoiseSigma = Annotated[float | None, typer.Option(help="use this sigma instead of the estimate")]
+
+
 @app.command()
 def run(
     paths: Annotated[list[Path] | None, typer.Argument(help="images or folders; none: scikit-image's samples")] = None,
-    add_noise: Annotated[float | None, typer.Option(help="add Gaussian noise of this sigma (0-255) first; "
-                                                         "the clean image is the reference (samples: 25)")] = None,
+    add_noise: AddNoise = None,
     seed: int = 0,
-    denoise_sigma: Annotated[float | None, typer.Option(help="use this sigma instead of the estimate")] = None,
+    denoise_sigma: DenoiseSigma = None,
     denoiser: str = "ffdnet",
     captioner: str = "attention",
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per image on stdout, no table")] = False,
 ) -> None:
     """Process images in this process (no Redis, no worker) into the local database, then print a table."""
     from core import process
@@ -93,9 +101,13 @@ def run(
             progress.advance(task, len(chunk))
     with sessions() as session:
         batch = session.get_one(Batch, batch_id)
-        console.print(result_table(batch))
+        if as_json:
+            print_rows(batch)
+        else:
+            console.print(result_table(batch))
         failed = sum(i.state == ItemState.failed for i in batch.items)
-    console.print(f"batch {batch_id}: {len(uploads) - failed} done, {failed} failed; database {settings.database_url}")
+    (err if as_json else console).print(
+        f"batch {batch_id}: {len(uploads) - failed} done, {failed} failed; database {settings.database_url}")
     if failed:
         raise typer.Exit(1)
 
@@ -107,6 +119,14 @@ def _options(**values: object) -> BatchOptions:
         fail("; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg'].removeprefix('Value error, ')}"
                        for err in e.errors()))
         raise
+
+
+def print_rows(batch: Batch) -> None:
+    """The rows of `denocap results`, one JSON object a line, for programs (the table is for people)."""
+    from api.schemas import ItemOut
+    from core.client import item_row
+    for item in batch.items:
+        typer.echo(json.dumps(item_row(ItemOut.model_validate(item))))
 
 
 def result_table(batch: Batch) -> Table:
@@ -493,6 +513,181 @@ def worker(concurrency: int = 1, loglevel: str = "INFO", pool: str = "prefork",
     if beat:
         args += ["--beat", f"--schedule={get_settings().data_dir / 'celerybeat-schedule'}"]
     celery_app.worker_main(args)
+
+
+Url = Annotated[str | None, typer.Option(help="the API's base URL (default: DENOCAP_URL)")]
+Key = Annotated[str | None, typer.Option(help="an API key (default: DENOCAP_API_KEY)")]
+
+
+def _client(url: str | None, key: str | None) -> "Client":
+    """A client whose key the server has accepted: a wrong key is one line and exit 2 before any upload."""
+    import httpx
+
+    from core.client import ApiError, Client, Retry
+    settings = get_settings()
+    if not (key := key or settings.api_key):
+        fail("no API key: give --key or set DENOCAP_API_KEY")
+    api = Client(url or settings.url, key, retry=Retry(attempts=4))
+    try:
+        api.check_key()
+    except (ApiError, httpx.TransportError) as e:
+        api.close()
+        fail(f"{url or settings.url}: {e}")
+    api.retry = Retry()  # a reachable server with a good key: ride out restarts and 429s from now on
+    return api
+
+
+def _live(console: Console) -> bool:
+    """Rich redraws bars on a terminal only; elsewhere (a pipe, a log file) progress is printed as lines."""
+    return console.is_terminal
+
+
+@app.command("submit")
+def submit_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="images or folders (walked recursively)")],
+    url: Url = None, key: Key = None,
+    chunk: Annotated[int, typer.Option(min=1, max=10_000, help="files per request")] = 50,
+    wait: Annotated[bool, typer.Option(help="then show processing until the batch finishes")] = False,
+    new: Annotated[bool, typer.Option(help="a new batch even if these paths were submitted before")] = False,
+    add_noise: AddNoise = None, denoise_sigma: DenoiseSigma = None,
+) -> None:
+    """Upload images to the API in chunks into one batch, then seal it. Killed? Run it again: it sends only what
+    is missing, into the same batch. Prints the batch id; exit 1 when a file was unreadable or an item failed."""
+    from core import bulk
+    options = _options(add_noise=add_noise, denoise_sigma=denoise_sigma)
+    try:
+        found = bulk.walk(paths)
+    except FileNotFoundError as e:
+        fail(str(e))
+    for path, reason in found.unreadable:
+        typer.echo(f"{path}: unreadable ({reason}), skipped", err=True)
+    if not found.files:
+        fail("no readable image files found")
+    settings = get_settings()
+    base = url or settings.url
+    state_path = bulk.state_file(settings.data_dir / "submits", base, [p.absolute() for p in paths], options)
+    if new:
+        state_path.unlink(missing_ok=True)
+    state = bulk.load_state(state_path, base)
+    if state.sealed and any(str(f) not in state.done for f in found.files):
+        fail(f"batch {state.batch_id} of these paths is sealed and new files appeared; add --new for a new batch")
+    skipped = len(found.unreadable)
+    with _client(url, key) as api:
+        batch_id = _upload(api, found, options, state, state_path, chunk)
+        typer.echo(batch_id)
+        failed = _wait(api, batch_id) if wait else 0
+    if skipped or failed:
+        raise typer.Exit(1)
+
+
+def _upload(api: "Client", found: "bulk.Found", options: BatchOptions, state: "bulk.State", state_path: Path,
+            chunk: int) -> str:
+    import httpx
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    from core import bulk
+    from core.client import ApiError
+    done = [f for f in found.files if str(f) in state.done]
+    total_files, sent_files = len(found.files), len(done)
+    with Progress(TextColumn("upload"), BarColumn(), TextColumn("{task.fields[files]} files"), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=err) as progress:
+        task = progress.add_task("upload", total=sum(found.sizes.values()),
+                                 completed=sum(found.sizes[f] for f in done), files=f"{sent_files}/{total_files}")
+
+        def on_chunk(sent: bulk.Uploaded) -> None:
+            nonlocal sent_files
+            sent_files += sent.files
+            progress.update(task, advance=sent.bytes, files=f"{sent_files}/{total_files}")
+            if not _live(err):
+                again = f", {sent.duplicates} already there" if sent.duplicates else ""
+                err.print(f"uploaded {sent_files}/{total_files} files{again}")
+
+        def on_unreadable(path: Path, reason: str) -> None:
+            err.print(f"{path}: unreadable ({reason}), skipped")
+        try:
+            return bulk.upload(api, found, options, state, state_path, chunk, on_chunk, on_unreadable)
+        except (ApiError, httpx.HTTPError, OSError) as e:  # one line; the state file keeps what got in
+            fail(f"upload stopped ({type(e).__name__}: {e}); run the same command again to resume", 1)
+            raise
+
+
+def _wait(api: "Client", batch_id: str, poll: float = 1.0) -> int:
+    """Processing progress until the batch finishes; lists failed items with their reasons; returns how many."""
+    last = ""
+    with Progress(TextColumn("process"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
+                  TimeRemainingColumn(), console=err) as progress:
+        task = progress.add_task("process", total=None, counts="")
+        while True:
+            batch = api.batch(batch_id)
+            c = {state.value: n for state, n in batch.counts.items()}
+            counts = f"done {c['done']}, failed {c['failed']}, queued {c['queued']}, running {c['running']}"
+            progress.update(task, total=batch.total, completed=c["done"] + c["failed"], counts=counts)
+            if counts != last and not _live(err):
+                err.print(counts)
+            last = counts
+            if batch.finished:
+                break
+            time.sleep(poll)
+    failed = list(api.items(batch_id, state="failed"))
+    for item in failed:
+        err.print(f"{item.filename}: {item.error}")
+    return len(failed)
+
+
+@app.command("status")
+def status_cmd(batch_id: str, url: Url = None, key: Key = None) -> None:
+    """A batch's items per state, whether it is sealed and finished, and its failed items with their reasons."""
+    from core.client import NotFound
+    with _client(url, key) as api:
+        try:
+            batch = api.batch(batch_id)
+        except NotFound as e:
+            fail(str(e))
+        table = Table("batch", "sealed", "total", *(s.value for s in ItemState), "progress", "finished")
+        table.add_row(batch.id, "yes" if batch.sealed else "no (open)", str(batch.total),
+                      *(str(batch.counts[s]) for s in ItemState), f"{batch.progress:.0%}",
+                      "yes" if batch.finished else "no")
+        console.print(table)
+        for item in api.items(batch_id, state="failed"):
+            console.print(f"{item.filename}: {item.error}")
+
+
+@app.command("results")
+def results_cmd(
+    batch_id: str,
+    out: Annotated[Path, typer.Option(help="folder for the table and the denoised images")],
+    format: Annotated[str, typer.Option(help="csv or jsonl")] = "csv",
+    threads: Annotated[int, typer.Option(min=1, max=32, help="downloads at once")] = 4,
+    url: Url = None, key: Key = None,
+) -> None:
+    """Every item's row (file, state, estimated noise, scores, both captions, model versions, error) as
+    OUT/results.csv or .jsonl, and the denoised images under their upload's names (a second run skips what is there)."""
+    from core import bulk
+    from core.client import NotFound
+    if format not in ("csv", "jsonl"):
+        fail(f"--format must be csv or jsonl, got {format!r}")
+    with _client(url, key) as api:
+        try:
+            batch, items = api.batch(batch_id), list(api.items(batch_id))
+        except NotFound as e:
+            fail(str(e))
+        out.mkdir(parents=True, exist_ok=True)
+        names = bulk.output_names(items)
+        bulk.write_table(items, names, out / f"results.{format}", format)
+        fetched = 0
+        with Progress(TextColumn("download"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err) as progress:
+            task = progress.add_task("download", total=sum(i.result is not None for i in items))
+
+            def on_file(new: bool) -> None:
+                nonlocal fetched
+                fetched += new
+                progress.advance(task)
+            bulk.download_images(api, items, names, out, threads, on_file)
+    images = sum(i.result is not None for i in items)
+    typer.echo(f"{len(items)} rows in {out / f'results.{format}'}; {images} images in {out} "
+                  f"({fetched} downloaded, {images - fetched} already there)"
+                  + ("" if batch.finished else "; the batch is not finished yet, run again later for the rest"))
 
 
 apikey = typer.Typer(help="API keys of tenants: every route but /health and /metrics needs one.",

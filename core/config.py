@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     max_files_per_batch: int = 10_000
     max_request_bytes: int = 2 * 1024**3  # a whole upload request
     max_batches_in_flight: int = 20  # unfinished batches per tenant
+    max_batch_items: int = 1_000_000  # files in one batch, appended over any number of requests
+
+    url: str = "http://127.0.0.1:8000"  # the API that `denocap submit/status/results` talk to
+    api_key: str = ""  # their key (DENOCAP_API_KEY)
 
     task_soft_time_limit: int = 600
     task_time_limit: int = 660

@@ -4,11 +4,13 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}  # what a folder contributes
 
 
 class ImageError(ValueError):
@@ -70,12 +72,23 @@ def probe(data: bytes, limits: Limits) -> tuple[int, int]:
         return _open(data, limits).size
 
 
+def probe_file(file: BinaryIO, size: int, limits: Limits) -> tuple[int, int]:
+    """probe() of a file of `size` bytes: Pillow reads the header only, so a large file never enters memory."""
+    file.seek(0)
+    with _reasons():
+        return _open_stream(file, size, limits).size
+
+
 def _open(data: bytes, limits: Limits) -> Image.Image:
-    if not data:
+    return _open_stream(io.BytesIO(data), len(data), limits)
+
+
+def _open_stream(stream: BinaryIO, size: int, limits: Limits) -> Image.Image:
+    if not size:
         raise ImageError("empty file")
-    if len(data) > limits.max_bytes:
-        raise TooLarge(f"file is {len(data)} bytes, the limit is {limits.max_bytes}")
-    img = Image.open(io.BytesIO(data))
+    if size > limits.max_bytes:
+        raise TooLarge(f"file is {size} bytes, the limit is {limits.max_bytes}")
+    img = Image.open(stream)
     _check_size(img.size, limits)
     return img
 

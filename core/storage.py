@@ -1,10 +1,13 @@
 """Image files by key: a local folder (the embedded default) or S3-compatible object storage. Keys are made
 from ids by the callers, never from user file names, and no code path assumes a shared filesystem."""
+import io
 import os
 import re
+import shutil
+import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from core.config import Settings
 
@@ -13,6 +16,7 @@ _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
 class Storage(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
+    def put_file(self, key: str, file: BinaryIO) -> None: ...  # from the file's position to its end, streamed
     def get(self, key: str) -> bytes: ...
     def find(self, key: str) -> bytes | None: ...  # get, or None when there is no such object
 
@@ -46,10 +50,14 @@ class LocalStorage:
         return self.root / check_key(key)
 
     def put(self, key: str, data: bytes) -> None:
+        self.put_file(key, io.BytesIO(data))
+
+    def put_file(self, key: str, file: BinaryIO) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with tmp.open("wb") as out:
+            shutil.copyfileobj(file, out)
         os.replace(tmp, path)
 
     def get(self, key: str) -> bytes:
@@ -78,6 +86,9 @@ class S3Storage:
 
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)
+
+    def put_file(self, key: str, file: BinaryIO) -> None:
+        self.client.upload_fileobj(file, self.bucket, check_key(key))  # multipart upload for large files
 
     def get(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"].read()

@@ -1,16 +1,18 @@
 """The write side of the API and of `denocap run`: check a submission, store its files, make its rows. No torch."""
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
+from typing import BinaryIO
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.config import Settings
-from core.imageio import ImageError, Limits, TooLarge, probe
+from core.imageio import ImageError, Limits, TooLarge, probe, probe_file
 from core.options import BatchOptions
 from core.storage import Storage, input_key, reference_key
 from core.tables import Batch, Item, ItemState, Tenant
@@ -32,12 +34,50 @@ class IdempotencyConflict(SubmitError):
     """The Idempotency-Key was used before with a different request (409)."""
 
 
+class BatchSealed(SubmitError):
+    """Files were sent to a batch that is sealed (409)."""
+
+
 @dataclass(frozen=True)
 class Upload:
     filename: str
     data: bytes  # the first max_file_bytes + 1 bytes at most
     size: int | None = None  # the whole file's size, when more was sent than was kept
 
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def check(self, limits: Limits) -> ImageError | None:
+        return precheck(self, limits)
+
+    def store(self, storage: Storage, key: str) -> None:
+        storage.put(key, self.data)
+
+
+@dataclass(frozen=True)
+class SpooledUpload:
+    """A part Starlette spooled to a temporary file: hashed, checked and stored by streaming, never read whole."""
+    filename: str
+    file: BinaryIO
+    size: int
+
+    def digest(self) -> str:
+        self.file.seek(0)
+        return hashlib.file_digest(self.file, "sha256").hexdigest()  # type: ignore[arg-type]
+
+    def check(self, limits: Limits) -> ImageError | None:
+        try:
+            probe_file(self.file, self.size, limits)
+        except ImageError as e:
+            return e
+        return None
+
+    def store(self, storage: Storage, key: str) -> None:
+        self.file.seek(0)
+        storage.put_file(key, self.file)
+
+
+Sendable = Upload | SpooledUpload
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -65,9 +105,9 @@ def label(filename: str, position: int, most: int = 255) -> str:
     return name[:most - len(suffix)] + suffix
 
 
-def request_digest(uploads: list[Upload], options: BatchOptions, references: dict[str, bytes]) -> str:
+def request_digest(uploads: list[Sendable], options: BatchOptions, references: dict[str, bytes]) -> str:
     """What makes two submissions the same request: options, file names and contents, references."""
-    parts = [options.model_dump(), [(u.filename, hashlib.sha256(u.data).hexdigest()) for u in uploads],
+    parts = [options.model_dump(), [(u.filename, u.digest()) for u in uploads],
              sorted((name, hashlib.sha256(data).hexdigest()) for name, data in references.items())]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -81,9 +121,10 @@ def earlier_submission(session: Session, tenant_id: str, idempotency_key: str, d
 
 
 def batches_in_flight(session: Session, tenant_id: str) -> int:
-    unfinished = select(Item.batch_id).join(Batch).where(
-        Batch.tenant_id == tenant_id, Item.state.in_([ItemState.queued, ItemState.running])).distinct()
-    return session.scalar(select(func.count()).select_from(unfinished.subquery())) or 0
+    """Batches with an unfinished item, and open batches (more files may come): both hold the tenant's capacity."""
+    unfinished = select(Item.batch_id).where(Item.state.in_([ItemState.queued, ItemState.running]))
+    return session.scalar(select(func.count()).select_from(Batch).where(
+        Batch.tenant_id == tenant_id, or_(Batch.sealed_at.is_(None), Batch.id.in_(unfinished)))) or 0
 
 
 def check_options(options: BatchOptions, settings: Settings) -> None:
@@ -91,29 +132,24 @@ def check_options(options: BatchOptions, settings: Settings) -> None:
         raise SubmitError("the blip captioner is not configured on this server (DENOCAP_BLIP_WEIGHTS)")
 
 
-def submit(session: Session, storage: Storage, settings: Settings, tenant_id: str, uploads: list[Upload],
-           options: BatchOptions, references: dict[str, bytes] | None = None,
-           idempotency_key: str | None = None) -> tuple[Batch, bool]:
-    """Stores every file and queues the valid ones; bad files become failed items with the reason.
-    Returns the batch and True, or with an idempotency key seen before, the earlier batch and False.
+def open_batch(session: Session, settings: Settings, tenant_id: str, options: BatchOptions,
+               idempotency_key: str | None = None, digest: str | None = None,
+               sealed: bool = True) -> tuple[Batch, bool]:
+    """A new batch, or with an idempotency key seen before, the earlier batch and False.
     The tenant's row is locked for the transaction, so the in-flight limit and the key hold under concurrency."""
     check_options(options, settings)
-    if not uploads:
-        raise SubmitError("no files in the batch")
-    if len(uploads) > settings.max_files_per_batch:
-        raise RequestTooLarge(f"{len(uploads)} files, the limit is {settings.max_files_per_batch} per batch")
-    references = references or {}
     session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
-    digest = None
     if idempotency_key:
-        digest = request_digest(uploads, options, references)
+        assert digest is not None
         if earlier := earlier_submission(session, tenant_id, idempotency_key, digest):
             return earlier, False
     if batches_in_flight(session, tenant_id) >= settings.max_batches_in_flight:
         raise TooManyInFlight(f"{settings.max_batches_in_flight} batches are still running for this tenant; "
                               "submit more when one finishes")
     batch = Batch(tenant_id=tenant_id, options=options.model_dump(), denoiser=options.denoiser,
-                  captioner=options.captioner, idempotency_key=idempotency_key, request_digest=digest)
+                  captioner=options.captioner, idempotency_key=idempotency_key,
+                  request_digest=digest if idempotency_key else None,
+                  sealed_at=datetime.now(UTC) if sealed else None)
     try:
         with session.begin_nested():  # a racing request on the same key (SQLite has no row lock) ends here
             session.add(batch)
@@ -122,18 +158,88 @@ def submit(session: Session, storage: Storage, settings: Settings, tenant_id: st
         earlier = earlier_submission(session, tenant_id, idempotency_key, digest)
         assert earlier is not None
         return earlier, False
-    limits = limits_of(settings)
-    for position, upload in enumerate(uploads):
-        error = precheck(upload, limits)
-        reference = references.get(upload.filename)
-        item = Item(batch=batch, position=position, filename=label(upload.filename, position),
-                    state=ItemState.failed if error else ItemState.queued, has_reference=reference is not None)
-        session.add(item)
-        session.flush()
-        if error is None:
-            storage.put(input_key(item.id), upload.data)
-            if reference is not None:
-                storage.put(reference_key(item.id), reference)
-        else:
-            item.error, item.failure, item.finished_at = str(error), error.kind, datetime.now(UTC)
     return batch, True
+
+
+def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, position: int, upload: Sendable,
+             reference: bytes | None = None, digest: str | None = None) -> Item:
+    """One file: stored and queued, or a failed item with the reason (a bad file never refuses the batch)."""
+    error = upload.check(limits)
+    item = Item(batch_id=batch.id, position=position, filename=label(upload.filename, position),
+                state=ItemState.failed if error else ItemState.queued, has_reference=reference is not None,
+                digest=digest or upload.digest())
+    session.add(item)
+    session.flush()
+    if error is None:
+        upload.store(storage, input_key(item.id))
+        if reference is not None:
+            storage.put(reference_key(item.id), reference)
+    else:
+        item.error, item.failure, item.finished_at = str(error), error.kind, datetime.now(UTC)
+    return item
+
+
+def submit(session: Session, storage: Storage, settings: Settings, tenant_id: str, uploads: list[Sendable],
+           options: BatchOptions, references: dict[str, bytes] | None = None,
+           idempotency_key: str | None = None) -> tuple[Batch, bool]:
+    """A sealed batch of these files at once; bad files become failed items with the reason.
+    Returns the batch and True, or with an idempotency key seen before, the earlier batch and False."""
+    check_options(options, settings)
+    if not uploads:
+        raise SubmitError("no files in the batch")
+    if len(uploads) > settings.max_files_per_batch:
+        raise RequestTooLarge(f"{len(uploads)} files, the limit is {settings.max_files_per_batch} per batch")
+    references = references or {}
+    digest = request_digest(uploads, options, references) if idempotency_key else None
+    batch, created = open_batch(session, settings, tenant_id, options, idempotency_key, digest)
+    if created:
+        limits = limits_of(settings)
+        for position, upload in enumerate(uploads):
+            add_item(session, storage, limits, batch, position, upload, references.get(upload.filename))
+    return batch, created
+
+
+def open_digest(options: BatchOptions) -> str:
+    """What makes two requests to open a batch the same: the options (the files come later)."""
+    return hashlib.sha256(json.dumps(["open", options.model_dump()], sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Appended:
+    item: Item
+    duplicate: bool  # the batch held this content already: nothing was stored, the earlier item is given
+
+
+def append(session: Session, storage: Storage, settings: Settings, batch: Batch, uploads: Iterable[Sendable],
+           references: dict[str, bytes] | None = None) -> list[Appended]:
+    """Adds files to an open batch, taking `uploads` one at a time (each is stored before the next is read).
+    Content the batch holds already is not added again, so a client may resend a chunk it is unsure of.
+    The batch row is locked: appends to one batch take turns, and none lands after the seal."""
+    locked = session.scalar(select(Batch).where(Batch.id == batch.id).with_for_update()
+                            .execution_options(populate_existing=True))  # the row as of the lock, not as loaded
+    assert locked is not None
+    if locked.sealed_at is not None:
+        raise BatchSealed("the batch is sealed; open a new batch to add files")
+    position = session.scalar(select(func.coalesce(func.max(Item.position) + 1, 0)).where(Item.batch_id == batch.id))
+    limits, references, out = limits_of(settings), references or {}, []
+    for upload in uploads:
+        digest = upload.digest()
+        earlier = session.scalar(select(Item).where(Item.batch_id == batch.id, Item.digest == digest).limit(1))
+        if earlier is not None:
+            out.append(Appended(earlier, True))
+            continue
+        if position >= settings.max_batch_items:
+            raise RequestTooLarge(f"a batch holds at most {settings.max_batch_items} files")
+        out.append(Appended(add_item(session, storage, limits, locked, position, upload,
+                                     references.get(upload.filename), digest), False))
+        position += 1
+    if not out:
+        raise SubmitError("no files in the request")
+    return out
+
+
+def seal(session: Session, batch: Batch) -> None:
+    """No more appends; the batch finishes when its items do. Sealing twice is harmless (a client may retry)."""
+    session.execute(update(Batch).where(Batch.id == batch.id, Batch.sealed_at.is_(None))
+                    .values(sealed_at=datetime.now(UTC)))
+    session.refresh(batch)

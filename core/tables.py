@@ -68,11 +68,15 @@ class Batch(Base):
     options: Mapped[dict] = mapped_column(JSON, default=dict)
     denoiser: Mapped[str] = mapped_column(String(64))
     captioner: Mapped[str] = mapped_column(String(64))
+    # None while files may still be appended (an open batch); an open batch is never finished
+    sealed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     items: Mapped[list["Item"]] = relationship(back_populates="batch", order_by="Item.position")
 
 
 class Item(Base):
     __tablename__ = "items"
+    # not unique: one POST /batches may hold the same file twice; appends look the digest up under a batch lock
+    __table_args__ = (Index("ix_items_batch_id_digest", "batch_id", "digest"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
@@ -83,6 +87,7 @@ class Item(Base):
     deliveries: Mapped[int] = mapped_column(Integer, default=0)
     runner: Mapped[str | None] = mapped_column(String(128))  # host:pid of the process that claimed it last
     has_reference: Mapped[bool] = mapped_column(default=False)
+    digest: Mapped[str | None] = mapped_column(String(64))  # SHA-256 of the upload: an append sent twice is one item
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

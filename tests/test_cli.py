@@ -1,4 +1,5 @@
 """`denocap run` end to end in a real subprocess, on the embedded default (SQLite under the data folder)."""
+import json
 import os
 import sqlite3
 import subprocess
@@ -8,9 +9,9 @@ from pathlib import Path
 from tests.conftest import png, smooth_image
 
 
-def denocap(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def denocap(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "core.cli", *args], env={**os.environ, **env}, text=True,
-                          check=False, capture_output=True, timeout=300)
+                          check=False, capture_output=True, timeout=timeout)
 
 
 def test_run_on_samples_prints_a_table_and_stores_results(env: dict[str, str]) -> None:
@@ -62,17 +63,31 @@ def test_self_ensemble_setting_reaches_the_stored_result(env: dict[str, str], tm
     assert out.stderr.strip() == "error: DENOCAP_DENOISE_ENSEMBLE: Value error, must be 1, 2, 4 or 8"
 
 
+def test_run_json_gives_one_object_per_image(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(png(smooth_image(seed=1)))
+    (tmp_path / "b.png").write_bytes(png(smooth_image(seed=2)))
+    (tmp_path / "c.png").write_bytes(b"")
+    out = denocap(env, "run", str(tmp_path), "--json")
+    assert out.returncode == 1, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["file"], r["state"]) for r in rows] == [("a.png", "done"), ("b.png", "done"), ("c.png", "failed")]
+    assert rows[0]["caption"] and rows[0]["sigma_estimate"] is not None and rows[2]["error"] == "empty file"
+    assert "2 done, 1 failed" in out.stderr
+
+
 HEAVY = ("torch", "torchvision", "skimage", "cv2")
 
 
-def imported_after(code: str) -> list[str]:
-    probe = f"import sys\n{code}\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+def imported_after(code: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    probe = f"import sys\n{code}\nprint(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], text=True, check=True, capture_output=True, timeout=120)
     return eval(out.stdout.strip().splitlines()[-1])  # a list literal we printed ourselves
 
 
 def test_the_api_and_the_light_commands_start_without_torch(env: dict[str, str]) -> None:
     assert imported_after("import api.main; api.main.create_app()") == []
-    for args in (["--help"], ["apikey", "list"], ["caption", "--help"], ["denoiser", "train", "--help"]):
+    for args in (["--help"], ["apikey", "list"], ["caption", "--help"], ["denoiser", "train", "--help"],
+                 ["submit", "--help"], ["status", "--help"], ["results", "--help"]):
         code = ("from core.cli import app\ntry:\n    app(" + repr(args) + ")\nexcept SystemExit:\n    pass")
-        assert imported_after(code) == [], args
+        client = args[0] in ("submit", "status", "results")  # the client side needs no server framework either
+        assert imported_after(code, HEAVY + ("fastapi",) * client) == [], args

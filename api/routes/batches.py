@@ -3,7 +3,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, Body, File, Form, Header, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -11,14 +11,25 @@ from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
 from api import presenters
-from api.deps import BatchDep, EnqueueDep, SessionDep, SettingsDep, StorageDep, TenantDep, sessions_for, unauthorized
-from api.schemas import BatchOut, ItemOut, Offset, Page, SubmitOut
+from api.deps import (
+    BatchDep,
+    EnqueueDep,
+    Offset,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    TenantDep,
+    sessions_for,
+    unauthorized,
+)
+from api.schemas import AppendedOut, AppendOut, BatchOut, ItemOut, Page, SubmitOut
 from core import queries
 from core import submit as service
-from core.config import get_settings
+from core.config import Settings, get_settings
 from core.imageio import TooLarge
 from core.options import BatchOptions
-from core.tables import ItemState
+from core.storage import Storage
+from core.tables import Batch, ItemState
 from core.tenants import authenticate
 
 log = logging.getLogger(__name__)
@@ -74,16 +85,30 @@ async def read_upload(upload: UploadFile, limit: int) -> service.Upload:
     return service.Upload(upload.filename or "", data, upload.size or len(data))
 
 
+def spooled(upload: UploadFile) -> service.SpooledUpload:
+    """A part as Starlette left it: in memory up to 1 MiB, on disk beyond; hashed and stored by streaming."""
+    return service.SpooledUpload(upload.filename or "", upload.file, upload.size or 0)
+
+
 STATUS = {service.RequestTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
           service.TooManyInFlight: status.HTTP_429_TOO_MANY_REQUESTS,
-          service.IdempotencyConflict: status.HTTP_409_CONFLICT}
+          service.IdempotencyConflict: status.HTTP_409_CONFLICT,
+          service.BatchSealed: status.HTTP_409_CONFLICT}
 IdempotencyKey = Annotated[str | None, Header(max_length=255, pattern=r"^[\x21-\x7e]+$",
                                               description="the same key and request give the same batch")]
 OptionsForm = Annotated[BatchOptions, Form()]
 
 
+def refused(session: Session, error: service.SubmitError) -> HTTPException:
+    """Rolls back what the refused request wrote; the status says which refusal it was."""
+    session.rollback()
+    code = STATUS.get(type(error), status.HTTP_422_UNPROCESSABLE_CONTENT)
+    headers = {"Retry-After": "60"} if code == status.HTTP_429_TOO_MANY_REQUESTS else None
+    return HTTPException(code, str(error), headers=headers)
+
+
 def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: str,
-           uploads: list[service.Upload], refs: dict[str, bytes], options: BatchOptions,
+           uploads: list[service.Sendable], refs: dict[str, bytes], options: BatchOptions,
            idempotency_key: str | None, response: Response) -> SubmitOut:
     """201 with a new batch; 200 with the earlier batch when an Idempotency-Key is repeated with the same request.
     Blocking (database, storage, broker): the async handlers run it in the thread pool."""
@@ -91,10 +116,7 @@ def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue
         batch, created = service.submit(session, storage, settings, tenant, uploads, options, refs, idempotency_key)
         session.commit()
     except service.SubmitError as e:
-        session.rollback()
-        code = STATUS.get(type(e), status.HTTP_422_UNPROCESSABLE_CONTENT)
-        headers = {"Retry-After": "60"} if code == status.HTTP_429_TOO_MANY_REQUESTS else None
-        raise HTTPException(code, str(e), headers=headers) from None
+        raise refused(session, e) from None
     if created:
         enqueue([i.id for i in batch.items if i.state == ItemState.queued])
     else:
@@ -110,10 +132,65 @@ async def create_batch(
     files: Annotated[list[UploadFile], File(description="images")],
     references: Annotated[list[UploadFile], File(description="clean references, matched by file name")] = [],  # noqa: B006
 ) -> SubmitOut:
-    uploads = [await read_upload(f, settings.max_file_bytes) for f in files]
+    uploads = [spooled(f) for f in files]  # streamed from Starlette's temporary files, one at a time
     refs = {r.filename: r.data for r in [await read_upload(f, settings.max_file_bytes) for f in references]}
     return await run_in_threadpool(submit, session, settings, storage, enqueue, tenant, uploads, refs, options,
                                    idempotency_key, response)
+
+
+@router.post("/open", response_model=BatchOut, status_code=status.HTTP_201_CREATED, operation_id="batches-open")
+def open_batch(session: SessionDep, settings: SettingsDep, tenant: TenantDep, response: Response,
+               options: Annotated[BatchOptions, Body()] = BatchOptions(), idempotency_key: IdempotencyKey = None,  # noqa: B008
+               ) -> BatchOut:
+    """An open batch: append files with POST /batches/{id}/files in as many requests as needed, then seal it.
+    201 with a new batch; 200 with the earlier one when the Idempotency-Key and the options are repeated."""
+    try:
+        batch, created = service.open_batch(session, settings, tenant, options, idempotency_key,
+                                            service.open_digest(options), sealed=False)
+        session.commit()
+    except service.SubmitError as e:
+        raise refused(session, e) from None
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return presenters.batch_out(session, batch)
+
+
+def append(session: Session, settings: Settings, storage: Storage, enqueue: Callable[[list[str]], None], batch: Batch,
+           files: list[UploadFile], refs: dict[str, bytes]) -> AppendOut:
+    """Stores the files one by one, commits, then queues the new valid items (they start before the seal)."""
+    if len(files) > settings.max_files_per_batch:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                            f"{len(files)} files, the limit is {settings.max_files_per_batch} per request")
+    try:
+        added = service.append(session, storage, settings, batch, (spooled(f) for f in files), refs)
+        session.commit()
+    except service.SubmitError as e:
+        raise refused(session, e) from None
+    if new := [a.item.id for a in added if not a.duplicate and a.item.state == ItemState.queued]:
+        enqueue(new)
+    return AppendOut(batch=presenters.batch_out(session, batch),
+                     files=[AppendedOut(filename=f.filename or "", duplicate=a.duplicate, item=presenters.item_out(a.item))
+                            for f, a in zip(files, added, strict=True)])
+
+
+@router.post("/{batch_id}/files", response_model=AppendOut, operation_id="batches-append")
+async def append_files(
+    session: SessionDep, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, batch: BatchDep, *,
+    files: Annotated[list[UploadFile], File(description="images")],
+    references: Annotated[list[UploadFile], File(description="clean references, matched by file name")] = [],  # noqa: B006
+) -> AppendOut:
+    """Adds files to an open batch (409 once sealed). A file whose content the batch holds already is not added
+    again (`duplicate`), so a client may resend a request whose answer it did not get."""
+    refs = {r.filename: r.data for r in [await read_upload(f, settings.max_file_bytes) for f in references]}
+    return await run_in_threadpool(append, session, settings, storage, enqueue, batch, files, refs)
+
+
+@list_router.post("/{batch_id}/seal", response_model=BatchOut, operation_id="batches-seal")
+def seal_batch(session: SessionDep, batch: BatchDep) -> BatchOut:
+    """No more files; the batch finishes when its items do. Sealing a sealed batch changes nothing."""
+    service.seal(session, batch)
+    session.commit()
+    return presenters.batch_out(session, batch)
 
 
 @list_router.get("", response_model=Page[BatchOut], operation_id="batches-list")

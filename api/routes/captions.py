@@ -4,9 +4,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import FilterDep, SessionDep, SettingsDep, TenantDep
+from api.deps import FilterDep, Offset, SessionDep, SettingsDep, TenantDep
 from api.presenters import caption_out, export_captions
-from api.schemas import CaptionOut, Offset, Page
+from api.schemas import CaptionOut, Page
 from core import queries
 
 router = APIRouter(prefix="/captions", tags=["captions"])

@@ -1,5 +1,6 @@
 """Both storage backends, the local folder and S3 (a real rclone S3 server), behave the same, and the whole
 pipeline runs on S3 with nothing written to the local disk."""
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,3 +72,13 @@ def test_the_pipeline_on_s3_writes_nothing_locally(s3: ThrowawayS3, env: dict[st
             assert storage.get(item.result.denoised_key).startswith(b"\x89PNG")
             assert (s3.folder / "pipeline" / item.result.denoised_key).is_file()
     assert not (Path(env["DENOCAP_DATA_DIR"]) / "files").exists()
+
+
+def test_put_file_streams_a_file_from_its_position(storage: Storage, tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024**2 + 7)  # several copy buffers
+    spooled = tmp_path / "part"
+    spooled.write_bytes(b"skip" + data)
+    with spooled.open("rb") as f:
+        f.seek(4)
+        storage.put_file("items/big/input", f)
+    assert storage.get("items/big/input") == data

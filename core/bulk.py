@@ -1,0 +1,194 @@
+"""Thousands of files through the HTTP API, as `denocap submit` and `denocap results` do it: walk folders, upload
+in chunks into one open batch, resume after a kill, fetch the table and the denoised images back.
+No torch, no FastAPI: only the client (core/client.py)."""
+import csv
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+
+from pydantic import BaseModel
+
+from api.schemas import ItemOut
+from core.client import ROW_FIELDS, Client, item_row
+from core.imageio import IMAGE_SUFFIXES
+from core.options import BatchOptions
+
+CHUNK_BYTES = 256 * 1024**2  # a chunk stays well under the server's request limit (2 GiB by default)
+
+
+@dataclass
+class Found:
+    files: list[Path] = field(default_factory=list)  # readable, absolute, in walk order, each once
+    sizes: dict[Path, int] = field(default_factory=dict)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # with the reason; reported and skipped
+
+
+def readable(path: Path) -> str | None:
+    """Why the file cannot be sent (a broken link, a folder named like an image, no permission), or None."""
+    try:
+        with path.open("rb"):
+            return None
+    except OSError as e:
+        return e.strerror or type(e).__name__
+
+
+def walk(paths: Iterable[Path]) -> Found:
+    """Image files under the paths (folders recursively, in name order). A missing top-level path raises
+    FileNotFoundError: that is a bad argument, not a bad file."""
+    found, seen = Found(), set()
+    for top in paths:
+        if not top.exists() and not top.is_symlink():
+            raise FileNotFoundError(f"no such file or folder: {top}")
+        for path in _candidates(top):
+            absolute = path.absolute()  # not resolved: a link is sent under its own name
+            if absolute in seen:
+                continue
+            seen.add(absolute)
+            if (reason := readable(path)) is not None:
+                found.unreadable.append((path, reason))
+                continue
+            found.files.append(absolute)
+            found.sizes[absolute] = path.stat().st_size
+    return found
+
+
+def _is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _candidates(top: Path) -> Iterator[Path]:
+    """A file given by name is sent whatever its suffix; in folders, entries with an image suffix. A folder
+    named like an image (x.png) is a candidate, not walked: it is reported as unreadable rather than vanish."""
+    if not top.is_dir():
+        yield top
+        return
+    for folder, dirs, names in os.walk(top):
+        here = Path(folder)
+        yield from (here / n for n in sorted(names + dirs) if _is_image_name(n))
+        dirs[:] = sorted(d for d in dirs if not _is_image_name(d))
+
+
+class State(BaseModel):
+    """What a `denocap submit` run has done, so a second run after a kill sends only what is missing."""
+    url: str
+    idempotency_key: str  # opening again with it gives the same batch, even if the kill came before batch_id was saved
+    batch_id: str | None = None
+    done: dict[str, str] = {}  # file path -> item id
+    sealed: bool = False
+
+
+def state_file(folder: Path, url: str, paths: list[Path], options: BatchOptions) -> Path:
+    """One state per (server, paths given, options): the same command line finds its batch again."""
+    what = json.dumps([url.rstrip("/"), sorted(map(str, paths)), options.model_dump()], sort_keys=True)
+    return folder / f"{hashlib.sha256(what.encode()).hexdigest()[:32]}.json"
+
+
+def load_state(path: Path, url: str) -> State:
+    if path.exists():
+        return State.model_validate_json(path.read_text())
+    return State(url=url, idempotency_key=f"denocap-submit-{uuid.uuid4().hex}")
+
+
+def save_state(path: Path, state: State) -> None:
+    """Temporary file and rename: a kill mid-write leaves the previous state, never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(state.model_dump_json())
+    os.replace(tmp, path)
+
+
+def chunks(files: list[Path], sizes: dict[Path, int], most: int, most_bytes: int = CHUNK_BYTES) -> Iterator[list[Path]]:
+    chunk: list[Path] = []
+    total = 0
+    for path in files:
+        if chunk and (len(chunk) >= most or total + sizes[path] > most_bytes):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(path)
+        total += sizes[path]
+    if chunk:
+        yield chunk
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    files: int
+    bytes: int
+    duplicates: int  # the server had them already (a chunk sent before a kill, or the same content twice)
+
+
+def upload(api: Client, found: Found, options: BatchOptions, state: State, path: Path, chunk: int,
+           on_chunk: Callable[[Uploaded], None], on_unreadable: Callable[[Path, str], None]) -> str:
+    """Opens (or finds) the batch, appends what the state does not list yet chunk by chunk, saving the state
+    after each, and seals it. Returns the batch id."""
+    if state.batch_id is None:
+        state.batch_id = api.open_batch(options, state.idempotency_key).id
+        save_state(path, state)
+    todo = [f for f in found.files if str(f) not in state.done]
+    for part in chunks(todo, found.sizes, chunk):
+        sendable = []
+        for f in part:  # a file may have gone since the walk
+            if (reason := readable(f)) is None:
+                sendable.append(f)
+            else:
+                on_unreadable(f, reason)
+        if not sendable:
+            continue
+        answer = api.append(state.batch_id, sendable)
+        state.done.update((str(f), a.item.id) for f, a in zip(sendable, answer.files, strict=True))
+        save_state(path, state)
+        on_chunk(Uploaded(len(sendable), sum(found.sizes[f] for f in sendable),
+                          sum(a.duplicate for a in answer.files)))
+    api.seal(state.batch_id)
+    state.sealed = True
+    save_state(path, state)
+    return state.batch_id
+
+
+def output_names(items: list[ItemOut]) -> dict[str, str]:
+    """The file name of each item's denoised PNG: its upload's name, `name (2).png` for the second of a name.
+    Made from all items in upload order, so a second run gives every item the same name (and can skip it)."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for item in items:
+        stem = PurePath(item.filename.replace("\\", "/")).stem or item.id
+        name, n = f"{stem}.png", 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{stem} ({n}).png"
+        taken.add(name.lower())
+        names[item.id] = name
+    return names
+
+
+def write_table(items: list[ItemOut], names: dict[str, str], path: Path, form: str) -> None:
+    rows = [item_row(i) | {"image": names[i.id] if i.result else None} for i in items]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        if form == "csv":
+            writer = csv.DictWriter(f, fieldnames=[*ROW_FIELDS, "image"])
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(tmp, path)
+
+
+def download_images(api: Client, items: list[ItemOut], names: dict[str, str], out: Path, threads: int,
+                    on_file: Callable[[bool], None]) -> None:
+    """The denoised image of every done item, `threads` at a time; a file already there is complete (downloads
+    are renamed into place), so it is skipped. `on_file(fetched)` after each image."""
+    def fetch(item: ItemOut) -> None:
+        dest = out / names[item.id]
+        fetched = not dest.exists()
+        if fetched:
+            api.download(f"/items/{item.id}/denoised.png", dest)
+        on_file(fetched)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fetch, [i for i in items if i.result is not None]))

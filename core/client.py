@@ -1,0 +1,171 @@
+"""A small typed client of the HTTP API (httpx), used by `denocap submit/status/results` and the benchmarks.
+It imports neither torch nor FastAPI: responses are read into the API's own models (api/schemas.py).
+
+    with Client("http://127.0.0.1:8000", key) as api:
+        batch = api.open_batch(BatchOptions(add_noise=25), idempotency_key="night-42")
+        api.append(batch.id, [Path("a.png"), Path("b.jpg")])    # as many times as needed
+        api.seal(batch.id)
+        for item in api.items(batch.id):
+            print(item.filename, item.state, item.result and item.result.caption)
+"""
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Self
+
+import httpx
+
+from api.schemas import AppendOut, BatchOut, ItemOut, Page
+from core.options import BatchOptions
+
+log = logging.getLogger(__name__)
+RETRY_STATUS = {429, 500, 502, 503, 504}  # the server asks to come back later, or a proxy lost it
+
+
+class ApiError(Exception):
+    """The API refused the request; `status` is its HTTP status, the message its detail."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class Unauthorized(ApiError):
+    """No key, a wrong or a revoked key (401)."""
+
+
+class Conflict(ApiError):
+    """A sealed batch, or an Idempotency-Key used with other options (409)."""
+
+
+class NotFound(ApiError):
+    """No such batch or item for this key (404)."""
+
+
+ERRORS = {401: Unauthorized, 404: NotFound, 409: Conflict}
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Exponential backoff for connection errors and 429/5xx; a Retry-After header wins when it is longer."""
+    attempts: int = 8
+    base: float = 0.5
+    most: float = 30.0
+
+    def pause(self, attempt: int, retry_after: str | None = None) -> float:
+        backoff = min(self.most, self.base * 2**attempt)
+        asked = float(retry_after) if retry_after and retry_after.isdigit() else 0.0
+        return max(backoff, min(asked, 300.0))
+
+
+Files = Callable[[ExitStack], list[tuple[str, tuple[str, BinaryIO, str]]]]
+
+
+class Client:
+    """One HTTP connection pool for the API; safe to share between threads."""
+
+    def __init__(self, url: str, key: str, *, timeout: float = 120, retry: Retry = Retry(),
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport,
+                                 headers={"X-API-Key": key})
+        self.retry = retry
+        self._lock = threading.Lock()
+        self.requests = 0  # HTTP requests sent, retries included
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _send(self, method: str, path: str, files: Files | None = None, **kwargs: Any) -> httpx.Response:
+        """Sends with retries; `files` opens the request's files afresh for each attempt (a retry re-reads them)."""
+        for attempt in itertools.count():
+            with ExitStack() as stack:
+                with self._lock:
+                    self.requests += 1
+                try:
+                    response = self.http.request(method, path, files=files(stack) if files else None, **kwargs)
+                except httpx.TransportError as e:
+                    if attempt + 1 >= self.retry.attempts:
+                        raise
+                    pause = self.retry.pause(attempt)
+                    log.warning("%s %s: %s; retrying in %.1f s", method, path, e, pause)
+                    time.sleep(pause)
+                    continue
+            if response.status_code in RETRY_STATUS and attempt + 1 < self.retry.attempts:
+                pause = self.retry.pause(attempt, response.headers.get("retry-after"))
+                log.warning("%s %s: HTTP %d; retrying in %.1f s", method, path, response.status_code, pause)
+                time.sleep(pause)
+                continue
+            if response.is_error:
+                raise ERRORS.get(response.status_code, ApiError)(response.status_code, _detail(response))
+            return response
+        raise AssertionError("unreachable")
+
+    def check_key(self) -> None:
+        """Raises Unauthorized for a missing, wrong or revoked key; costs one small request."""
+        self._send("GET", "/batches", params={"limit": 1})
+
+    def open_batch(self, options: BatchOptions = BatchOptions(), idempotency_key: str | None = None,  # noqa: B008
+                   ) -> BatchOut:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        response = self._send("POST", "/batches/open", json=options.model_dump(), headers=headers)
+        return BatchOut.model_validate(response.json())
+
+    def append(self, batch_id: str, paths: Sequence[Path]) -> AppendOut:
+        """Uploads these files into an open batch in one request; content the batch holds already comes back
+        as `duplicate`, so resending after a lost answer is safe."""
+        def files(stack: ExitStack) -> list[tuple[str, tuple[str, BinaryIO, str]]]:
+            return [("files", (p.name, stack.enter_context(p.open("rb")), "application/octet-stream"))
+                    for p in paths]
+        return AppendOut.model_validate(self._send("POST", f"/batches/{batch_id}/files", files=files).json())
+
+    def seal(self, batch_id: str) -> BatchOut:
+        return BatchOut.model_validate(self._send("POST", f"/batches/{batch_id}/seal").json())
+
+    def batch(self, batch_id: str) -> BatchOut:
+        return BatchOut.model_validate(self._send("GET", f"/batches/{batch_id}").json())
+
+    def items(self, batch_id: str, state: str | None = None, page: int = 1000) -> Iterator[ItemOut]:
+        """Every item of the batch in upload order, fetched a page at a time."""
+        for offset in itertools.count(0, page):
+            params: dict[str, Any] = {"limit": page, "offset": offset} | ({"state": state} if state else {})
+            rows = Page[ItemOut].model_validate(self._send("GET", f"/batches/{batch_id}/items", params=params).json())
+            yield from rows.data
+            if offset + page >= rows.count or not rows.data:
+                return
+
+    def download(self, path: str, dest: Path) -> None:
+        """Writes the response body to a temporary file renamed into place: `dest` exists only when complete."""
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
+        tmp.write_bytes(self._send("GET", path).content)
+        os.replace(tmp, dest)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = None
+    return detail if isinstance(detail, str) else f"HTTP {response.status_code}: {response.text[:200]}"
+
+
+ROW_FIELDS = ["file", "state", "sigma_estimate", "psnr_noisy", "psnr", "ssim_noisy", "ssim", "brisque_noisy",
+              "brisque", "caption", "caption_noisy", "denoiser_version", "captioner_version", "error", "item_id"]
+
+
+def item_row(item: ItemOut) -> dict[str, object]:
+    """One flat row per item, the same for `denocap results` and `denocap run --json`."""
+    r = item.result
+    scores = {k: getattr(r, k) if r else None for k in ROW_FIELDS[2:13]}
+    return {"file": item.filename, "state": item.state.value, **scores, "error": item.error, "item_id": item.id}

@@ -1,0 +1,132 @@
+"""`denocap submit/status/results` against a real server and worker, as a user runs them: killed mid-upload and
+run again, unreadable files, a wrong key."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+from sqlalchemy import create_engine, func, select
+
+from core.tables import Batch
+from tests.conftest import api_key, png
+from tests.test_cli import denocap as run_denocap
+
+UPLOADED = re.compile(r"uploaded (\d+)/(\d+) files")
+
+
+def photos(folder: Path, n: int, start: int = 0) -> list[str]:
+    """n distinct small PNGs (a pixel holds the number: no two have the same content)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(start, start + n):
+        pixels = np.full((24, 24, 3), 128, np.uint8)
+        pixels[0, 0], pixels[0, 1] = i % 256, i // 256
+        (folder / f"p{i:04d}.png").write_bytes(png(pixels))
+        names.append(f"p{i:04d}.png")
+    return names
+
+
+def denocap(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Longer than tests.test_cli's limit: one worker on two busy cores takes minutes for 300 items."""
+    return run_denocap(env, *args, timeout=1200)
+
+
+def client_env(tmp_path: Path, stack: str, key: str) -> dict[str, str]:
+    return {"DENOCAP_DATA_DIR": str(tmp_path / "client"), "DENOCAP_URL": stack, "DENOCAP_API_KEY": key}
+
+
+def batch_count(postgres_url: str) -> int:
+    engine = create_engine(postgres_url)
+    with engine.connect() as c:
+        n = c.scalar(select(func.count()).select_from(Batch))
+    engine.dispose()
+    return n or 0
+
+
+def test_a_killed_submit_resumes_into_the_same_batch(stack: str, postgres_url: str, tmp_path: Path) -> None:
+    names = photos(tmp_path / "photos", 300)
+    key = api_key(postgres_url, "resume")
+    env = client_env(tmp_path, stack, key)
+    first = subprocess.Popen([sys.executable, "-m", "core.cli", "submit", str(tmp_path / "photos"), "--chunk", "50"],
+                             env={**os.environ, **env}, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert first.stderr is not None
+    for line in first.stderr:  # progress lines, one per chunk: kill once two chunks are in
+        if (m := UPLOADED.search(line)) and int(m[1]) >= 100:
+            first.kill()
+            break
+    assert first.wait(60) == -9, "the upload ended before it could be killed"
+    second = denocap(env, "submit", str(tmp_path / "photos"), "--chunk", "50", "--wait")
+    assert second.returncode == 0, second.stderr
+    resumed = [int(m[1]) for m in UPLOADED.finditer(second.stderr)]
+    assert resumed and resumed[0] > 100 and resumed[-1] == 300, second.stderr  # the first chunks were not resent
+    assert "done 300, failed 0" in second.stderr
+    batch_id = second.stdout.strip().splitlines()[-1]
+    with httpx.Client(base_url=stack, headers={"X-API-Key": key}) as api:
+        assert api.get("/batches").json()["count"] == 1
+        items = api.get(f"/batches/{batch_id}/items", params={"limit": 1000}).json()["data"]
+    assert sorted(i["filename"] for i in items) == names  # every file exactly once
+    assert all(i["state"] == "done" for i in items)
+
+    out = tmp_path / "out"
+    got = denocap(env, "results", batch_id, "--out", str(out), "--format", "jsonl")
+    assert got.returncode == 0, got.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 300 and {r["file"] for r in rows} == set(names)
+    assert all(r["caption"] and r["denoiser_version"] and r["sigma_estimate"] is not None for r in rows)
+    assert sorted(p.name for p in out.glob("*.png")) == names
+    again = denocap(env, "results", batch_id, "--out", str(out))  # resumable: nothing is fetched twice
+    assert "(0 downloaded, 300 already there)" in again.stdout, again.stdout
+    assert len((out / "results.csv").read_text().splitlines()) == 301
+    status = denocap(env, "status", batch_id)
+    assert status.returncode == 0 and batch_id in status.stdout and "300" in status.stdout
+
+
+def test_unreadable_files_are_reported_and_skipped(stack: str, postgres_url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    photos(folder, 2, start=1000)
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a broken link (root reads chmod 000 files)
+    (folder / "x.png").mkdir()  # a folder named like an image
+    (folder / "notes.txt").write_text("not an image suffix: not a candidate")
+    (folder / "sub").mkdir()
+    photos(folder / "sub", 1, start=2000)
+    key = api_key(postgres_url, "unreadable")
+    out = denocap(client_env(tmp_path, stack, key), "submit", str(folder), "--wait")
+    assert out.returncode == 1, out.stderr
+    assert f"{folder / 'gone.png'}: unreadable" in out.stderr and f"{folder / 'x.png'}: unreadable" in out.stderr
+    with httpx.Client(base_url=stack, headers={"X-API-Key": key}) as api:
+        batch = api.get(f"/batches/{out.stdout.strip()}").json()
+    assert batch["total"] == 3 and batch["counts"]["done"] == 3 and batch["finished"]
+
+
+def test_a_wrong_key_is_one_line_and_exit_2_before_any_upload(stack: str, postgres_url: str, tmp_path: Path) -> None:
+    photos(tmp_path / "photos", 3, start=3000)
+    before = batch_count(postgres_url)
+    env = client_env(tmp_path, stack, "wrong-key")
+    out = denocap(env, "submit", str(tmp_path / "photos"), "--chunk", "1")
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"error: {stack}: invalid or revoked API key"
+    assert batch_count(postgres_url) == before and not (tmp_path / "client" / "submits").exists()
+    assert denocap(env, "results", "0" * 32, "--out", str(tmp_path / "r")).returncode == 2
+    missing = denocap({**env, "DENOCAP_API_KEY": ""}, "submit", str(tmp_path / "photos"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no API key")
+
+
+def test_results_name_collisions_and_failed_rows(stack: str, postgres_url: str, tmp_path: Path) -> None:
+    key = api_key(postgres_url, "collide")
+    photos(tmp_path / "a", 1, start=4000)
+    photos(tmp_path / "b", 1, start=4001)
+    (tmp_path / "b" / "p4000.png").write_bytes((tmp_path / "b" / "p4001.png").read_bytes()[:40])  # truncated
+    (tmp_path / "b" / "p4001.png").rename(tmp_path / "b" / "p4000.jpg")
+    env = client_env(tmp_path, stack, key)
+    sent = denocap(env, "submit", str(tmp_path / "a"), str(tmp_path / "b"), "--wait")
+    assert sent.returncode == 1 and "p4000.png: not an image" in sent.stderr, sent.stderr
+    out = tmp_path / "out"
+    got = denocap(env, "results", sent.stdout.strip(), "--out", str(out))
+    assert got.returncode == 0, got.stderr
+    assert sorted(p.name for p in out.glob("*.png")) == ["p4000 (2).png", "p4000.png"]
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 4 and sum(",failed," in r for r in rows) == 1

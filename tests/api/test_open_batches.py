@@ -1,0 +1,108 @@
+"""Open batches over HTTP (no worker): appends, duplicates, the seal, the in-flight limit, the same failed items."""
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from core import submit as service
+from core.config import get_settings
+from core.db import make_engine, migrate, session_factory
+from core.options import BatchOptions
+from core.storage import make_storage
+from core.tables import Batch
+from tests.conftest import api_key, png, smooth_image, tenant_id
+from tests.services import files
+
+
+@pytest.fixture
+def app(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> tuple[TestClient, list[list[str]]]:
+    monkeypatch.setenv("DENOCAP_MAX_BATCHES_IN_FLIGHT", "2")
+    get_settings.cache_clear()
+    url = get_settings().database_url
+    migrate(url)
+    queued: list[list[str]] = []  # no worker: what would be sent to the queue
+    return TestClient(create_app(enqueue=queued.append), headers={"X-API-Key": api_key(url, "alpha")}), queued
+
+
+def test_appends_queue_at_once_and_the_same_content_twice_is_one_item(app: tuple[TestClient, list]) -> None:
+    client, queued = app
+    r = client.post("/batches/open", json={"add_noise": 10})
+    assert r.status_code == 201 and r.json()["sealed"] is False and r.json()["options"]["add_noise"] == 10
+    batch = r.json()["id"]
+    a, b = png(smooth_image(16, 16, seed=1)), png(smooth_image(16, 16, seed=2))
+    first = client.post(f"/batches/{batch}/files", files=files(("a.png", a), ("b.png", b)))
+    assert first.status_code == 200, first.text
+    assert [f["duplicate"] for f in first.json()["files"]] == [False, False]
+    assert queued == [[f["item"]["id"] for f in first.json()["files"]]]
+    again = client.post(f"/batches/{batch}/files", files=files(("a-again.png", a), ("c.png", b"not an image")))
+    assert [f["duplicate"] for f in again.json()["files"]] == [True, False]
+    assert again.json()["files"][0]["item"]["id"] == first.json()["files"][0]["item"]["id"]
+    bad = again.json()["files"][1]["item"]
+    assert bad["state"] == "failed" and bad["error"] == "not an image (unknown format)" and bad["position"] == 2
+    assert len(queued) == 1  # the duplicate is not queued again, the bad file never is
+    assert again.json()["batch"]["total"] == 3
+
+
+def test_an_open_batch_is_unfinished_until_sealed_and_refuses_appends_after(app: tuple[TestClient, list]) -> None:
+    client, _ = app
+    batch = client.post("/batches/open", json={}).json()["id"]
+    client.post(f"/batches/{batch}/files", files=files(("bad.png", b"")))  # failed at once: all items finished
+    assert client.get(f"/batches/{batch}").json()["finished"] is False
+    sealed = client.post(f"/batches/{batch}/seal")
+    assert sealed.status_code == 200 and sealed.json()["finished"] is True and sealed.json()["sealed"] is True
+    assert client.post(f"/batches/{batch}/seal").status_code == 200  # a retried seal changes nothing
+    late = client.post(f"/batches/{batch}/files", files=files(("late.png", png(smooth_image(16, 16)))))
+    assert late.status_code == 409 and "sealed" in late.json()["detail"]
+    assert client.get(f"/batches/{batch}").json()["total"] == 1
+
+
+def test_open_batches_count_in_flight_and_the_key_gives_the_same_batch(app: tuple[TestClient, list]) -> None:
+    client, _ = app
+    first = client.post("/batches/open", json={}, headers={"Idempotency-Key": "k1"})
+    same = client.post("/batches/open", json={}, headers={"Idempotency-Key": "k1"})
+    assert (first.status_code, same.status_code) == (201, 200) and first.json()["id"] == same.json()["id"]
+    assert client.post("/batches/open", json={"seed": 3}, headers={"Idempotency-Key": "k1"}).status_code == 409
+    client.post("/batches/open", json={})
+    assert client.post("/batches/open", json={}).status_code == 429  # two open, empty batches hold the limit
+    client.post(f"/batches/{first.json()['id']}/seal")  # sealed and empty: finished
+    assert client.post("/batches/open", json={}).status_code == 201
+
+
+def test_bad_options_and_foreign_batches(app: tuple[TestClient, list]) -> None:
+    client, _ = app
+    assert client.post("/batches/open", json={"add_noise": -1}).status_code == 422
+    batch = client.post("/batches/open", json={}).json()["id"]
+    other = {"X-API-Key": api_key(get_settings().database_url, "beta")}
+    body = files(("a.png", png(smooth_image(16, 16))))
+    assert client.post(f"/batches/{batch}/files", files=body, headers=other).status_code == 404
+    assert client.post(f"/batches/{batch}/seal", headers=other).status_code == 404
+    assert client.post(f"/batches/{batch}/files", files=body, headers={"X-API-Key": "wrong"}).status_code == 401
+
+
+def test_a_file_spooled_to_disk_is_stored_whole(app: tuple[TestClient, list]) -> None:
+    """Parts over 1 MiB are on disk when the route runs; they are hashed, checked and stored by streaming."""
+    client, _ = app
+    big = png(np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8))
+    assert len(big) > 1024**2
+    batch = client.post("/batches/open", json={}).json()["id"]
+    sent = client.post(f"/batches/{batch}/files", files=files(("big.png", big), ("big-again.png", big)))
+    first, again = sent.json()["files"]
+    assert first["item"]["state"] == "queued" and again["duplicate"] is True
+    assert client.get(f"/items/{first['item']['id']}/original").content == big
+
+
+def test_an_append_that_loaded_the_batch_before_the_seal_is_refused(env: dict[str, str]) -> None:
+    """The route loads the batch (404 check) before it locks the row; the lock must see a seal made in between."""
+    settings = get_settings()
+    migrate(settings.database_url)
+    sessions = session_factory(make_engine(settings.database_url))
+    storage = make_storage(settings)
+    with sessions.begin() as s:
+        batch_id = service.open_batch(s, settings, tenant_id(s), BatchOptions(), sealed=False)[0].id
+    with sessions() as appending:
+        batch = appending.get_one(Batch, batch_id)
+        assert batch.sealed_at is None
+        with sessions.begin() as sealing:
+            service.seal(sealing, sealing.get_one(Batch, batch_id))
+        with pytest.raises(service.BatchSealed):
+            service.append(appending, storage, settings, batch, [service.Upload("a.png", png(smooth_image(16, 16)))])
