@@ -125,13 +125,17 @@ class DatabaseSink:
         prefix = results_prefix(item_id, result.denoiser_version)
         self.storage.put(f"{prefix}/denoised.png", encode_png(result.denoised))
         self.storage.put(f"{prefix}/noisy.png", encode_png(result.noisy))
-        with_database(self.settings, lambda: self._store(item_id, result, prefix))
+        batch_id = with_database(self.settings, lambda: self._store(item_id, result, prefix))
+        if batch_id is not None:  # logged once committed: a commit that failed and was retried is not a second "done"
+            log.info("item done in %.2f s", sum(result.timings.values()),
+                     extra={"item_id": item_id, "batch_id": batch_id, "timings": result.timings})
 
-    def _store(self, item_id: str, r: pipeline.Result, prefix: str) -> None:
+    def _store(self, item_id: str, r: pipeline.Result, prefix: str) -> str | None:
+        """The batch id once stored; None when the item was no longer running (another run settled it)."""
         with self.sessions.begin() as session:
             item = session.get_one(Item, item_id, with_for_update=True)
             if item.state != ItemState.running:
-                return
+                return None
             h, w = r.denoised.shape
             session.merge(Result(
                 item_id=item_id, width=w, height=h, sigma_estimate=r.sigma_estimate,
@@ -142,8 +146,7 @@ class DatabaseSink:
                 denoiser_version=r.denoiser_version, captioner_version=r.captioner_version,
                 denoised_key=f"{prefix}/denoised.png", noisy_key=f"{prefix}/noisy.png", timings=r.timings))
             item.state, item.error, item.finished_at = ItemState.done, None, _now()
-            log.info("item done in %.2f s", sum(r.timings.values()),
-                     extra={"item_id": item_id, "batch_id": item.batch_id, "timings": r.timings})
+            return item.batch_id
 
     def failed(self, item_id: str, reason: str, kind: str) -> None:
         def write() -> None:
