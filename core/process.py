@@ -53,8 +53,8 @@ def _dead_here(runner: str | None) -> bool:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
-        return False
+    except PermissionError:  # alive, under another user
+        pass
     return False
 
 
