@@ -3,8 +3,9 @@
 A clean sRGB patch is taken back to linear camera values through a random response curve, a random colour
 matrix and white-balance gains (after Brooks et al., "Unprocessing Images for Learned Raw Denoising", CVPR 2019),
 mosaicked (Bayer, a random phase), given shot and read noise whose levels follow the paper's log-linear relation,
-the noise demosaicked bilinearly (so it is spatially correlated, as in CBDNet, Guo et al., CVPR 2019), taken back
-through the same curve and, often, JPEG-compressed. The other samples get white Gaussian noise, the case the
+the noise demosaicked bilinearly (so it is spatially correlated, as in CBDNet, Guo et al., CVPR 2019), often
+low-passed (in-camera noise reduction and resampling leave blotchy noise, as BSRGAN's shuffle of noise and resizing
+does), taken back through the same curve and, often, JPEG-compressed. The other samples get white Gaussian noise, the case the
 network handled before, so synthetic-noise scores do not fall. Every range is stated once, in `Ranges`.
 """
 import math
@@ -28,6 +29,8 @@ class Ranges:
     read_intercept: float = 1.20
     read_spread: float = 0.26
     channel_jitter: tuple[float, float] = (0.8, 1.25)  # per-channel factor on the shot variance
+    smear_share: float = 0.5  # camera-noise samples whose noise is low-passed (in-camera noise reduction)
+    smear_sigma: tuple[float, float] = (0.4, 1.6)  # px, uniform: Gaussian blur of the noise, its variance kept
     jpeg_share: float = 0.7  # camera-noise samples that are then JPEG-compressed
     jpeg_quality: tuple[int, int] = (60, 98)  # uniform, inclusive
 
@@ -60,6 +63,20 @@ def _camera_matrix(n: int, ranges: Ranges, gen: torch.Generator, device: torch.d
     return (1 - w) * torch.eye(3, device=device) + w * rand / rand.sum(-1, keepdim=True)
 
 
+def _smear(noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each (3, h, w) noise field in the batch blurred by a Gaussian of its own sigma (px), then scaled back to
+    its standard deviation per channel: the level stays, the high frequencies go."""
+    r = torch.arange(-4, 5, dtype=noise.dtype, device=noise.device)
+    g = torch.exp(-r**2 / (2 * sigma.view(-1, 1).to(noise.dtype) ** 2))
+    g = g / g.sum(1, keepdim=True)  # (n, 9)
+    n, c, h, w = noise.shape
+    kernels = g.repeat_interleave(c, 0)  # (n * c, 9): separable, one per field
+    x = F.pad(noise.reshape(1, n * c, h, w), (4, 4, 4, 4), mode="reflect")
+    x = F.conv2d(F.conv2d(x, kernels.view(-1, 1, 9, 1), groups=n * c), kernels.view(-1, 1, 1, 9), groups=n * c)
+    x = x.view(n, c, h, w)
+    return x * noise.std((2, 3), keepdim=True) / x.std((2, 3), keepdim=True).clamp(min=1e-8)
+
+
 def camera_noise(clean: torch.Tensor, ranges: Ranges, gen: torch.Generator) -> torch.Tensor:
     """clean: (n, 3, h, w) sRGB in [0, 1], h and w even. Returns the noisy sRGB image, clipped to [0, 1]."""
     n, _, h, w = clean.shape
@@ -76,7 +93,11 @@ def camera_noise(clean: torch.Tensor, ranges: Ranges, gen: torch.Generator) -> t
     masks = _bayer_masks(n, h, w, gen, dev)
     variance = ((shot * camera.clamp(min=0) + log_read.exp().view(-1, 1, 1, 1)) * masks).sum(1, keepdim=True)
     site_noise = torch.randn(variance.shape, generator=gen, device=dev) * variance.sqrt()  # (n, 1, h, w)
-    noisy_camera = camera + _demosaic(site_noise * masks)
+    noise = _demosaic(site_noise * masks)
+    smear = torch.rand(n, generator=gen, device=dev) < ranges.smear_share
+    if smear.any():
+        noise[smear] = _smear(noise[smear], _uniform(int(smear.sum()), ranges.smear_sigma, gen, dev))
+    noisy_camera = camera + noise
     linear = torch.einsum("nij,njhw->nihw", torch.linalg.inv(to_camera), noisy_camera * gains)
     return linear.clamp(0, 1) ** (1 / gamma)
 

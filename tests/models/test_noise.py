@@ -1,4 +1,6 @@
 """The synthetic camera noise: signal-dependent, correlated between neighbours, JPEG'd, mixed with Gaussian."""
+from dataclasses import replace
+
 import torch
 
 from models.noise import Ranges, camera_noise, degrade, level_map
@@ -49,3 +51,15 @@ def test_level_map_reads_the_sigma_of_white_noise() -> None:
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(4))
     levels = level_map(noisy, clean)
     assert levels.shape == (4, 3, 32, 32) and abs(float(levels.mean()) - 0.1) < 0.01
+
+
+def test_smeared_noise_keeps_its_level_and_loses_high_frequencies() -> None:
+    gen = torch.Generator().manual_seed(5)
+    base = Ranges(shot=(2e-3, 2e-3), read_spread=0.0, gamma=(1.0, 1.0), ccm_mix=(0.0, 0.0), channel_jitter=(1.0, 1.0),
+                  red_gain=(1.0, 1.0), blue_gain=(1.0, 1.0))
+    sharp = camera_noise(flat(0.5), replace(base, smear_share=0.0), gen) - 0.5
+    smeared = camera_noise(flat(0.5), replace(base, smear_share=1.0, smear_sigma=(1.5, 1.5)), gen) - 0.5
+    assert 0.8 < float(smeared.std() / sharp.std()) < 1.25  # the level is kept
+    def roughness(noise: torch.Tensor) -> float:
+        return float((noise[..., 1:] - noise[..., :-1]).std() / noise.std())
+    assert roughness(smeared) < 0.6 * roughness(sharp)  # neighbours alike: the high frequencies are gone
