@@ -458,7 +458,7 @@ def denoiser_train(
     features: int = 64, blocks: int = 8,
 ) -> None:
     """Train the blind denoiser and its noise estimator on synthetic camera and Gaussian noise (resumable from
-    the run folder; bfloat16 on a GPU when there is one). Exports the best validation PSNR."""
+    the run folder; bfloat16 on a GPU or a CPU that has it natively). Exports the best validation PSNR."""
     from models.ffdnet import FFDNetConfig
     from models.train_denoiser import train
     if channels not in (1, 3):

@@ -17,6 +17,7 @@ from PIL import Image
 from models import checkpoint
 from models.ffdnet import FFDNet, FFDNetConfig
 from models.noise import degrade, level_map
+from models.precision import training_dtype
 
 log = logging.getLogger(__name__)
 VAL_SIGMA = 25.0
@@ -123,7 +124,8 @@ def train(
 ) -> float:
     """Run until `steps` or `hours`; returns the best validation PSNR. Resumes from run_dir/last.pt; a new run
     starts from the shipped weights `init` when given (fine-tuning with a fresh optimizer and schedule).
-    On a GPU the forward and backward passes run in bfloat16 (validation and the weights stay float32)."""
+    The forward and backward passes run in bfloat16 on a GPU or a CPU with native bfloat16 (validation and the
+    weights stay float32)."""
     torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest kernels once
@@ -149,13 +151,14 @@ def train(
         log.info("resumed at step %d (best %.2f dB)", step, best)
     log.info("%s on %s: %d parameters", config, device, sum(p.numel() for p in model.parameters()))
     gen = torch.Generator(device).manual_seed(seed + step)
+    dtype = training_dtype(device)
     deadline = time.monotonic() + hours * 3600
     tick, seen = time.monotonic(), 0
     while step < steps and time.monotonic() < deadline:
         clean = patches.sample(batch, patch, gen)
         for group in opt.param_groups:
             group["lr"] = scale * learning_rate(step, steps, lr)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        with torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             loss = training_loss(model, clean, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
