@@ -212,8 +212,8 @@ def denoise(
     files = image_files(inputs)
     out_dir(out, files)
     try:
-        net = load_denoiser(model, settings.weights_dir, settings.device,
-                            ensemble=settings.denoise_ensemble if ensemble is None else ensemble)
+        net = load_denoiser(model, settings.weights_dir, settings.device, settings.tile_size, settings.precision,
+                            settings.denoise_ensemble if ensemble is None else ensemble)
     except ModelError as e:
         fail(str(e))
     runtime = Runtime(submit.limits_of(settings), settings.tile_size, settings.tile_overlap)

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     tile_size: int = 512
     tile_overlap: int = 32
     denoise_ensemble: int = 1  # 1, 2, 4 or 8: geometric self-ensemble, PSNR for time (see the model card)
+    precision: Literal["auto", "float32"] = "auto"  # auto: float16 on a GPU, bfloat16 on a CPU that has it
 
     max_file_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 50_000_000

@@ -11,3 +11,10 @@ def cpu_bfloat16() -> bool:
 def training_dtype(device: str) -> torch.dtype | None:
     """bfloat16 for the forward and backward passes (no loss scaling needed), or None for float32."""
     return torch.bfloat16 if device == "cuda" or cpu_bfloat16() else None
+
+
+def inference_dtype(device: torch.device) -> torch.dtype | None:
+    """float16 on CUDA, bfloat16 on a CPU that has it natively, else None (float32)."""
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_bfloat16() else None

@@ -13,7 +13,8 @@ from models.decode import BEAM, beam_search
 from models.encoder import Encoder
 from models.ffdnet import FFDNet, FFDNetConfig
 from models.grounding import Grounding, Guide, WordTable, guide, read_table, realize
-from models.names import CAPTIONERS, DENOISERS, ENSEMBLES
+from models.names import CAPTIONERS, DENOISERS, ENSEMBLES, PRECISIONS
+from models.precision import inference_dtype
 from models.tiling import denoise_many
 from models.vocab import Vocabulary
 
@@ -56,7 +57,8 @@ def _restore(table: dict, name: str, path: Path, device: torch.device) -> tuple[
 @dataclass
 class Denoiser:
     """A color network and, when shipped, a gray one; gray images fall back to the color net on three
-    identical channels. On a GPU, same-size tiles of several images run together (max_batch) in half precision."""
+    identical channels. On a GPU, same-size tiles of several images run together (max_batch); `dtype` is the
+    reduced precision the networks run in (float16 on a GPU, bfloat16 on a CPU that has it), None for float32."""
     name: str
     version: str
     color: FFDNet
@@ -124,23 +126,26 @@ def gpu_batch(device: torch.device, config: FFDNetConfig, tile: int) -> int:
 
 
 def load_denoiser(name: str, weights_dir: Path, device: str = "auto", tile: int = 512,
-                  half: bool = True, ensemble: int = 1) -> Denoiser:
-    """On CUDA: micro-batches sized from free memory, and float16 unless `half` is False. On CPU: one tile at
-    a time in float32. The version names a self-ensemble (e.g. "x8"), so results record it."""
+                  precision: str = "auto", ensemble: int = 1) -> Denoiser:
+    """precision "auto": float16 on CUDA, bfloat16 on a CPU that runs it natively (models.precision), else
+    float32; "float32": float32 everywhere. On CUDA, micro-batches are sized from free memory. The version names
+    a reduced precision ("-fp16", "-bf16") and a self-ensemble ("-x8"), so results record them."""
     if name not in DENOISERS:
         raise ModelError(f"unknown denoiser {name!r}; known: {', '.join(DENOISERS)}")
     if ensemble not in ENSEMBLES:
         raise ModelError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, got {ensemble}")
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = pick_device(device)
     color_path, gray_path = weights_dir / f"{name}_color.pt", weights_dir / f"{name}_gray.pt"
     color, _ = _restore(DENOISER_NETS, name, color_path, dev)
     gray = _restore(DENOISER_NETS, name, gray_path, dev)[0] if gray_path.is_file() else None
+    dtype = None if precision == "float32" else inference_dtype(dev)
     version = version_of(color_path) + (f"+{version_of(gray_path)}" if gray else "")
+    version += {torch.float16: "-fp16", torch.bfloat16: "-bf16"}.get(dtype, "") if dtype else ""
     version += f"-x{ensemble}" if ensemble > 1 else ""
-    if dev.type != "cuda":
-        return Denoiser(name, version, color, gray, ensemble=ensemble)
-    return Denoiser(name, version, color, gray, gpu_batch(dev, color.config, tile), torch.float16 if half else None,
-                    ensemble)
+    batch = gpu_batch(dev, color.config, tile) if dev.type == "cuda" else 1
+    return Denoiser(name, version, color, gray, batch, dtype, ensemble)
 
 
 @dataclass

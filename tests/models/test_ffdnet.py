@@ -84,3 +84,17 @@ def test_self_ensemble_averages_the_eight_rotations_and_flips(weights_dir) -> No
     assert eight.version == f"{plain.version}-x8"
     with pytest.raises(ModelError, match="ensemble must be one of 1, 2, 4, 8, got 3"):
         load_denoiser("ffdnet", weights_dir, "cpu", ensemble=3)
+
+
+def test_precision_auto_runs_bfloat16_on_a_cpu_that_has_it_and_says_so(weights_dir) -> None:  # type: ignore[no-untyped-def]
+    from models.precision import cpu_bfloat16
+    from models.registry import ModelError, load_denoiser
+    auto, exact = load_denoiser("ffdnet", weights_dir, "cpu"), load_denoiser("ffdnet", weights_dir, "cpu", precision="float32")
+    reduced = cpu_bfloat16()
+    assert exact.dtype is None and auto.dtype == (torch.bfloat16 if reduced else None)
+    assert auto.version == exact.version + ("-bf16" if reduced else "")
+    img = np.random.default_rng(1).random((64, 80, 3), dtype=np.float32)
+    diff = np.abs(auto(img, None, 512, 32) - exact(img, None, 512, 32))
+    assert diff.max() < 0.05 and (diff.max() > 0) == reduced
+    with pytest.raises(ModelError, match="precision must be one of auto, float32, got 'float16'"):
+        load_denoiser("ffdnet", weights_dir, "cpu", precision="float16")
