@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.deps import own_result, sessions_for
 from api.schemas import BatchOut, CaptionOut, ItemOut
 from core import queries
-from core.config import Settings
-from core.imageio import thumbnail_jpeg
+from core.config import Settings, get_settings
+from core.imageio import decode, encode_png, thumbnail_jpeg
 from core.storage import Storage, input_key, results_prefix
+from core.submit import limits_of
 from core.tables import Batch, Item, Result
 
 EXPORT_PAGE = 500
@@ -58,9 +59,16 @@ def caption_out(result: Result, item: Item) -> CaptionOut:
 
 
 def result_png(storage: Storage, item: Item, which: str) -> Response:
+    return Response(_png(storage, item, which), media_type="image/png")
+
+
+def _png(storage: Storage, item: Item, which: str) -> bytes:
+    """The stored PNG; a noisy image that is the upload itself (no synthetic noise) is made a PNG when asked for,
+    as the worker decoded it."""
     result = own_result(item)
-    return Response(storage.get(result.denoised_key if which == "denoised" else result.noisy_key),
-                    media_type="image/png")
+    key = result.denoised_key if which == "denoised" else result.noisy_key
+    data = storage.get(key)
+    return encode_png(decode(data, limits_of(get_settings()))) if key == input_key(item.id) else data
 
 
 def thumbnail(storage: Storage, item: Item, which: str, size: int = 320) -> Response:
@@ -68,7 +76,7 @@ def thumbnail(storage: Storage, item: Item, which: str, size: int = 320) -> Resp
     result = own_result(item)
     key = f"thumbs/{results_prefix(item.id, result.denoiser_version).removeprefix('results/')}/{which}-{size}.jpg"
     if (data := storage.find(key)) is None:
-        data = thumbnail_jpeg(storage.get(result.denoised_key if which == "denoised" else result.noisy_key), size)
+        data = thumbnail_jpeg(_png(storage, item, which), size)
         storage.put(key, data)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 

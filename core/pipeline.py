@@ -37,6 +37,7 @@ class Result:
     caption_noisy: str
     denoiser_version: str
     captioner_version: str
+    noisy_is_upload: bool = True  # no synthetic noise: the noisy image is the upload, already stored
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -103,7 +104,7 @@ def process(data: bytes, reference: bytes | None, options: BatchOptions, models:
     caption, caption_noisy = captioner([denoised.pixels, noisy.pixels])
     timings["caption"] = _lap(t)
     return Result(noisy, denoised, estimate, metrics, caption, caption_noisy, f"{denoiser.name}@{denoiser.version}",
-                  f"{captioner.name}@{captioner.version}", timings)
+                  f"{captioner.name}@{captioner.version}", options.add_noise is None, timings)
 
 
 def _lap(start: float) -> float:

@@ -116,21 +116,24 @@ def _captioner(name: str, weights_dir: Path, device: str) -> CaptionBackend:
 @dataclass
 class DatabaseSink:
     """Stores a result (images under keys from the item id and model version, then the row and the state in one
-    transaction) or a failure; a second run of the same item overwrites the same keys and finds it settled."""
+    transaction) or a failure; a second run of the same item overwrites the same keys and finds it settled.
+    Without synthetic noise the noisy image is the upload: its key is the upload's, and no copy is written."""
     sessions: sessionmaker
     storage: Storage
     settings: Settings
 
     def done(self, item_id: str, result: pipeline.Result) -> None:
         prefix = results_prefix(item_id, result.denoiser_version)
+        noisy_key = input_key(item_id) if result.noisy_is_upload else f"{prefix}/noisy.png"
         self.storage.put(f"{prefix}/denoised.png", encode_png(result.denoised))
-        self.storage.put(f"{prefix}/noisy.png", encode_png(result.noisy))
-        batch_id = with_database(self.settings, lambda: self._store(item_id, result, prefix))
+        if not result.noisy_is_upload:
+            self.storage.put(noisy_key, encode_png(result.noisy))
+        batch_id = with_database(self.settings, lambda: self._store(item_id, result, prefix, noisy_key))
         if batch_id is not None:  # logged once committed: a commit that failed and was retried is not a second "done"
             log.info("item done in %.2f s", sum(result.timings.values()),
                      extra={"item_id": item_id, "batch_id": batch_id, "timings": result.timings})
 
-    def _store(self, item_id: str, r: pipeline.Result, prefix: str) -> str | None:
+    def _store(self, item_id: str, r: pipeline.Result, prefix: str, noisy_key: str) -> str | None:
         """The batch id once stored; None when the item was no longer running (another run settled it)."""
         with self.sessions.begin() as session:
             item = session.get_one(Item, item_id, with_for_update=True)
@@ -144,7 +147,7 @@ class DatabaseSink:
                 brisque_noisy=r.metrics.get("brisque_noisy"), brisque=r.metrics.get("brisque"),
                 caption=r.caption, caption_noisy=r.caption_noisy,
                 denoiser_version=r.denoiser_version, captioner_version=r.captioner_version,
-                denoised_key=f"{prefix}/denoised.png", noisy_key=f"{prefix}/noisy.png", timings=r.timings))
+                denoised_key=f"{prefix}/denoised.png", noisy_key=noisy_key, timings=r.timings))
             item.state, item.error, item.finished_at = ItemState.done, None, _now()
             return item.batch_id
 

@@ -4,6 +4,7 @@ import io
 import json
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -45,6 +46,8 @@ def test_batch_end_to_end(client: httpx.Client) -> None:
     gray = client.get(f"/items/{by_name['b.png']['id']}/denoised.png")
     assert Image.open(io.BytesIO(gray.content)).mode == "L"
     assert client.get(f"/items/{by_name['a.png']['id']}/original").content == clean
+    noisy = np.asarray(Image.open(io.BytesIO(client.get(a["links"]["noisy"]).content)), dtype=np.float32) / 255
+    assert 19 < 10 * np.log10(1 / np.mean((noisy - np.asarray(Image.open(io.BytesIO(clean)), np.float32) / 255) ** 2)) < 22
 
     word = res["caption"].split()[0]
     found = client.get("/captions", params={"q": word, "batch_id": submitted["id"]}).json()
@@ -66,6 +69,9 @@ def test_one_image_with_reference(client: httpx.Client) -> None:
     item = client.get(f"/items/{r.json()['items'][0]['id']}").json()
     # a constant offset of 20 grey levels is a PSNR of 20*log10(255/20) = 22.11 dB (a little more where it clips)
     assert item["has_reference"] and item["result"]["psnr_noisy"] == pytest.approx(22.11, abs=0.2)
+    shown = client.get(item["links"]["noisy"])  # the upload itself (no synthetic noise), made a PNG when asked for
+    assert shown.headers["content-type"] == "image/png" and (np.asarray(Image.open(io.BytesIO(shown.content))) == noisy).all()
+    assert Image.open(io.BytesIO(client.get(f"/items/{item['id']}/thumbs/noisy.jpg").content)).size == (64, 64)
 
 
 @pytest.mark.parametrize("data, message", [

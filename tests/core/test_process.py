@@ -12,7 +12,7 @@ from core import submit as service
 from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
 from core.options import BatchOptions
-from core.storage import LocalStorage
+from core.storage import LocalStorage, input_key
 from core.tables import Item, ItemState, Result
 from tests.conftest import png, smooth_image, tenant_id
 
@@ -25,11 +25,23 @@ def sessions(env: dict[str, str], postgres_url: str) -> Iterator[sessionmaker]:
     engine.dispose()
 
 
-def make_batch(sessions: sessionmaker, storage: LocalStorage, n: int = 2) -> list[str]:
+def make_batch(sessions: sessionmaker, storage: LocalStorage, n: int = 2, add_noise: float | None = 15) -> list[str]:
     uploads = [service.Upload(f"{i}.png", png(smooth_image(48, 48, seed=i))) for i in range(n)]
     with sessions.begin() as s:
-        batch, _ = service.submit(s, storage, get_settings(), tenant_id(s), uploads, BatchOptions(add_noise=15))
+        batch, _ = service.submit(s, storage, get_settings(), tenant_id(s), uploads, BatchOptions(add_noise=add_noise))
         return [i.id for i in batch.items]
+
+
+def test_the_noisy_image_is_stored_once(sessions: sessionmaker, tmp_path: Path) -> None:
+    """With synthetic noise it is a PNG of its own; without, it is the upload, and no copy is written."""
+    storage = LocalStorage(tmp_path / "files")
+    noise, upload = make_batch(sessions, storage, 1), make_batch(sessions, storage, 1, add_noise=None)
+    process.process_items(sessions, storage, get_settings(), noise + upload)
+    with sessions() as s:
+        noisy, plain = (s.get_one(Result, i) for i in (*noise, *upload))
+    assert noisy.noisy_key.endswith("/noisy.png") and storage.find(noisy.noisy_key) is not None
+    assert plain.noisy_key == input_key(upload[0])
+    assert sorted(p.name for p in (tmp_path / "files").rglob("*.png")) == ["denoised.png", "denoised.png", "noisy.png"]
 
 
 def test_running_twice_stores_one_result(sessions: sessionmaker, tmp_path: Path) -> None:
@@ -38,9 +50,9 @@ def test_running_twice_stores_one_result(sessions: sessionmaker, tmp_path: Path)
     process.process_items(sessions, storage, get_settings(), ids)
     process.process_items(sessions, storage, get_settings(), ids)
     with sessions() as s:
-        assert s.scalar(select(func.count()).select_from(Result)) == 2
-        assert [i.deliveries for i in s.scalars(select(Item).order_by(Item.position))] == [1, 1]
-        assert {i.state for i in s.scalars(select(Item))} == {ItemState.done}
+        assert s.scalar(select(func.count()).select_from(Result).where(Result.item_id.in_(ids))) == 2
+        items = s.scalars(select(Item).where(Item.id.in_(ids)).order_by(Item.position)).all()
+        assert [i.deliveries for i in items] == [1, 1] and {i.state for i in items} == {ItemState.done}
 
 
 def age(sessions: sessionmaker, item_id: str, seconds: float) -> None:
