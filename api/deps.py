@@ -61,9 +61,12 @@ def unauthorized(presented: bool) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_tenant(session: SessionDep, key: Annotated[str | None, Depends(api_key_header)],
+def get_tenant(request: Request, session: SessionDep, key: Annotated[str | None, Depends(api_key_header)],
                token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-    """The tenant id of the key in the X-API-Key or Authorization header; 401 when none, wrong or revoked."""
+    """The tenant id of the key in the X-API-Key or Authorization header; 401 when none, wrong or revoked.
+    An upload route has checked the key before reading the body (routes/batches.UploadRoute): its answer."""
+    if tenant_id := getattr(request.state, "tenant_id", None):
+        return tenant_id
     presented = presented_key(key, token)
     tenant_id = authenticate(session, presented) if presented else None
     if tenant_id is None:
