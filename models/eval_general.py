@@ -29,6 +29,11 @@ def general_photo(shared: Path, key: str) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
 
 
+def general_keys(shared: Path) -> dict[str, dict]:
+    return {k: v for k, v in json.loads((shared / "caption" / "general_dev.json").read_text()).items()
+            if not k.startswith("_")}
+
+
 def general_rates(captions: dict[str, str], keys: dict[str, dict]) -> dict[str, float]:
     """A caption names the subject when one of its words is in `any`; it has a wrong word when one is in `never`."""
     words = {k: set(tokenize(c)) for k, c in captions.items()}
@@ -38,8 +43,7 @@ def general_rates(captions: dict[str, str], keys: dict[str, dict]) -> dict[str, 
 
 def on_general(models: dict[str, CaptionModel], shared: Path) -> dict[str, dict]:
     """Each photo captioned by every model in turn (end to end, from pixels), timed."""
-    keys = {k: v for k, v in json.loads((shared / "caption" / "general_dev.json").read_text()).items()
-            if not k.startswith("_")}
+    keys = general_keys(shared)
     captions: dict[str, dict[str, str]] = {m: {} for m in models}
     seconds: dict[str, list[float]] = {m: [] for m in models}
     for key in keys:

@@ -73,25 +73,44 @@ def test_prepare_train_eval_end_to_end(env: dict[str, str], tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr
     fitted = json.loads((tmp_path / "weights" / "grounding.json").read_text())
     assert 0.3 <= fitted["threshold"] <= 0.9 and len(fitted["suppress"]) == len(read_table().words)
-    shared = Path(env["DENOCAP_SHARED_DATA"])
-    (shared / "denoise" / "test" / "cbsd68").mkdir(parents=True)
-    (shared / "denoise" / "test" / "cbsd68" / "1.png").write_bytes(png(smooth_image(64, 48, seed=9)))
-    keys = {"cbsd68/1.png": {"any": list(WORDS), "never": ["zebra"], "refs": ["a dog"]}}
-    (shared / "caption" / "general_dev.json").write_text(json.dumps(keys))
+    fake_general_dev(Path(env["DENOCAP_SHARED_DATA"]))
     out = denocap(env, "caption", "compare", "--json", str(tmp_path / "compare.json"))
     assert out.returncode == 0, out.stderr
     result = json.loads((tmp_path / "compare.json").read_text())
     for name in ("shipped (decoder alone)", "grounded (ImageNet words)"):
-        assert result[name]["general_dev"]["subject_named"] == 1.0 and result[name]["general_dev"]["wrong_word"] == 0
+        assert result[name]["general_dev"]["subject_named"] == 0.5 and result[name]["general_dev"]["wrong_word"] == 0.5
         assert result[name]["flickr8k_test"]["images"] == 1
 
 
+def fake_general_dev(shared: Path) -> None:
+    """Two general photos with keys: one the tiny captioner's words name, one they cannot."""
+    (shared / "denoise" / "test" / "cbsd68").mkdir(parents=True)
+    (shared / "denoise" / "test" / "cbsd68" / "1.png").write_bytes(png(smooth_image(64, 48, seed=9)))
+    (shared / "denoise" / "test" / "cbsd68" / "2.png").write_bytes(png(smooth_image(40, 56, seed=8)))
+    keys = {"cbsd68/1.png": {"any": list(WORDS), "never": ["zebra"], "refs": ["a dog"]},
+            "cbsd68/2.png": {"any": ["zebra"], "never": list(WORDS), "refs": ["a zebra"]}}
+    (shared / "caption" / "general_dev.json").write_text(json.dumps(keys))
+
+
 def test_study_writes_table_and_plots(env: dict[str, str], tmp_path: Path) -> None:
-    env = {**env, "DENOCAP_SHARED_DATA": str(fake_flickr8k(tmp_path / "shared"))}
+    shared = fake_flickr8k(tmp_path / "shared")
+    fake_general_dev(shared)
+    env = {**env, "DENOCAP_SHARED_DATA": str(shared)}
     out = denocap(env, "study", "--sigmas", "15,50", "--limit", "1", "--docs", str(tmp_path / "docs"))
     assert out.returncode == 0, out.stderr
     table = json.loads((tmp_path / "docs" / "study.json").read_text())
-    assert table["images"] == 1 and set(table["by_sigma"]) == {"15", "50"}
-    assert table["by_sigma"]["50"]["psnr_noisy"] < table["by_sigma"]["15"]["psnr_noisy"]
+    flickr, general = table["flickr8k"], table["general_dev"]
+    assert flickr["images"] == 1 and set(flickr["by_sigma"]) == {"15", "50"}
+    assert flickr["by_sigma"]["50"]["psnr_noisy"] < flickr["by_sigma"]["15"]["psnr_noisy"]
     assert (tmp_path / "docs" / "study.png").stat().st_size > 10_000
-    assert "| 50 | denoised |" in (tmp_path / "docs" / "study.md").read_text()
+    assert general["photos"] == 2 and set(general) >= {"clean", "15/noisy", "15/denoised", "50/noisy", "50/denoised"}
+    assert all(general[k] == {"subject_named": 0.5, "wrong_word": 0.5} for k in ("clean", "50/denoised"))
+    md = (tmp_path / "docs" / "study.md").read_text()
+    assert "| 50 | denoised |" in md and "| 50 | denoised | 50.0% | 50.0% |" in md
+
+    out = denocap(env, "study", "--sets", "general", "--sigmas", "25", "--docs", str(tmp_path / "docs"))
+    assert out.returncode == 0, out.stderr
+    table = json.loads((tmp_path / "docs" / "study.json").read_text())
+    assert table["flickr8k"] == flickr and set(table["general_dev"]["sigmas"]) == {25}  # the other part is kept
+    out = denocap(env, "study", "--sets", "imagenet")
+    assert out.returncode == 2 and "--sets takes flickr8k and/or general" in out.stderr
