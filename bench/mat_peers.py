@@ -97,7 +97,7 @@ def main() -> None:
     from models.registry import load_denoiser
     s = get_settings()
     peers = s.shared_data / "peers"
-    nets = {"ours": (load_denoiser("ffdnet", s.weights_dir, "cpu").color, 0.25),  # convs at half resolution
+    nets = {"ours": (load_denoiser("ffdnet", s.weights_dir, "cpu", precision="float32").color, 0.25),  # convs at half resolution
             "CDnCNN-B": (DnCNN(peers / "dncnn_GD_Color_Blind.mat"), 1.0),
             "FFDNet": (MatFFDNet(peers / "ffdnet_color.mat"), 0.25)}
     for name, (net, area) in nets.items():

@@ -61,6 +61,7 @@ def onnxruntime_run(path: Path, threads: int) -> Run:
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # its idle threads would spin
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"x": x})[0]
 
@@ -98,22 +99,24 @@ def main() -> None:
     x512 = np.random.default_rng(1).random((1, 3, 512, 512), dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         onnx = export(model, Path(tmp))
-        rows: dict[str, Run] = {
-            "PyTorch eager float32": torch_run(model),
-            "PyTorch channels-last float32": torch_run(model, channels_last=True),
-            "PyTorch bfloat16 autocast": torch_run(model, dtype=torch.bfloat16),
-            "PyTorch bfloat16 channels-last": torch_run(model, channels_last=True, dtype=torch.bfloat16),
-            "ONNX Runtime float32": onnxruntime_run(onnx, a.threads),
-            "OpenVINO float32": openvino_run(onnx, a.threads, "f32"),
-            "OpenVINO bfloat16": openvino_run(onnx, a.threads, "bf16"),
+        rows: dict[str, Callable[[], Run]] = {  # each made just before it is measured: no idle pools meanwhile
+            "PyTorch eager float32": lambda: torch_run(model),
+            "PyTorch channels-last float32": lambda: torch_run(model, channels_last=True),
+            "PyTorch bfloat16 autocast": lambda: torch_run(model, dtype=torch.bfloat16),
+            "PyTorch bfloat16 channels-last": lambda: torch_run(model, channels_last=True, dtype=torch.bfloat16),
+            "ONNX Runtime float32": lambda: onnxruntime_run(onnx, a.threads),
+            "OpenVINO float32": lambda: openvino_run(onnx, a.threads, "f32"),
+            "OpenVINO bfloat16": lambda: openvino_run(onnx, a.threads, "bf16"),
         }
         base_time = base_psnr = 0.0
         print(f"{'runtime':32s} {'s/512x512':>10s} {'speed-up':>9s} {'CBSD68 s25 dB':>14s} {'delta dB':>9s}")
-        for name, run in rows.items():
+        for name, make in rows.items():
+            run = make()
             t = seconds(run, x512, a.repeats)
             psnr = float(np.mean([quality.psnr(c, run(n)[0].transpose(1, 2, 0)) for c, n in zip(cleans, noisies)]))
             base_time, base_psnr = (t, psnr) if not base_time else (base_time, base_psnr)
             print(f"{name:32s} {t:10.3f} {base_time / t:8.2f}x {psnr:14.3f} {psnr - base_psnr:+9.3f}", flush=True)
+            del run
     print(f"command: python -m bench.runtimes --threads {a.threads} --limit {a.limit} --repeats {a.repeats}")
 
 
