@@ -9,14 +9,14 @@ denocap caption train --scst --hours 2
 import logging
 import math
 import time
-from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_refs, cook_test
 
-from models import checkpoint
+from models import checkpoint, training
 from models.captioner import Captioner, CaptionerConfig
 from models.train_captioner import CaptionData, caption_names, export_weights, score
 from models.vocab import EOS, Vocabulary
@@ -94,28 +94,24 @@ def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: flo
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     last = run_dir / "scst_last.pt"
-    state = checkpoint.load(last) if last.exists() else None
+    state = training.saved(last)
     shipped = checkpoint.load(init)
     config = CaptionerConfig(**(state or shipped)["config"])
     data = CaptionData(prepared, config.max_len)
     assert data.vocab.words == shipped["vocab"], f"{init} was trained with another vocabulary"
     model = Captioner(config).to(device).eval()
     model.load_state_dict({k: v.float() for k, v in shipped["state"].items()})
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    done, best = 0, shipped["dev_scores"].get("CIDEr", -math.inf)
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        done, best = state["round"], state["best"]
-        log.info("resumed after round %d (best dev CIDEr %.3f)", done, best)
+    run = training.Run(last, "round", model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0),
+                       shipped["dev_scores"].get("CIDEr", -math.inf))
+    if run.resume(state):
+        log.info("resumed after round %d (best dev CIDEr %.3f)", run.done, run.best)
     else:
-        log.info("starting from %s (dev CIDEr %.3f)", init, best)
+        log.info("starting from %s (dev CIDEr %.3f)", init, run.best)
     train_names, dev_names = data.splits["train"], data.splits["dev"][:val_images]
     cider = CorpusCider([[" ".join(r) for r in data.refs[n]] for n in train_names])
     batch = min(batch, len(train_names))
     round_steps = min(ROUND_STEPS, math.ceil(len(train_names) / batch))
-    deadline = time.monotonic() + hours * 3600
-    while done < rounds and time.monotonic() < deadline:
+    for done in run.rounds(rounds, hours):
         rng = np.random.default_rng(seed + done)  # a round's images depend on its number only: resumable
         t0, rewards = time.monotonic(), []
         for _ in range(round_steps):
@@ -127,20 +123,12 @@ def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: flo
             reward = torch.from_numpy(cider.rewards(captions, refs)).float().view(-1, samples)
             baseline = (reward.sum(1, keepdim=True) - reward) / (samples - 1)
             loss = policy_loss(model, memory, tokens, (reward - baseline).flatten().to(device), data.vocab.pad)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            run.step(loss, clip=1.0)
             rewards.append(reward.mean().item())
-        done += 1
         scores = score(caption_names(model, data, dev_names, beam=1), data.refs)
         model.eval()  # caption_names() leaves the model in training mode
-        if scores["CIDEr"] > best:
-            best = scores["CIDEr"]
-            export_weights(model, data.vocab, export, done, scores)
-        checkpoint.save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(config),
-                                "round": done, "best": best}, last)
+        run.keep(done + 1, scores["CIDEr"], partial(export_weights, model, data.vocab, export, done + 1, scores))
         log.info("round %d  %.1f images/s  train CIDEr-D of samples %.3f  dev BLEU-4 %.3f CIDEr %.3f  best CIDEr %.3f",
-                 done, round_steps * batch / (time.monotonic() - t0), float(np.mean(rewards)), scores["BLEU-4"],
-                 scores["CIDEr"], best)
-    return best
+                 done + 1, round_steps * batch / (time.monotonic() - t0), float(np.mean(rewards)), scores["BLEU-4"],
+                 scores["CIDEr"], run.best)
+    return run.best

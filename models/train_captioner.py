@@ -8,6 +8,7 @@ import logging
 import math
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from models import checkpoint
+from models import checkpoint, training
 from models.captioner import Captioner, CaptionerConfig
 from models.decode import ALPHA, beam_search
 from models.encoder import FEATURE_DIM, GRID, Encoder
@@ -128,48 +129,34 @@ def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epoch
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = CaptionData(prepared, (config or CaptionerConfig(vocab_size=1)).max_len)
     last = run_dir / "last.pt"
-    state = checkpoint.load(last) if last.exists() else None
+    state = training.saved(last)
     config = CaptionerConfig(**state["config"]) if state else (config or CaptionerConfig(vocab_size=len(data.vocab)))
     model = Captioner(config).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    epoch, best = 0, -math.inf
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        epoch, best = state["epoch"], state["best"]
-        log.info("resumed after epoch %d (best dev CIDEr %.3f)", epoch, best)
+    run = training.Run(last, "epoch", model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01))
+    if run.resume(state):
+        log.info("resumed after epoch %d (best dev CIDEr %.3f)", run.done, run.best)
     train_names, dev_names = data.splits["train"], data.splits["dev"][:val_images]
     steps_per_epoch = math.ceil(len(train_names) / batch)
-    deadline = time.monotonic() + hours * 3600
-    rng = np.random.default_rng(seed + epoch)
-    while epoch < epochs and time.monotonic() < deadline:
+    rng = np.random.default_rng(seed + run.done)
+    for epoch in run.rounds(epochs, hours):
         order = rng.permutation(len(train_names))
         t0, total = time.monotonic(), 0.0
         for i in range(steps_per_epoch):
             names = [train_names[j] for j in order[i * batch:(i + 1) * batch]]
             tokens = data.tokens_of([data.refs[n][rng.integers(len(data.refs[n]))] for n in names]).to(device)
-            step = epoch * steps_per_epoch + i
-            for group in opt.param_groups:
-                group["lr"] = lr * min(1.0, (step + 1) / 300) * 0.5 * (1 + math.cos(math.pi * step / (epochs * steps_per_epoch)))
             logits = model(model.memory(data.features_of(names).to(device)), tokens[:, :-1])
             loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], ignore_index=data.vocab.pad,
                                    label_smoothing=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            step = epoch * steps_per_epoch + i
+            warmup = min(1.0, (step + 1) / 300)
+            run.step(loss, lr * warmup * 0.5 * (1 + math.cos(math.pi * step / (epochs * steps_per_epoch))), clip=1.0)
             total += loss.item()
-        epoch += 1
         scores = score(caption_names(model, data, dev_names, beam=1), data.refs)
-        if scores["CIDEr"] > best:
-            best = scores["CIDEr"]
-            export_weights(model, data.vocab, export, epoch, scores)
-        checkpoint.save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": asdict(config),
-                                "epoch": epoch, "best": best}, last)
-        log.info("epoch %d  %.0f captions/s  loss %.3f  dev BLEU-4 %.3f CIDEr %.3f  best CIDEr %.3f", epoch,
+        run.keep(epoch + 1, scores["CIDEr"], partial(export_weights, model, data.vocab, export, epoch + 1, scores))
+        log.info("epoch %d  %.0f captions/s  loss %.3f  dev BLEU-4 %.3f CIDEr %.3f  best CIDEr %.3f", epoch + 1,
                  len(train_names) / (time.monotonic() - t0), total / steps_per_epoch, scores["BLEU-4"],
-                 scores["CIDEr"], best)
-    return best
+                 scores["CIDEr"], run.best)
+    return run.best
 
 
 def export_weights(model: Captioner, vocab: Vocabulary, path: Path, epoch: int, scores: dict[str, float]) -> None:

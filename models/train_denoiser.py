@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from models import checkpoint
+from models import checkpoint, training
 from models.ffdnet import FFDNet, FFDNetConfig
 from models.noise import degrade, level_map
 from models.precision import training_dtype
@@ -133,56 +134,42 @@ def train(
     val_clean, val_noisy = (t.to(device) for t in validation_set(images[-VAL_IMAGES:]))
     patches = Patches(images[:-VAL_IMAGES], device)
     last = run_dir / "last.pt"
-    state = checkpoint.load(last) if last.exists() else None
+    state = training.saved(last)
     shipped = checkpoint.load(init) if init and not state else None
     source = state or shipped
     config = FFDNetConfig(**source["config"]) if source else (config or FFDNetConfig(channels=channels))
     model = FFDNet(config).to(device)
     if shipped:
         model.load_state_dict(from_single_level(shipped["state"], model))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    step, best, scale = 0, validate(model, val_clean, val_noisy) if shipped else -math.inf, 1.0
+    run = training.Run(last, "step", model, torch.optim.Adam(model.parameters(), lr=lr),
+                       validate(model, val_clean, val_noisy) if shipped else -math.inf, {"lr_scale": 1.0})
     if shipped:
-        log.info("starting from %s (its step %d): val %.2f dB", init, shipped["step"], best)
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, best, scale = state["step"], state["best"], state.get("lr_scale", 1.0)
-        log.info("resumed at step %d (best %.2f dB)", step, best)
+        log.info("starting from %s (its step %d): val %.2f dB", init, shipped["step"], run.best)
+    if run.resume(state):
+        log.info("resumed at step %d (best %.2f dB)", run.done, run.best)
     log.info("%s on %s: %d parameters", config, device, sum(p.numel() for p in model.parameters()))
-    gen = torch.Generator(device).manual_seed(seed + step)
+    gen = torch.Generator(device).manual_seed(seed + run.done)
     dtype = training_dtype(device)
-    deadline = time.monotonic() + hours * 3600
-    tick, seen = time.monotonic(), 0
-    while step < steps and time.monotonic() < deadline:
-        clean = patches.sample(batch, patch, gen)
-        for group in opt.param_groups:
-            group["lr"] = scale * learning_rate(step, steps, lr)
-        with torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            loss = training_loss(model, clean, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step, seen = step + 1, seen + batch
-        if step % eval_every == 0 or step == steps:
-            psnr = validate(model, val_clean, val_noisy)
-            if not psnr >= best - COLLAPSE_DB and last.exists():  # also catches NaN
-                good = checkpoint.load(last)
-                model.load_state_dict(good["model"])
-                opt.load_state_dict(good["optimizer"])
-                step, scale = good["step"], scale / 2
-                log.warning("validation %.2f dB, best %.2f: back to step %d, learning rate x%g", psnr, best, step, scale)
-                continue
-            rate = seen / (time.monotonic() - tick)
-            tick, seen = time.monotonic(), 0
-            if psnr > best:
-                best = psnr
-                export_weights(model, export, step, psnr)
-            checkpoint.save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                    "config": asdict(config), "step": step, "best": best, "lr_scale": scale}, last)
-            log.info("step %d  patches/s %.1f  loss %.6f  val PSNR (blind; sigma 25, camera) %.2f dB  best %.2f",
-                     step, rate, loss.item(), psnr, best)
-    return best
+    for start in run.rounds(steps, hours):
+        tick, end = time.monotonic(), min(steps, (start // eval_every + 1) * eval_every)
+        for step in range(start, end):
+            if run.overdue():  # the steps since the last evaluation are lost, as a kill would lose them
+                return run.best
+            clean = patches.sample(batch, patch, gen)
+            with torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                loss = training_loss(model, clean, gen)
+            run.step(loss, run.extra["lr_scale"] * learning_rate(step, steps, lr))
+        psnr = validate(model, val_clean, val_noisy)
+        if not psnr >= run.best - COLLAPSE_DB and run.rollback():  # also catches NaN
+            run.extra["lr_scale"] /= 2
+            log.warning("validation %.2f dB, best %.2f: back to step %d, learning rate x%g", psnr, run.best, run.done,
+                        run.extra["lr_scale"])
+            continue
+        rate = (end - start) * batch / (time.monotonic() - tick)
+        run.keep(end, psnr, partial(export_weights, model, export, end, psnr))
+        log.info("step %d  patches/s %.1f  loss %.6f  val PSNR (blind; sigma 25, camera) %.2f dB  best %.2f",
+                 end, rate, loss.item(), psnr, run.best)
+    return run.best
 
 
 def export_weights(model: FFDNet, path: Path, step: int, val_psnr: float) -> None:
