@@ -91,3 +91,12 @@ def test_the_api_and_the_light_commands_start_without_torch(env: dict[str, str])
         code = ("from core.cli import app\ntry:\n    app(" + repr(args) + ")\nexcept SystemExit:\n    pass")
         client = args[0] in ("submit", "status", "results")  # the client side needs no server framework either
         assert imported_after(code, HEAVY + ("fastapi",) * client) == [], args
+
+
+def test_worker_shape_is_one_process_per_core_on_a_cpu_and_one_on_a_gpu() -> None:
+    from core.cli import worker_shape
+    assert worker_shape(None, 0, 2, gpu=False) == (2, 1)
+    assert worker_shape(None, 0, 16, gpu=True) == (1, 16)
+    assert worker_shape(4, 0, 16, gpu=False) == (4, 4)
+    assert worker_shape(None, 3, 8, gpu=False) == (8, 3)  # DENOCAP_TORCH_THREADS wins
+    assert worker_shape(3, 0, 2, gpu=False) == (3, 1)

@@ -44,7 +44,7 @@ class Stack:
     def worker(self, *args: str):  # type: ignore[no-untyped-def]
         log = self.tmp / f"worker{len(self.workers)}.log"
         self.logs.append(log)
-        self.workers.append(start(self.env, log, "worker", "--beat", *args))
+        self.workers.append(start(self.env, log, "worker", "--beat", *(args or ("--concurrency", "1"))))
         return self.workers[-1]
 
     def submit(self) -> str:

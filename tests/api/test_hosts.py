@@ -44,7 +44,7 @@ def test_api_and_two_workers_on_three_hosts(network: Network, weights_dir: Path,
         for name, address in addresses.items():
             logs[name] = tmp_path / f"{name}.log"
             env = {**base_env(tmp_path / name, weights_dir), **shared}  # each host its own working folder
-            args = ("serve", "--host", address, "--port", str(port)) if name == "api" else ("worker",)
+            args = ("serve", "--host", address, "--port", str(port)) if name == "api" else ("worker", "--concurrency", "1")
             procs.append(start(env, logs[name], *args, wrap=tuple(network.command(name))))
         url = f"http://{addresses['api']}:{port}"
         wait_http(f"{url}/health", procs[0], logs["api"])

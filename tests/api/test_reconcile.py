@@ -28,7 +28,7 @@ def test_lost_messages_are_sent_again(weights_dir: Path, postgres_url: str, redi
         uploads = [service.Upload(f"{i}.png", png(smooth_image(40, 40, seed=i))) for i in range(3)]
         batch, _ = service.submit(s, LocalStorage(settings.files), settings, tenant_id(s), uploads, BatchOptions())
         batch_id = batch.id
-    worker = start(env, tmp_path / "worker.log", "worker", "--beat")
+    worker = start(env, tmp_path / "worker.log", "worker", "--beat", "--concurrency", "1")
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
