@@ -138,8 +138,9 @@ def load_denoiser(name: str, weights_dir: Path, device: str = "auto", tile: int 
         raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = pick_device(device)
     color_path, gray_path = weights_dir / f"{name}_color.pt", weights_dir / f"{name}_gray.pt"
-    color, _ = _restore(DENOISER_NETS, name, color_path, dev)
-    gray = _restore(DENOISER_NETS, name, gray_path, dev)[0] if gray_path.is_file() else None
+    fmt = torch.channels_last if dev.type == "cpu" else torch.contiguous_format  # as tiling feeds the tiles
+    color = _restore(DENOISER_NETS, name, color_path, dev)[0].to(memory_format=fmt)
+    gray = _restore(DENOISER_NETS, name, gray_path, dev)[0].to(memory_format=fmt) if gray_path.is_file() else None
     dtype = None if precision == "float32" else inference_dtype(dev)
     version = version_of(color_path) + (f"+{version_of(gray_path)}" if gray else "")
     version += {torch.float16: "-fp16", torch.bfloat16: "-bf16"}.get(dtype, "") if dtype else ""

@@ -49,6 +49,8 @@ def denoise_many(net: FFDNet, images: list[torch.Tensor], sigmas: list[float | N
         for start in range(0, len(tiles), max_batch):
             chunk = tiles[start:start + max_batch]
             x = torch.cat([images[t.image][..., t.rows, t.cols] for t in chunk])
+            if x.device.type == "cpu":  # oneDNN's convolutions run 1.1-1.5x faster on NHWC (bench.runtimes)
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
                 estimate = net.estimate(x)  # (n, C, h/2, w/2)
                 known = [sigmas[t.image] for t in chunk]
