@@ -1,7 +1,8 @@
 """Soak: many small images through the real HTTP server and N real worker processes on PostgreSQL and Redis;
-reports items/s, lost and duplicated items, and the peak memory of each worker's process tree.
+reports items/s, lost and duplicated items, the peak memory of each worker's process tree, and the mean seconds
+of each stage (the timings stored with each result). Each worker has its default shape (one process per core).
 
-python -m bench.soak [--images 2000] [--workers 2] [--batch 500]
+python -m bench.soak [--images 2000] [--workers 2] [--batch 500] [--size 64]
 (uses a fresh database on DENOCAP_TEST_POSTGRES's server and a Redis database number of its own)
 """
 import argparse
@@ -48,6 +49,9 @@ def gallery_timings(client: httpx.Client, batch_id: str, item_id: str) -> dict[s
         client.get(path).raise_for_status()
         return round(time.perf_counter() - t, 4)
     pages = -(-client.get(f"/batches/{batch_id}").json()["total"] // 48)
+    signed_in = client.post("/gallery/login", data={"key": client.headers["X-API-Key"]},
+                            headers={"Origin": str(client.base_url).rstrip("/")})
+    assert signed_in.status_code == 303, signed_in.text  # the gallery takes its own session cookie
     return {"gallery_first_page_s": seconds(f"/gallery/batches/{batch_id}"),
             "gallery_last_page_s": seconds(f"/gallery/batches/{batch_id}?page={pages}"),
             "thumbnail_made_s": seconds(f"/items/{item_id}/thumbs/denoised.jpg"),
@@ -110,6 +114,7 @@ def main() -> None:
         with sessions() as s:
             states = Counter(s.scalars(select(Item.state)))
             results = s.scalar(select(func.count()).select_from(Result))
+            timings = list(s.scalars(select(Result.timings)))
             first_item = s.scalars(select(Item.id).where(Item.state == ItemState.done).limit(1)).one()
         engine.dispose()
         gallery = gallery_timings(client, batch_ids[-1], first_item)
@@ -128,7 +133,8 @@ def main() -> None:
               "failed": states[ItemState.failed], "lost": a.images - states[ItemState.done] - states[ItemState.failed],
               "result_rows": results, "stored_twice": sum(n > 1 for n in stored.values()),
               "peak_rss_mib_per_worker": [round(kib / 1024) for kib in peaks], "cpu_count": os.cpu_count(),
-              "size": a.size, **gallery}
+              "size": a.size, **gallery,
+              "seconds_per_item_by_stage": {k: round(sum(t[k] for t in timings) / len(timings), 3) for k in timings[0]}}
     print(json.dumps(report, indent=1))
     with admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
