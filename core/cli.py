@@ -1,4 +1,6 @@
 """The denocap command line."""
+from __future__ import annotations
+
 import csv
 import io
 import json
@@ -6,32 +8,27 @@ import logging
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import click
-import numpy as np
 import typer
-from PIL import Image
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy.orm import sessionmaker
 from typer.core import TyperGroup
 
-from core import logs, submit, tenants
+from core import logs
 from core.config import get_settings
-from core.db import make_engine, migrate, session_factory
-from core.imageio import IMAGE_SUFFIXES, ImageError, decode, encode_png
-from core.options import BatchOptions
-from core.storage import make_storage
-from core.tables import Batch, ItemState
 
-if TYPE_CHECKING:  # the client and the uploader load inside their commands, keeping `--help` light
-    from core import bulk
+if TYPE_CHECKING:  # the rest loads inside the commands that need it, keeping `--help` light
+    from sqlalchemy.orm import sessionmaker
+
+    from core import bulk, submit
     from core.client import Client
+    from core.options import BatchOptions
+    from core.tables import Batch
 
 app = typer.Typer(help="Denoise photos with a deep network, then describe each in a sentence.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -46,11 +43,16 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def collect(paths: list[Path]) -> list[submit.Upload]:
+    from core import submit
     return [submit.Upload(p.name, p.read_bytes()) for p in image_files(paths)]
 
 
 def sample_uploads() -> list[submit.Upload]:
+    import numpy as np
     import skimage.data
+    from PIL import Image
+
+    from core import submit
     uploads = []
     for name in SAMPLES:
         buf = io.BytesIO()
@@ -75,7 +77,10 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per image on stdout, no table")] = False,
 ) -> None:
     """Process images in this process (no Redis, no worker) into the local database, then print a table."""
-    from core import process
+    from core import process, submit, tenants
+    from core.db import make_engine, migrate, session_factory
+    from core.storage import make_storage
+    from core.tables import Batch, ItemState
     settings = get_settings()
     uploads = collect(paths) if paths else sample_uploads()
     if add_noise is None and not paths:
@@ -114,6 +119,7 @@ def run(
 
 
 def _options(**values: object) -> BatchOptions:
+    from core.options import BatchOptions
     try:
         return BatchOptions(**values)  # type: ignore[arg-type]
     except ValidationError as e:
@@ -150,6 +156,7 @@ def _num(value: float | None) -> str:
 
 
 def image_files(paths: list[Path]) -> list[Path]:
+    from core.imageio import IMAGE_SUFFIXES
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -174,6 +181,12 @@ def out_dir(path: Path, inputs: list[Path]) -> Path:
 def noise(in_dir: Path, out: Path, sigma: Annotated[float, typer.Option(min=0, max=255)] = 25.0,
           seed: int = 0) -> None:
     """Add Gaussian noise of std SIGMA (0-255) to clean images; PNG files of the same names in OUT."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from core import submit
+    from core.imageio import ImageError, decode, encode_png
     from core.pipeline import add_noise
     files = image_files([in_dir])
     out_dir(out, files)
@@ -202,6 +215,8 @@ def denoise(
                                                       "(default DENOCAP_DENOISE_ENSEMBLE)")] = None,
 ) -> None:
     """Denoise images into the output folder (PNG, same names); prints the noise level used for each."""
+    from core import submit
+    from core.imageio import ImageError, decode, encode_png
     from core.pipeline import Runtime
     from core.pipeline import denoise as run_denoiser
     from models.registry import ModelError, load_denoiser
@@ -249,7 +264,8 @@ def _sigma(text: str) -> float:
 def compare(ref_dir: Path, test_dir: Path, csv_out: Annotated[Path | None, typer.Option("--csv")] = None,
             json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """PSNR/SSIM of each TEST image against the REF image of the same name (stem); BRISQUE where none."""
-    from core import quality
+    from core import quality, submit
+    from core.imageio import ImageError, decode
     limits = submit.limits_of(get_settings())
     refs = {p.stem: p for p in image_files([ref_dir])}
     rows: list[dict[str, object]] = []
@@ -323,6 +339,8 @@ def caption_images(paths: list[Path],
                    grounded: Annotated[bool, typer.Option(help="guide the decoder with the encoder's ImageNet "
                                                                "classifier (grounding.json)")] = True) -> None:
     """Caption image files (the word 'images' may be left out; denoise first for the service's behaviour)."""
+    from core import submit
+    from core.imageio import ImageError, decode
     from models.registry import ModelError, load_captioner
     settings = get_settings()
     files = image_files(paths)
@@ -498,6 +516,7 @@ def study(sigmas: str = "15,25,50", limit: int | None = None, docs: Path = Path(
 @app.command("migrate")
 def migrate_cmd() -> None:
     """Bring the database schema to the newest Alembic revision."""
+    from core.db import migrate
     migrate(get_settings().database_url)
 
 
@@ -505,6 +524,8 @@ def migrate_cmd() -> None:
 def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """Run the HTTP API (needs Redis for the queue and a worker to process)."""
     import uvicorn
+
+    from core.db import migrate
     settings = get_settings()
     migrate(settings.database_url)
     logs.setup(settings.log_format)
@@ -547,7 +568,7 @@ Url = Annotated[str | None, typer.Option(help="the API's base URL (default: DENO
 Key = Annotated[str | None, typer.Option(help="an API key (default: DENOCAP_API_KEY)")]
 
 
-def _client(url: str | None, key: str | None) -> "Client":
+def _client(url: str | None, key: str | None) -> Client:
     """A client whose key the server has accepted: a wrong key is one line and exit 2 before any upload."""
     import httpx
 
@@ -608,7 +629,7 @@ def submit_cmd(
         raise typer.Exit(1)
 
 
-def _upload(api: "Client", found: "bulk.Found", options: BatchOptions, state: "bulk.State", state_path: Path,
+def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.State, state_path: Path,
             chunk: int) -> str:
     import httpx
     from rich.progress import DownloadColumn, TransferSpeedColumn
@@ -639,7 +660,7 @@ def _upload(api: "Client", found: "bulk.Found", options: BatchOptions, state: "b
             raise
 
 
-def _wait(api: "Client", batch_id: str, poll: float = 1.0) -> int:
+def _wait(api: Client, batch_id: str, poll: float = 1.0) -> int:
     """Processing progress until the batch finishes; lists failed items with their reasons; returns how many."""
     last = ""
     with Progress(TextColumn("process"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
@@ -666,6 +687,7 @@ def _wait(api: "Client", batch_id: str, poll: float = 1.0) -> int:
 def status_cmd(batch_id: str, url: Url = None, key: Key = None) -> None:
     """A batch's items per state, whether it is sealed and finished, and its failed items with their reasons."""
     from core.client import NotFound
+    from core.tables import ItemState
     with _client(url, key) as api:
         try:
             batch = api.batch(batch_id)
@@ -724,6 +746,7 @@ app.add_typer(apikey, name="apikey")
 
 
 def _key_sessions() -> sessionmaker:
+    from core.db import make_engine, migrate, session_factory
     url = get_settings().database_url
     migrate(url)
     return session_factory(make_engine(url))
@@ -733,6 +756,7 @@ def _key_sessions() -> sessionmaker:
 def apikey_create(tenant: Annotated[str, typer.Argument(help="tenant name; made on its first key")],
                   label: Annotated[str, typer.Option(help="what the key is for")] = "") -> None:
     """Print a new key (shown once; only its hash is stored)."""
+    from core import tenants
     with _key_sessions().begin() as session:
         try:
             new = tenants.create_key(session, tenant, label)
@@ -745,6 +769,7 @@ def apikey_create(tenant: Annotated[str, typer.Argument(help="tenant name; made 
 @apikey.command("list")
 def apikey_list(tenant: Annotated[str | None, typer.Argument(help="only this tenant's keys")] = None) -> None:
     """Keys with their tenant, label, and whether they are revoked (never the secrets)."""
+    from core import tenants
     table = Table("key id", "tenant", "label", "created", "revoked")
     with _key_sessions()() as session:
         for key in tenants.list_keys(session, tenant):
@@ -756,6 +781,7 @@ def apikey_list(tenant: Annotated[str | None, typer.Argument(help="only this ten
 @apikey.command("revoke")
 def apikey_revoke(key_id: str) -> None:
     """Revoke a key at once: its next request gets 401."""
+    from core import tenants
     with _key_sessions().begin() as session:
         try:
             tenants.revoke_key(session, key_id)

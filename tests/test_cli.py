@@ -91,6 +91,8 @@ def test_the_api_and_the_light_commands_start_without_torch(env: dict[str, str])
         code = ("from core.cli import app\ntry:\n    app(" + repr(args) + ")\nexcept SystemExit:\n    pass")
         client = args[0] in ("submit", "status", "results")  # the client side needs no server framework either
         assert imported_after(code, HEAVY + ("fastapi",) * client) == [], args
+    help_only = "from core.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass"
+    assert imported_after(help_only, ("sqlalchemy", "numpy", "PIL")) == []  # --help: 1.2 s -> 0.5 s here
 
 
 def test_worker_shape_is_one_process_per_core_on_a_cpu_and_one_on_a_gpu() -> None:
