@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -560,8 +561,9 @@ def worker(concurrency: Annotated[int | None, typer.Option(min=1, help="pool pro
 
 
 def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
+    """Asked in a child process: CUDA initialised in the worker's parent would be unusable in its forked pool."""
+    probe = [sys.executable, "-c", "import torch; print(torch.cuda.is_available())"]
+    return subprocess.run(probe, check=False, capture_output=True, text=True).stdout.strip() == "True"
 
 
 Url = Annotated[str | None, typer.Option(help="the API's base URL (default: DENOCAP_URL)")]

@@ -50,8 +50,9 @@ def _tenant_of(key: str | None) -> str | None:
 
 class UploadRoute(APIRoute):
     """Checks the key before a byte of the body is read (a keyless request cannot make the server read 2 GiB;
-    TenantDep then takes the tenant found here rather than asking the database again), then parses the multipart body with the service's own file limit (Starlette stops at 1,000 files) and
-    refuses a repeated form field other than `files`/`references` (422) rather than keeping one silently."""
+    TenantDep then takes the tenant found here rather than asking the database again), then parses the
+    multipart body with the service's own file limit (Starlette stops at 1,000 files) and refuses a repeated
+    form field other than `files`/`references` (422) rather than keeping one silently."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
