@@ -101,3 +101,11 @@ def test_weights_of_the_single_level_net_give_its_output_for_a_uniform_map() -> 
     by_hand = F.conv2d(torch.cat([down, level], 1), old["head.weight"].half().float(), new.head.bias, padding=1)
     with torch.no_grad():
         torch.testing.assert_close(new.head(torch.cat([down, level.expand(-1, 3, -1, -1)], 1)), by_hand)
+
+
+def test_the_learning_rate_warms_up_then_falls_to_its_floor() -> None:
+    rate = train_denoiser.learning_rate
+    assert rate(0, 1000, 1e-3, warmup=100) == pytest.approx(1e-3 / 100, rel=1e-3)
+    assert rate(49, 1000, 1e-3, warmup=100) < rate(99, 1000, 1e-3, warmup=100) <= 1e-3
+    assert rate(99, 1000, 1e-3, warmup=100) == pytest.approx(1e-3, rel=0.03)
+    assert rate(1000, 1000, 1e-3, warmup=100) == pytest.approx(1e-5)
