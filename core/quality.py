@@ -33,14 +33,15 @@ def ssim(reference: np.ndarray, test: np.ndarray) -> float | None:
 def _brisque():  # type: ignore[no-untyped-def]
     import cv2
     from brisque import BRISQUE
-    from scipy.ndimage import correlate1d
+    from scipy import optimize, special
     from skimage.color import rgb2gray
 
     class Brisque(BRISQUE):
         """brisque 0.2.0, its score unchanged, with its waste taken out: score() computed full-scale MSCN
-        coefficients it threw away, and each of its Gaussian filters is a dense 7x7 scipy.signal.convolve2d;
-        the same zero-padded kernel as two 1-D passes does the same sums. Also, its fits return some features as
-        1-element arrays, which NumPy 2 refuses to float()."""
+        coefficients it threw away; each of its Gaussian filters is a dense 7x7 scipy.signal.convolve2d (the same
+        zero-padded kernel as two 1-D passes does the same sums); its fit of each of the 10 coefficient maps took
+        the same masked sums of squares twice. Also, its fits return some features as 1-element arrays, which
+        NumPy 2 refuses to float()."""
 
         def score(self, img):  # type: ignore[no-untyped-def]
             gray = rgb2gray(img)
@@ -54,10 +55,26 @@ def _brisque():  # type: ignore[no-untyped-def]
             g /= g.sum()  # the package's normalised 2-D kernel is the outer product of this one with itself
 
             def blur(a: np.ndarray) -> np.ndarray:
-                return correlate1d(correlate1d(a, g, axis=0, mode="constant"), g, axis=1, mode="constant")
+                return cv2.sepFilter2D(a, -1, g, g, borderType=cv2.BORDER_CONSTANT)
             mean = blur(image)
             deviation = np.sqrt(np.abs(mean**2 - blur(image**2)))
             return (image - mean) / (deviation + 1 / 255)
+
+        def asymmetric_generalized_gaussian_fit(self, x):  # type: ignore[no-untyped-def]
+            """The package's moment-matching fit, each sum taken once."""
+            squares = np.square(x)
+            negative = x < 0
+            total, left, n_left = squares.sum(), np.sum(squares, where=negative), np.count_nonzero(negative)
+            sigma_l, sigma_r = np.sqrt(left / n_left), np.sqrt((total - left) / (x.size - n_left))
+            r_hat = (np.abs(x).sum() / x.size) ** 2 / (total / x.size)
+            gamma = sigma_l / sigma_r
+            big_r = r_hat * (gamma**3 + 1) * (gamma + 1) / (gamma**2 + 1) ** 2
+            def phi(a):  # type: ignore[no-untyped-def]
+                return special.gamma(2 / a) ** 2 / (special.gamma(1 / a) * special.gamma(3 / a))
+            alpha = optimize.root(lambda a: phi(a) - big_r, [0.2]).x[0]
+            mean = (sigma_r - sigma_l) * np.sqrt(special.gamma(1 / alpha) / special.gamma(3 / alpha)) * (
+                special.gamma(2 / alpha) / special.gamma(1 / alpha))
+            return alpha, mean, sigma_l, sigma_r
 
         def scale_features(self, features):  # type: ignore[no-untyped-def]
             return super().scale_features([np.asarray(f, dtype=np.float64).item() for f in features])
