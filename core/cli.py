@@ -425,7 +425,7 @@ def caption_eval(beam: Annotated[int | None, typer.Option(help="beam size (defau
 @caption_app.command("ground")
 def caption_ground(threads: int = 1, prepared: Path | None = None,
                    json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
-    """Fit grounding.json on Flickr8k: subjects ruled out per ImageNet word (train), threshold (dev CIDEr-D)."""
+    """Fit grounding.json on Flickr8k: subjects ruled out per ImageNet word (train), levels (dev CIDEr-D)."""
     from models.train_grounding import fit
     settings = get_settings()
     _log_info()

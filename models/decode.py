@@ -1,5 +1,5 @@
 """Beam search over the captioner's step(), with length normalization, no repeated words and an optional
-constraint: the caption must contain one of a set of words."""
+constraints: the caption must contain one of a set of words, and may have to begin with given words."""
 import torch
 
 from models.captioner import Captioner
@@ -11,7 +11,7 @@ BEAM, ALPHA = 1, 0.5  # chosen on the Flickr8k dev split (denocap caption eval -
 @torch.inference_mode()
 def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam: int = BEAM,
                 max_len: int | None = None, alpha: float = ALPHA, forbid: tuple[int, ...] = (),
-                must: tuple[int, ...] = ()) -> list[int]:
+                must: tuple[int, ...] = (), start: tuple[int, ...] = ()) -> list[int]:
     """memory: (1, grid, d) for one image. Returns the best token ids (without <bos>/<eos>).
 
     Hypotheses are ranked by log p / len^alpha (Wu et al., 2016); a word already in a hypothesis
@@ -19,6 +19,7 @@ def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam
     With `must`, a two-state automaton (no word of `must` yet / one seen) keeps `beam` hypotheses per state and
     only the second state may end (Anderson et al., "Guided Open Vocabulary Image Captioning with Constrained
     Beam Search", 2017): the caption contains a word of `must` whenever one fits in max_len - 1 tokens.
+    With `start`, the caption begins with those tokens.
     """
     assert memory.shape[0] == 1, "one image at a time"
     max_len = min(max_len or model.config.max_len, model.config.max_len)
@@ -34,6 +35,8 @@ def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam
     for t in range(1, max_len):
         logp = _block_repeats(model.step(cache, tokens[:, -1]), tokens)  # (B, V)
         logp[:, blocked] = float("-inf")
+        if t <= len(start):
+            logp[:, torch.arange(logp.shape[1], device=device) != start[t - 1]] = float("-inf")
         logp[~met, eos] = float("-inf")  # only a hypothesis that meets the constraint may end
         if t == 1:
             logp[:, eos] = float("-inf")  # a caption has at least one word

@@ -4,10 +4,11 @@
 espresso to "coffee", beacon to "lighthouse") and a kind: an in-vocabulary stand-in ("structure") that the
 decoder says where it does not know the word itself, replaced by the word afterwards. Class probabilities are
 summed per word; a word at or above the threshold (else its kind, summed over the kind's words, at or above it)
-must appear in the caption (constrained beam search, see models.decode), and it rules out the Flickr8k subjects
-(people, dogs, balls, water, snow) that the training references of photos with that confident word rarely mention.
-Whatever the top word, a subject is also ruled out when the words that allow it get almost no probability (both
-fitted by models.train_grounding).
+must appear in the caption (constrained beam search, see models.decode), as its subject when it can be one ("a
+<kind> ..."), and it rules out the Flickr8k subjects (people, dogs, balls, water, snow) that the training
+references of photos with that confident word rarely mention. Whatever the top word, a subject is also ruled out
+when the words that allow it get almost no probability; and on an unsure photo a subject kind that outweighs the
+evidence of every habitual subject is said instead of them (all levels fitted by models.train_grounding).
 """
 import json
 from dataclasses import dataclass, field
@@ -18,7 +19,9 @@ import torch
 from models.vocab import Vocabulary
 
 TABLE = Path(__file__).with_name("imagenet_words.tsv")
-NOT_SUBJECTS = ("clothing", "object", "person")  # kinds not said in place of an unsure word
+NOT_SUBJECTS = ("clothing", "instrument", "object", "person")  # kinds worn, held or played: not said for an unsure
+# word, never the caption's subject
+SCENES = ("beach", "lake", "mountain", "ocean")  # said, but not as the subject
 GROUPS: dict[str, tuple[str, ...]] = {  # what a Flickr8k-trained decoder says by habit
     "person": ("man", "men", "woman", "women", "boy", "boys", "girl", "girls", "child", "children", "kid", "kids",
                "person", "people", "guy", "lady", "baby", "player", "players"),
@@ -68,15 +71,18 @@ class Grounding:
     threshold: float  # a word this likely must be in the caption
     suppress: dict[str, tuple[str, ...]] = field(default_factory=dict)  # word -> groups of GROUPS it rules out
     absent: float = 0.0  # a group whose words (those that do not rule it out) are less likely than this: ruled out
+    dominant: float = 1.0  # a subject kind this likely that outweighs every group's evidence is said
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"threshold": self.threshold, "absent": self.absent, "suppress": self.suppress},
+        path.write_text(json.dumps({"threshold": self.threshold, "absent": self.absent, "dominant": self.dominant,
+                                    "suppress": self.suppress},
                                    indent=0, sort_keys=True))
 
     @classmethod
     def load(cls, path: Path) -> "Grounding":
         data = json.loads(path.read_text())
-        return cls(data["threshold"], {w: tuple(g) for w, g in data["suppress"].items()}, data["absent"])
+        return cls(data["threshold"], {w: tuple(g) for w, g in data["suppress"].items()}, data["absent"],
+                   data.get("dominant", 1.0))
 
     def evidence(self, word_probs: torch.Tensor, table: WordTable) -> list[dict[str, float]]:
         """word_probs: (N, len(table.words)). Per image and group of GROUPS: the probability of the words that do
@@ -93,18 +99,28 @@ class Guide:
     forbid: tuple[int, ...] = ()
     stand_in: str = ""  # the token said for `word`, replaced by it afterwards (empty: none)
     word: str = ""
+    start: tuple[int, ...] = ()  # token ids the caption begins with: "a <word>" when the word is the subject
 
 
-def guide(word: str, p: float, evidence: dict[str, float], grounding: Grounding, table: WordTable,
-          vocab: Vocabulary) -> Guide:
-    """word, p: the image's likeliest word and its probability; evidence: Grounding.evidence of the image."""
-    absent = {g for g, q in evidence.items() if q < grounding.absent}
+def guide(word: tuple[str, float], kind: tuple[str, float], evidence: dict[str, float], grounding: Grounding,
+          table: WordTable, vocab: Vocabulary) -> Guide:
+    """word, kind: the image's likeliest word and subject kind (WordTable.top, .top_kind) with their probabilities;
+    evidence: Grounding.evidence of the image. The word is said when it reaches the threshold; else the kind when
+    it does, or when it reaches `dominant` and outweighs the evidence for every habitual subject."""
+    absent = {g for g, e in evidence.items() if e < grounding.absent}
+    (word, p), (kind_word, q) = word, kind
     if p < grounding.threshold:
-        return Guide(forbid=_ids({w for g in absent for w in GROUPS[g]}, vocab))
-    said = word if word in vocab.index else table.kind[word]
+        if not (q >= grounding.threshold or q >= grounding.dominant and q > max(evidence.values())):
+            return Guide(forbid=_ids({w for g in absent for w in GROUPS[g]}, vocab))
+        word, absent = kind_word, {g for g, e in evidence.items() if e < q}  # the kind outweighs these
+    kind = table.kind[word] if p >= grounding.threshold else word
+    subject = kind in vocab.index and kind not in NOT_SUBJECTS + SCENES + GROUPS["dog"]  # the caption begins "a
+    said = kind if subject or word not in vocab.index else word  # <kind>", said for the word: the decoder knows
+    # how kinds go on, not how words it saw a few times do
     forms = {said, said + "s", said + "es", said.removesuffix("s")} if said == word else {said}
     banned = {w for g in absent.union(grounding.suppress.get(word, ())) for w in GROUPS[g]} - forms
-    return Guide(_ids(forms, vocab), _ids(banned, vocab), "" if said == word else said, word)
+    start = (vocab.index["a"], vocab.index[said]) if subject else ()
+    return Guide(_ids(forms, vocab), _ids(banned, vocab), "" if said == word else said, word, start)
 
 
 def _ids(words: set[str], vocab: Vocabulary) -> tuple[int, ...]:
@@ -113,10 +129,8 @@ def _ids(words: set[str], vocab: Vocabulary) -> tuple[int, ...]:
 
 def realize(words: list[str], g: Guide) -> str:
     """The decoded words with the stand-in replaced by the word, and 'a'/'an' agreeing with it."""
-    out = list(words)
-    if g.stand_in and g.stand_in in out:
-        i = out.index(g.stand_in)
-        out[i] = g.word
-        if i and out[i - 1] in ("a", "an"):
+    out = [g.word if g.stand_in and w == g.stand_in else w for w in words]
+    for i in range(1, len(out)):
+        if g.word and out[i] == g.word and out[i - 1] in ("a", "an"):
             out[i - 1] = "an" if g.word[0] in "aeiou" else "a"
     return " ".join(out)

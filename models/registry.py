@@ -173,17 +173,15 @@ class CaptionModel:
         if self.grounding is None or self.table is None:
             return [Guide()] * len(features)
         probs = self.table.probabilities(self.encoder.classify(features))
-        tops = [word if word[1] >= self.grounding.threshold else kind
-                for word, kind in zip(self.table.top(probs), self.table.top_kind(probs), strict=True)]
-        evidence = self.grounding.evidence(probs, self.table)
-        return [guide(word, p, e, self.grounding, self.table, self.vocab) for (word, p), e in zip(tops, evidence,
-                                                                                                 strict=True)]
+        rows = zip(self.table.top(probs), self.table.top_kind(probs), self.grounding.evidence(probs, self.table),
+                   strict=True)
+        return [guide(word, kind, e, self.grounding, self.table, self.vocab) for word, kind, e in rows]
 
     def caption(self, memory: torch.Tensor, g: Guide) -> str:
         """memory: (1, grid, d) of one image."""
         v = self.vocab
-        ids = beam_search(self.decoder, memory, v.bos, v.eos, self.beam, forbid=(v.pad, v.bos, v.unk, *g.forbid),
-                          must=g.must)
+        ids = beam_search(self.decoder, memory, v.bos, v.eos, max(self.beam, 3) if g.start else self.beam, forbid=(v.pad, v.bos, v.unk, *g.forbid),
+                          must=g.must, start=g.start)
         return realize(v.decode(ids).split(), g)
 
 

@@ -16,6 +16,7 @@ from models.train_captioner import CaptionData, score
 log = logging.getLogger(__name__)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ABSENT = (0.01, 0.02, 0.05, 0.1, 0.2)
+DOMINANT = (0.2, 0.3, 0.4)  # not lower: a kind is never said on a fifth of the probability
 PRIOR = 5  # pseudo-photos that do not mention a group: a word seen on few training photos rules groups out
 MIN_RATIO = 0.25  # a group mentioned for a word's photos at under this fraction of its rate on all photos: ruled out
 TOLERANCE = 0.01  # dev CIDEr-D a lower threshold may cost
@@ -64,7 +65,8 @@ def caption_dev(model: CaptionModel, data: CaptionData, names: list[str]) -> dic
 def fit(prepared: Path, weights_dir: Path, out: Path, threads: int = 1) -> list[dict[str, float]]:
     """Writes out (grounding.json). The threshold: the lowest of THRESHOLDS whose dev CIDEr-D is within
     TOLERANCE of the best (a lower threshold guides more general photos, Flickr8k dev prices it); then, with it,
-    the highest of ABSENT (subjects whose words are less likely are ruled out) still within TOLERANCE of the best."""
+    the highest of ABSENT (subjects whose words are less likely are ruled out) still within TOLERANCE of the best;
+    then the lowest of DOMINANT (an unsure photo's kind outweighing every subject's evidence is said) within it."""
     torch.set_num_threads(threads)
     data = CaptionData(prepared, max_len=22)
     model = load_captioner("attention", weights_dir, "cpu", grounded=False)
@@ -92,6 +94,15 @@ def fit(prepared: Path, weights_dir: Path, out: Path, threads: int = 1) -> list[
         log.info("threshold %.2f absent %.2f  BLEU-4 %.3f CIDEr-D %.3f", chosen.threshold, level, scores["BLEU-4"],
                  scores["CIDEr"])
         absent = level if scores["CIDEr"] >= best - TOLERANCE else absent
-    replace(chosen, absent=absent).save(out)
-    log.info("threshold %.2f absent %.2f written to %s", chosen.threshold, absent, out)
+    chosen = replace(chosen, absent=absent)
+    dominant = 1.0
+    for level in reversed(DOMINANT):
+        model.grounding = replace(chosen, dominant=level)
+        scores = score(caption_dev(model, data, dev), data.refs)
+        rows.append({"threshold": chosen.threshold, "absent": absent, "dominant": level, **scores})
+        log.info("absent %.2f dominant %.2f  BLEU-4 %.3f CIDEr-D %.3f", absent, level, scores["BLEU-4"],
+                 scores["CIDEr"])
+        dominant = level if scores["CIDEr"] >= best - TOLERANCE else dominant
+    replace(chosen, dominant=dominant).save(out)
+    log.info("threshold %.2f absent %.2f dominant %.2f written to %s", chosen.threshold, absent, dominant, out)
     return rows

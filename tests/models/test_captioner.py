@@ -95,6 +95,7 @@ def test_constrained_search_includes_an_unlikely_word() -> None:
     for beam in (1, 3):
         assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=beam, must=(17,)) == [15, 17]
     assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1, must=(16, 17)) == [16]  # either word
+    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1, start=(17,)) == [17, 15]  # begins with it
 
 
 @torch.inference_mode()

@@ -48,14 +48,30 @@ def test_guide_uses_a_stand_in_for_an_unknown_word_and_rules_out_groups() -> Non
     table = WordTable(("cat", "dog", "lighthouse"), torch.zeros(1000, dtype=torch.long),
                       {"lighthouse": "structure", "cat": "animal", "dog": "dog"})
     grounding = Grounding(0.5, {"lighthouse": ("person", "dog"), "dog": ("dog",)})
-    assert guide("lighthouse", 0.4, {"dog": 0.01}, grounding, table, vocab) == Guide()
-    g = guide("lighthouse", 0.6, {"dog": 0.9}, grounding, table, vocab)
+    assert guide(("lighthouse", 0.4), ("structure", 0.4), {"dog": 0.5}, grounding, table, vocab) == Guide()
+    g = guide(("lighthouse", 0.6), ("structure", 0.6), {"dog": 0.9}, grounding, table, vocab)
     assert g.must == (vocab.index["structure"],) and g.stand_in == "structure"
     assert set(g.forbid) == {vocab.index[w] for w in ("man", "dog", "dogs")}
-    assert realize(["a", "man", "near", "a", "structure"], g) == "a man near a lighthouse"
-    d = guide("dog", 0.9, {"dog": 0.9}, grounding, table, vocab)
+    assert g.start == (vocab.index["a"], vocab.index["structure"])  # the subject, in the decoder's words
+    assert realize(["a", "structure", "near", "a", "man"], g) == "a lighthouse near a man"
+    d = guide(("dog", 0.9), ("dog", 0.9), {"dog": 0.9}, grounding, table, vocab)
     assert set(d.must) == {vocab.index["dog"], vocab.index["dogs"]} and d.forbid == ()  # never its own word
-    assert realize(["a", "dog"], d) == "a dog"
+    assert d.start == () and realize(["a", "dog"], d) == "a dog"  # the decoder knows dogs: left free
+    c = guide(("cat", 0.9), ("animal", 0.9), {"dog": 0.9}, grounding, table, vocab)  # "animal" not in this vocab
+    assert c.must == (vocab.index["cat"],) and c.start == ()
+
+
+def test_a_kind_that_outweighs_every_habitual_subject_is_the_subject() -> None:
+    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "an", "animal", "man", "dog", "ball"])
+    table = read_table()
+    grounding = Grounding(0.5, dominant=0.2)
+    evidence = {"person": 0.1, "dog": 0.3, "ball": 0.1, "water": 0.4, "snow": 0.1}
+    g = guide(("horse", 0.2), ("animal", 0.45), evidence, grounding, table, vocab)
+    assert g.start == (vocab.index["a"], vocab.index["animal"]) and g.must == (vocab.index["animal"],)
+    assert set(g.forbid) == {vocab.index[w] for w in ("man", "dog", "ball")}  # each outweighed by the kind
+    assert realize(["a", "animal", "near", "a", "dog"], g) == "an animal near a dog"
+    assert guide(("horse", 0.2), ("animal", 0.45), {**evidence, "dog": 0.46}, grounding, table, vocab) == Guide()
+    assert guide(("horse", 0.1), ("animal", 0.15), {"dog": 0.01}, grounding, table, vocab) == Guide()  # too unsure
 
 
 def test_a_subject_is_ruled_out_when_the_words_that_allow_it_are_unlikely() -> None:
@@ -71,9 +87,9 @@ def test_a_subject_is_ruled_out_when_the_words_that_allow_it_are_unlikely() -> N
     evidence = grounding.evidence(words, table)
     assert word == "mountains" and evidence[0]["dog"] == torch.tensor(0.04).item()
     assert evidence[0]["person"] == torch.tensor(0.34).item()  # all the probability on words allowing people
-    g = guide(word, p, evidence[0], grounding, table, vocab)
+    g = guide((word, p), ("dog", 0.04), evidence[0], grounding, table, vocab)
     assert g.must == () and g.forbid == (vocab.index["dog"], vocab.index["dogs"], vocab.index["ball"])
-    assert guide(word, p, evidence[1], grounding, table, vocab) == Guide()  # the dog allows dogs and balls
+    assert guide((word, p), ("dog", 0.3), evidence[1], grounding, table, vocab) == Guide()  # the dog allows dogs
     assert Grounding(0.5).evidence(words, table)[0] == dict.fromkeys(GROUPS, 0.0)  # unknown words allow nothing
 
 
