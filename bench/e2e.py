@@ -1,7 +1,7 @@
 """End-to-end images/s on 512x512 images (submit -> claim -> decode -> denoise -> metrics -> caption -> store, on
 SQLite) against the denoiser + captioner compute alone, with P worker processes of T torch threads each, and
 where an item's seconds go (the stage timings stored with each result; "store" is the rest: PNG encodes, storage,
-database). With --against REV the same harness runs first on REV's code (a git worktree), for a ratio measured
+database), with the share of an item's wall time that the denoise and caption stages take. With --against REV the same harness runs first on REV's code (a git worktree), for a ratio measured
 in one run.
 
 python -m bench.e2e [--images 16] [--processes 1] [--threads 2] [--add-noise 25 | --add-noise none]
@@ -113,10 +113,12 @@ def measure(n: int, processes: int, threads: int, sigma: float | None) -> dict:
     assert len(rows) == n and all(state == ItemState.done for state, _ in rows), "not every item was done"
     stages = {k: float(np.mean([t[k] for _, t in rows])) for k in rows[0][1]}
     per_item = end_to_end * processes / n
+    share = (stages["denoise"] + stages["caption"]) / per_item
     stages["store (rest: PNG encodes, storage, database)"] = per_item - sum(stages.values())
     return {"images": n, "processes": processes, "threads": threads, "add_noise": sigma,
             "compute_images_per_s": n / compute, "end_to_end_images_per_s": n / end_to_end,
-            "end_to_end_over_compute": compute / end_to_end, "seconds_per_item_by_stage": stages}
+            "end_to_end_over_compute": compute / end_to_end, "compute_share_of_item": share,
+            "seconds_per_item_by_stage": stages}
 
 
 def against(rev: str, argv: list[str]) -> dict:
@@ -141,6 +143,8 @@ def show(label: str, r: dict) -> None:
     print(f"  end to end (claim, decode, estimate and denoise, metrics, caption, store): "
           f"{r['end_to_end_images_per_s']:.3f} images/s; end-to-end / compute-alone {r['end_to_end_over_compute']:.3f}")
     print("  seconds per item: " + ", ".join(f"{k} {v:.3f}" for k, v in r["seconds_per_item_by_stage"].items()))
+    print(f"  denoise + caption / an item's wall time, same run (steadier than the ratio of two timed passes on a "
+          f"shared machine): {r['compute_share_of_item']:.3f}")
 
 
 def main() -> None:
