@@ -454,6 +454,25 @@ def caption_compare(threads: int = 1, limit: int | None = None,
         json_out.write_text(json.dumps(result, indent=1))
 
 
+@caption_app.command("heldout")
+def caption_heldout(hours: float = 1.0, epochs: int = 20, threads: int = 2, prepared: Path | None = None,
+                    run_dir: Path | None = None, json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
+    """Held-out objects (Hendricks et al. 2016): train without the photos that name cat, horse, bicycle, car, boat
+    or bird (resumable), then F1 of naming them on the test photos, decoder alone vs grounded."""
+    from models.heldout import protocol
+    settings = get_settings()
+    _log_info()
+    result = protocol(_dataset(prepared or settings.data_dir / "caption"), settings.weights_dir,
+                      run_dir or settings.data_dir / "runs" / "heldout", hours, epochs, threads)
+    table = Table("captioner", *(f"F1 {o}" for o in result["objects"]), "CIDEr-D")
+    for name, r in result.items():
+        if isinstance(r, dict) and "f1" in r:
+            table.add_row(name, *(f"{v['f1']:.2f}" for v in r["f1"].values()), f"{r['scores']['CIDEr']:.3f}")
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1))
+
+
 def _dataset(path: Path) -> Path:
     if not path.exists():
         fail(f"not found: {path} (prepare it first, or set DENOCAP_SHARED_DATA)")

@@ -122,8 +122,9 @@ def score(captions: dict[str, str], refs: dict[str, list[list[str]]]) -> dict[st
 
 def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epochs: int = 40, batch: int = 64,
           lr: float = 4e-4, threads: int = 1, val_images: int = 250, config: CaptionerConfig | None = None,
-          seed: int = 0) -> float:
-    """One epoch = every training image once with one of its captions at random. Keeps the best dev CIDEr."""
+          seed: int = 0, exclude: frozenset[str] = frozenset()) -> float:
+    """One epoch = every training image once with one of its captions at random (but those in `exclude`). Keeps
+    the best dev CIDEr."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -135,7 +136,8 @@ def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epoch
     run = training.Run(last, "epoch", model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01))
     if run.resume(state):
         log.info("resumed after epoch %d (best dev CIDEr %.3f)", run.done, run.best)
-    train_names, dev_names = data.splits["train"], data.splits["dev"][:val_images]
+    train_names = [n for n in data.splits["train"] if n not in exclude]
+    dev_names = data.splits["dev"][:val_images]
     steps_per_epoch = math.ceil(len(train_names) / batch)
     rng = np.random.default_rng(seed + run.done)
     for epoch in run.rounds(epochs, hours):

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 from models.grounding import read_table
+from models.heldout import OBJECTS
 from tests.conftest import png, smooth_image
 from tests.test_cli import denocap
 from tests.tiny import WORDS
@@ -40,7 +41,8 @@ def fake_flickr8k(root: Path) -> Path:
     lines = []
     for i, name in enumerate(names):
         (data / "images" / name).write_bytes(png(smooth_image(224, 224, seed=i)))
-        lines += [f"{name}#0\ta dog runs on the grass .", f"{name}#1\tA cat sits on the grass"]
+        second = "a dog sits on the grass" if i == 0 else "A cat sits on the grass"  # photo 0 names no cat
+        lines += [f"{name}#0\ta dog runs on the grass .", f"{name}#1\t{second}"]
     (data / "Flickr8k.token.txt").write_text("\n".join(lines))
     (data / "Flickr_8k.trainImages.txt").write_text("\n".join(names[:4]))
     (data / "Flickr_8k.devImages.txt").write_text(names[4])
@@ -80,6 +82,13 @@ def test_prepare_train_eval_end_to_end(env: dict[str, str], tmp_path: Path) -> N
     for name in ("shipped (decoder alone)", "grounded (ImageNet words)"):
         assert result[name]["general_dev"]["subject_named"] == 0.5 and result[name]["general_dev"]["wrong_word"] == 0.5
         assert result[name]["flickr8k_test"]["images"] == 1
+    out = denocap(env, "caption", "heldout", "--epochs", "1", "--json", str(tmp_path / "heldout.json"))
+    assert out.returncode == 0, out.stderr
+    heldout = json.loads((tmp_path / "heldout.json").read_text())
+    assert heldout["held_out_training_photos"] == 3  # the training photos whose captions name a cat
+    for name in ("without the held-out photos, decoder alone", "without the held-out photos, grounded",
+                 "shipped (trained with them), grounded"):
+        assert set(heldout[name]["f1"]) == set(OBJECTS) and heldout[name]["f1"]["cat"]["photos"] == 1
 
 
 def fake_general_dev(shared: Path) -> None:
