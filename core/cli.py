@@ -619,12 +619,14 @@ def submit_cmd(
     chunk: Annotated[int, typer.Option(min=1, max=10_000, help="files per request")] = 50,
     wait: Annotated[bool, typer.Option(help="then show processing until the batch finishes")] = False,
     new: Annotated[bool, typer.Option(help="a new batch even if these paths were submitted before")] = False,
-    add_noise: AddNoise = None, denoise_sigma: DenoiseSigma = None,
+    add_noise: AddNoise = None, seed: int = 0, denoise_sigma: DenoiseSigma = None, denoiser: str = "ffdnet",
+    captioner: str = "attention",
 ) -> None:
     """Upload images to the API in chunks into one batch, then seal it. Killed? Run it again: it sends only what
     is missing, into the same batch. Prints the batch id; exit 1 when a file was unreadable or an item failed."""
     from core import bulk
-    options = _options(add_noise=add_noise, denoise_sigma=denoise_sigma)
+    options = _options(add_noise=add_noise, seed=seed, denoise_sigma=denoise_sigma, denoiser=denoiser,
+                       captioner=captioner)
     try:
         found = bulk.walk(paths)
     except FileNotFoundError as e:

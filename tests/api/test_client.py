@@ -94,12 +94,13 @@ def test_unreadable_files_are_reported_and_skipped(stack: str, postgres_url: str
     (folder / "sub").mkdir()
     photos(folder / "sub", 1, start=2000)
     key = api_key(postgres_url, "unreadable")
-    out = denocap(client_env(tmp_path, stack, key), "submit", str(folder), "--wait")
+    out = denocap(client_env(tmp_path, stack, key), "submit", str(folder), "--wait", "--seed", "3")
     assert out.returncode == 1, out.stderr
     assert f"{folder / 'gone.png'}: unreadable" in out.stderr and f"{folder / 'x.png'}: unreadable" in out.stderr
     with httpx.Client(base_url=stack, headers={"X-API-Key": key}) as api:
         batch = api.get(f"/batches/{out.stdout.strip()}").json()
     assert batch["total"] == 3 and batch["counts"]["done"] == 3 and batch["finished"]
+    assert batch["options"]["seed"] == 3 and batch["options"]["denoiser"] == "ffdnet"  # the options reach the batch
 
 
 def test_a_wrong_key_is_one_line_and_exit_2_before_any_upload(stack: str, postgres_url: str, tmp_path: Path) -> None:
@@ -113,6 +114,9 @@ def test_a_wrong_key_is_one_line_and_exit_2_before_any_upload(stack: str, postgr
     assert denocap(env, "results", "0" * 32, "--out", str(tmp_path / "r")).returncode == 2
     missing = denocap({**env, "DENOCAP_API_KEY": ""}, "submit", str(tmp_path / "photos"))
     assert missing.returncode == 2 and missing.stderr.startswith("error: no API key")
+    unknown = denocap(env, "submit", str(tmp_path / "photos"), "--denoiser", "nope")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: --denoiser: ") and len(
+        unknown.stderr.strip().splitlines()) == 1
 
 
 def test_results_name_collisions_and_failed_rows(stack: str, postgres_url: str, tmp_path: Path) -> None:
