@@ -99,7 +99,7 @@ class Guide:
     forbid: tuple[int, ...] = ()
     stand_in: str = ""  # the token said for `word`, replaced by it afterwards (empty: none)
     word: str = ""
-    start: tuple[int, ...] = ()  # token ids the caption begins with: "a <word>" when the word is the subject
+    start: tuple[int, ...] = ()  # token ids the caption begins with: "a <kind>" when the word is the subject
 
 
 def guide(word: tuple[str, float], kind: tuple[str, float], evidence: dict[str, float], grounding: Grounding,
@@ -114,9 +114,10 @@ def guide(word: tuple[str, float], kind: tuple[str, float], evidence: dict[str, 
             return Guide(forbid=_ids({w for g in absent for w in GROUPS[g]}, vocab))
         word, absent = kind_word, {g for g, e in evidence.items() if e < q}  # the kind outweighs these
     kind = table.kind[word] if p >= grounding.threshold else word
-    subject = kind in vocab.index and kind not in NOT_SUBJECTS + SCENES + GROUPS["dog"]  # the caption begins "a
-    said = kind if subject or word not in vocab.index else word  # <kind>", said for the word: the decoder knows
-    # how kinds go on, not how words it saw a few times do
+    # A subject begins the caption as "a <kind>", the kind said for the word: the decoder knows how sentences
+    # about an animal or a building go on, not how those about a word it saw a few times do.
+    subject = kind in vocab.index and kind not in NOT_SUBJECTS + SCENES + GROUPS["dog"]
+    said = kind if subject or word not in vocab.index else word
     forms = {said, said + "s", said + "es", said.removesuffix("s")} if said == word else {said}
     banned = {w for g in absent.union(grounding.suppress.get(word, ())) for w in GROUPS[g]} - forms
     start = (vocab.index["a"], vocab.index[said]) if subject else ()
