@@ -349,7 +349,7 @@ def caption_images(paths: list[Path],
         fail(f"weights folder not found: {weights}")
     try:
         folder = weights or (settings.blip_weights if captioner == "blip" else None) or settings.weights_dir
-        model = load_captioner(captioner, folder, settings.device, grounded=grounded,
+        model = load_captioner(captioner, folder, settings.device, grounded=grounded, precision=settings.precision,
                                **({"beam": beam} if beam else {}))
     except ModelError as e:
         fail(str(e))

@@ -100,7 +100,7 @@ class CachedModels:
         folder = self.settings.blip_weights if name == "blip" else self.settings.weights_dir
         if folder is None:
             raise ModelError("the blip captioner is not configured on this worker (DENOCAP_BLIP_WEIGHTS)")
-        return _captioner(name, folder, self.settings.device)
+        return _captioner(name, folder, self.settings.device, self.settings.precision)
 
 
 @lru_cache(maxsize=4)
@@ -109,8 +109,8 @@ def _denoiser(name: str, weights_dir: Path, device: str, tile: int, precision: s
 
 
 @lru_cache(maxsize=4)
-def _captioner(name: str, weights_dir: Path, device: str) -> CaptionBackend:
-    return load_captioner(name, weights_dir, device)
+def _captioner(name: str, weights_dir: Path, device: str, precision: str) -> CaptionBackend:
+    return load_captioner(name, weights_dir, device, precision=precision)
 
 
 @dataclass

@@ -29,13 +29,28 @@ class Encoder(nn.Module):
             self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights))
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1))
+        self.dtype: torch.dtype | None = None  # reduced precision to run in (models.precision), None: float32
         self.eval().requires_grad_(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (N, 3, H, W) RGB in [0, 1], any size (resized to 224). Returns (N, 49, 1280)."""
         x = F.interpolate(images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", antialias=True, align_corners=False)
-        feats = self.net.extract_features((x - self.mean) / self.std)  # (N, 1280, 7, 7)
-        return feats.flatten(2).transpose(1, 2)
+        x = ((x - self.mean) / self.std).contiguous(memory_format=self._format)
+        with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            feats = self.net.extract_features(x)  # (N, 1280, 7, 7)
+        return feats.float().flatten(2).transpose(1, 2)
+
+    def reduced(self, dtype: torch.dtype | None) -> "Encoder":
+        """Runs in dtype from now on, channels-last on a CPU (as the denoiser: what oneDNN's kernels want)."""
+        self.dtype = dtype
+        if dtype is not None and self.mean.device.type == "cpu":
+            self.net.to(memory_format=torch.channels_last)
+        return self
+
+    @property
+    def _format(self) -> torch.memory_format:
+        cpu_reduced = self.dtype is not None and self.mean.device.type == "cpu"
+        return torch.channels_last if cpu_reduced else torch.contiguous_format
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """features: (N, 49, 1280) from forward (or cached). Returns ImageNet-1k probabilities (N, 1000)."""

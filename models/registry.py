@@ -192,10 +192,12 @@ def _rgb_224(image: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int = BEAM,
-                   encoder_weights: Path | None = None, grounded: bool = True) -> CaptionBackend:
+                   encoder_weights: Path | None = None, grounded: bool = True,
+                   precision: str = "auto") -> CaptionBackend:
     """`attention` reads captioner.pt from weights_dir, and grounding.json beside it unless `grounded` is False
     (the encoder's ImageNet classifier guides decoding: models.grounding); `blip` reads a transformers folder
-    (weights_dir itself)."""
+    (weights_dir itself). precision as for load_denoiser; it applies to the attention captioner's encoder (the
+    decoder's steps are too small to gain), and its version says so."""
     if name not in CAPTIONERS:
         raise ModelError(f"unknown captioner {name!r}; known: {', '.join(CAPTIONERS)}")
     dev = pick_device(device)
@@ -209,9 +211,13 @@ def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int
         return load_blip(weights_dir, dev, beam)
     path = weights_dir / "captioner.pt"
     decoder, ckpt = _restore(CAPTIONER_NETS, name, path, dev)
-    encoder, vocab = Encoder(encoder_weights).to(dev), Vocabulary(ckpt["vocab"])
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dtype = None if precision == "float32" else inference_dtype(dev)
+    encoder, vocab = Encoder(encoder_weights).to(dev).reduced(dtype), Vocabulary(ckpt["vocab"])
+    version = version_of(path) + ({torch.float16: "-fp16", torch.bfloat16: "-bf16"}.get(dtype, "") if dtype else "")
     ground = weights_dir / "grounding.json"
     if not (grounded and ground.is_file()):
-        return CaptionModel(name, version_of(path), encoder, decoder, vocab, beam)
-    return CaptionModel(name, f"{version_of(path)}+{version_of(ground)}", encoder, decoder, vocab, beam,
+        return CaptionModel(name, version, encoder, decoder, vocab, beam)
+    return CaptionModel(name, f"{version}+{version_of(ground)}", encoder, decoder, vocab, beam,
                         Grounding.load(ground), read_table())

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from torchvision.models._meta import _IMAGENET_CATEGORIES
 
@@ -116,3 +117,21 @@ def test_a_grounded_captioner_says_the_confident_word(tmp_path) -> None:
     words = model([image])[0].split()
     assert "cat" in words and "dog" not in words and set(words) <= set(WORDS)
     assert json.loads((folder / "grounding.json").read_text())["threshold"] == 0.0
+
+
+def test_precision_auto_runs_the_encoder_in_bfloat16_on_a_cpu_that_has_it_and_says_so(tmp_path) -> None:
+    from models.precision import cpu_bfloat16
+    from models.registry import ModelError
+    folder = write_weights(tmp_path / "w")
+    auto = load_captioner("attention", folder, "cpu")
+    exact = load_captioner("attention", folder, "cpu", precision="float32")
+    assert isinstance(auto, CaptionModel) and isinstance(exact, CaptionModel)
+    reduced = cpu_bfloat16()
+    assert auto.version == exact.version + ("-bf16" if reduced else "")  # no grounding.json here
+    images = torch.rand(2, 3, 96, 128)
+    with torch.inference_mode():
+        a, e = auto.encoder(images), exact.encoder(images)
+    assert a.dtype == e.dtype == torch.float32 and a.shape == e.shape == (2, 49, 1280)
+    assert (a != e).any() == reduced and torch.allclose(a, e, atol=0.1 * float(e.abs().max()))
+    with pytest.raises(ModelError, match="precision must be one of auto, float32"):
+        load_captioner("attention", folder, "cpu", precision="float16")
