@@ -456,7 +456,8 @@ def caption_compare(threads: int = 1, limit: int | None = None,
 
 @caption_app.command("heldout")
 def caption_heldout(hours: float = 1.0, epochs: int = 20, threads: int = 2, prepared: Path | None = None,
-                    run_dir: Path | None = None, json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
+                    run_dir: Path | None = None,
+                    json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """Held-out objects (Hendricks et al. 2016): train without the photos that name cat, horse, bicycle, car, boat
     or bird (resumable), then F1 of naming them on the test photos, decoder alone vs grounded."""
     from models.heldout import protocol

@@ -58,7 +58,6 @@ def protocol(prepared: Path, weights_dir: Path, run_dir: Path, hours: float = 1.
     kept = [n for n in data.splits["train"] if n not in held]
     rules = suppressions(top_words(plain, data, kept), [data.refs[n] for n in kept], plain.table, shipped.threshold)
     Grounding(shipped.threshold, rules, shipped.absent, shipped.dominant).save(run_dir / "grounding.json")
-    plain.table = None
     models = {"without the held-out photos, decoder alone": plain,
               "without the held-out photos, grounded": load_captioner("attention", run_dir, "cpu"),
               "shipped (trained with them), grounded": load_captioner("attention", weights_dir, "cpu")}

@@ -125,6 +125,14 @@ def gpu_batch(device: torch.device, config: FFDNetConfig, tile: int) -> int:
     return max(1, min(64, int(0.4 * free / per_tile)))
 
 
+def _precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The reduced dtype a network runs in (None: float32) and the suffix its version records."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dtype = None if precision == "float32" else inference_dtype(device)
+    return dtype, {torch.float16: "-fp16", torch.bfloat16: "-bf16"}.get(dtype, "") if dtype else ""
+
+
 def load_denoiser(name: str, weights_dir: Path, device: str = "auto", tile: int = 512,
                   precision: str = "auto", ensemble: int = 1) -> Denoiser:
     """precision "auto": float16 on CUDA, bfloat16 on a CPU that runs it natively (models.precision), else
@@ -134,16 +142,13 @@ def load_denoiser(name: str, weights_dir: Path, device: str = "auto", tile: int 
         raise ModelError(f"unknown denoiser {name!r}; known: {', '.join(DENOISERS)}")
     if ensemble not in ENSEMBLES:
         raise ModelError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, got {ensemble}")
-    if precision not in PRECISIONS:
-        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = pick_device(device)
+    dtype, suffix = _precision(precision, dev)
     color_path, gray_path = weights_dir / f"{name}_color.pt", weights_dir / f"{name}_gray.pt"
     fmt = torch.channels_last if dev.type == "cpu" else torch.contiguous_format  # as tiling feeds the tiles
     color = _restore(DENOISER_NETS, name, color_path, dev)[0].to(memory_format=fmt)
     gray = _restore(DENOISER_NETS, name, gray_path, dev)[0].to(memory_format=fmt) if gray_path.is_file() else None
-    dtype = None if precision == "float32" else inference_dtype(dev)
-    version = version_of(color_path) + (f"+{version_of(gray_path)}" if gray else "")
-    version += {torch.float16: "-fp16", torch.bfloat16: "-bf16"}.get(dtype, "") if dtype else ""
+    version = version_of(color_path) + (f"+{version_of(gray_path)}" if gray else "") + suffix
     version += f"-x{ensemble}" if ensemble > 1 else ""
     batch = gpu_batch(dev, color.config, tile) if dev.type == "cuda" else 1
     return Denoiser(name, version, color, gray, batch, dtype, ensemble)
@@ -180,7 +185,8 @@ class CaptionModel:
     def caption(self, memory: torch.Tensor, g: Guide) -> str:
         """memory: (1, grid, d) of one image."""
         v = self.vocab
-        ids = beam_search(self.decoder, memory, v.bos, v.eos, max(self.beam, 3) if g.start else self.beam, forbid=(v.pad, v.bos, v.unk, *g.forbid),
+        beam = max(self.beam, 3) if g.start else self.beam  # a forced subject reads better with a beam
+        ids = beam_search(self.decoder, memory, v.bos, v.eos, beam, forbid=(v.pad, v.bos, v.unk, *g.forbid),
                           must=g.must, start=g.start)
         return realize(v.decode(ids).split(), g)
 
@@ -211,11 +217,9 @@ def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int
         return load_blip(weights_dir, dev, beam)
     path = weights_dir / "captioner.pt"
     decoder, ckpt = _restore(CAPTIONER_NETS, name, path, dev)
-    if precision not in PRECISIONS:
-        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    dtype = None if precision == "float32" else inference_dtype(dev)
+    dtype, suffix = _precision(precision, dev)
     encoder, vocab = Encoder(encoder_weights).to(dev).reduced(dtype), Vocabulary(ckpt["vocab"])
-    version = version_of(path) + ({torch.float16: "-fp16", torch.bfloat16: "-bf16"}.get(dtype, "") if dtype else "")
+    version = version_of(path) + suffix
     ground = weights_dir / "grounding.json"
     if not (grounded and ground.is_file()):
         return CaptionModel(name, version, encoder, decoder, vocab, beam)
