@@ -1,7 +1,8 @@
 """End-to-end images/s on 512x512 images (submit -> claim -> decode -> denoise -> metrics -> caption -> store, on
 SQLite) against the denoiser + captioner compute alone, with P worker processes of T torch threads each, and
 where an item's seconds go (the stage timings stored with each result; "store" is the rest: PNG encodes, storage,
-database), with the share of an item's wall time that the denoise and caption stages take. With --against REV the same harness runs first on REV's code (a git worktree), for a ratio measured
+database), with the share of an item's wall time that the denoise and caption stages take. With --against REV
+the same harness runs first on REV's code (a git worktree), for a ratio measured
 in one run.
 
 python -m bench.e2e [--images 16] [--processes 1] [--threads 2] [--add-noise 25 | --add-noise none]

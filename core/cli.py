@@ -443,7 +443,7 @@ def caption_compare(threads: int = 1, limit: int | None = None,
     from models.eval_general import compare
     settings = get_settings()
     _dataset(settings.shared_data / "caption" / "general_dev.json")
-    result = compare(settings.shared_data, settings.weights_dir, threads, limit)
+    result = compare(settings.shared_data, settings.weights_dir, threads, limit, settings.precision)
     table = Table("captioner", "subject named", "wrong word", "s/image", "BLEU-1", "BLEU-4", "CIDEr-D", "ROUGE-L")
     for name, r in result.items():
         g, f = r["general_dev"], r["flickr8k_test"]

@@ -70,10 +70,12 @@ def on_flickr8k(models: dict[str, CaptionModel], root: Path, limit: int | None) 
     return {name: {**score(captions[name], refs), "images": len(names)} for name in models}
 
 
-def compare(shared: Path, weights_dir: Path, threads: int = 1, limit: int | None = None) -> dict[str, dict]:
+def compare(shared: Path, weights_dir: Path, threads: int = 1, limit: int | None = None,
+            precision: str = "auto") -> dict[str, dict]:
     torch.set_num_threads(threads)
-    models = {"shipped (decoder alone)": load_captioner("attention", weights_dir, "cpu", grounded=False),
-              "grounded (ImageNet words)": load_captioner("attention", weights_dir, "cpu")}
+    models = {"shipped (decoder alone)": load_captioner("attention", weights_dir, "cpu", grounded=False,
+                                                        precision=precision),
+              "grounded (ImageNet words)": load_captioner("attention", weights_dir, "cpu", precision=precision)}
     assert all(isinstance(m, CaptionModel) for m in models.values())
     general = on_general(models, shared)  # type: ignore[arg-type]
     flickr = on_flickr8k(models, shared / "caption" / "flickr8k", limit)  # type: ignore[arg-type]

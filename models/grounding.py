@@ -82,7 +82,7 @@ class Grounding:
     def load(cls, path: Path) -> "Grounding":
         data = json.loads(path.read_text())
         return cls(data["threshold"], {w: tuple(g) for w, g in data["suppress"].items()}, data["absent"],
-                   data.get("dominant", 1.0))
+                   data["dominant"])
 
     def evidence(self, word_probs: torch.Tensor, table: WordTable) -> list[dict[str, float]]:
         """word_probs: (N, len(table.words)). Per image and group of GROUPS: the probability of the words that do

@@ -86,23 +86,23 @@ def fit(prepared: Path, weights_dir: Path, out: Path, threads: int = 1) -> list[
                  scores["CIDEr"])
     best = max(r["CIDEr"] for r in rows)
     chosen = fits[min(r["threshold"] for r in rows if r["CIDEr"] >= best - TOLERANCE)]
-    absent = 0.0
-    for level in ABSENT:
-        model.grounding = replace(chosen, absent=level)
-        scores = score(caption_dev(model, data, dev), data.refs)
-        rows.append({"threshold": chosen.threshold, "absent": level, **scores})
-        log.info("threshold %.2f absent %.2f  BLEU-4 %.3f CIDEr-D %.3f", chosen.threshold, level, scores["BLEU-4"],
-                 scores["CIDEr"])
-        absent = level if scores["CIDEr"] >= best - TOLERANCE else absent
-    chosen = replace(chosen, absent=absent)
-    dominant = 1.0
-    for level in reversed(DOMINANT):
-        model.grounding = replace(chosen, dominant=level)
-        scores = score(caption_dev(model, data, dev), data.refs)
-        rows.append({"threshold": chosen.threshold, "absent": absent, "dominant": level, **scores})
-        log.info("absent %.2f dominant %.2f  BLEU-4 %.3f CIDEr-D %.3f", absent, level, scores["BLEU-4"],
-                 scores["CIDEr"])
-        dominant = level if scores["CIDEr"] >= best - TOLERANCE else dominant
-    replace(chosen, dominant=dominant).save(out)
-    log.info("threshold %.2f absent %.2f dominant %.2f written to %s", chosen.threshold, absent, dominant, out)
+    chosen = sweep(model, data, chosen, "absent", ABSENT, best, rows)
+    chosen = sweep(model, data, chosen, "dominant", tuple(reversed(DOMINANT)), best, rows)
+    chosen.save(out)
+    log.info("threshold %.2f absent %.2f dominant %.2f written to %s", chosen.threshold, chosen.absent,
+             chosen.dominant, out)
     return rows
+
+
+def sweep(model: CaptionModel, data: CaptionData, base: Grounding, field: str, levels: tuple[float, ...],
+          best: float, rows: list[dict[str, float]]) -> Grounding:
+    """base with `field` at the last of `levels` whose dev CIDEr-D is within TOLERANCE of `best` (unchanged when
+    none is); every level's scores are appended to rows."""
+    chosen = base
+    for level in levels:
+        model.grounding = replace(base, **{field: level})
+        scores = score(caption_dev(model, data, data.splits["dev"]), data.refs)
+        rows.append({"threshold": base.threshold, "absent": base.absent, field: level, **scores})
+        log.info("%s %.2f  BLEU-4 %.3f CIDEr-D %.3f", field, level, scores["BLEU-4"], scores["CIDEr"])
+        chosen = model.grounding if scores["CIDEr"] >= best - TOLERANCE else chosen
+    return chosen
