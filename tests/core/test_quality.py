@@ -1,7 +1,11 @@
-"""Quality scores: BRISQUE with the brisque package's waste taken out gives the package's own score."""
+"""Quality scores: BRISQUE with the brisque package's waste taken out gives the package's own score; SSIM by
+OpenCV's box filter gives scikit-image's."""
+import cv2
 import numpy as np
+import pytest
 import skimage.data
 from brisque import BRISQUE
+from skimage.metrics import structural_similarity
 
 from core import quality
 
@@ -21,3 +25,19 @@ def test_brisque_equals_the_package_score() -> None:
 
 def test_brisque_none_for_images_too_small_to_score() -> None:
     assert quality.brisque(np.zeros((15, 40, 3), np.float32)) is None
+
+
+@pytest.mark.parametrize("shape", [(96, 80, 3), (40, 64, 1), (5, 30, 3), (4, 4, 1)])
+def test_ssim_equals_scikit_image(shape: tuple[int, int, int]) -> None:
+    rng = np.random.default_rng(1)
+    ref = cv2.GaussianBlur(rng.random(shape, dtype=np.float32), (0, 0), 2).reshape(shape)
+    test = ref + rng.normal(0, 0.1, shape).astype(np.float32)
+    side = min(shape[:2])
+    window = min(7, side if side % 2 else side - 1)  # the largest odd window that fits, at most 7
+    expected = structural_similarity(ref, np.clip(test, 0, 1), data_range=1.0, channel_axis=-1, win_size=window)
+    assert quality.ssim(ref, test) == pytest.approx(expected, abs=1e-5)
+    assert quality.ssim(ref, ref) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ssim_none_under_three_pixels() -> None:
+    assert quality.ssim(np.zeros((2, 50, 3), np.float32), np.zeros((2, 50, 3), np.float32)) is None
