@@ -23,7 +23,7 @@ def psnr(reference: np.ndarray, test: np.ndarray) -> float:
 def ssim(reference: np.ndarray, test: np.ndarray) -> float | None:
     """scikit-image's structural_similarity (7x7 uniform window, sample covariance, K1 0.01, K2 0.03, the
     border cropped, channels averaged), its local means taken by OpenCV's box filter: 2.3x faster on a 512x512
-    colour image, equal to 1e-6. None for images under 3 px a side; the window shrinks (odd, at most 7) to fit."""
+    colour image, equal to 1e-5. None for images under 3 px a side; the window shrinks (odd, at most 7) to fit."""
     side = min(reference.shape[:2])
     if side < 3:
         return None
