@@ -18,7 +18,11 @@ def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam
     is not allowed again unless it is a short function word, which stops 'a man a man a man' loops.
     With `must`, a two-state automaton (no word of `must` yet / one seen) keeps `beam` hypotheses per state and
     only the second state may end (Anderson et al., "Guided Open Vocabulary Image Captioning with Constrained
-    Beam Search", 2017): the caption contains a word of `must` whenever one fits in max_len - 1 tokens.
+    Beam Search", 2017): the caption contains a word of `must` whenever one fits in max_len - 1 tokens. Such a
+    search goes on while a live hypothesis scores better than the best ended one: its first ended hypotheses are
+    often a forced word and <eos> ("swing"), while "a little girl is playing on a swing" is still being written.
+    (Without `must`, the search ends at its first ended hypotheses, as tuned; going on there cost a third more
+    time for +0.003 dev CIDEr-D.)
     With `start`, the caption begins with those tokens.
     """
     assert memory.shape[0] == 1, "one image at a time"
@@ -49,7 +53,8 @@ def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam
         kept: list[tuple[int, int, float, bool]] = []  # row, word, score, state
         for state in (True, False) if must else (True,):
             kept += _best(total.masked_fill(reached != state, float("-inf")), tokens, eos, beam, alpha, finished, state)
-        if not kept or len(finished) >= beam:
+        best_live = max((k[2] / t ** alpha for k in kept), default=float("-inf"))
+        if not kept or len(finished) >= beam and (not must or max(finished)[0] >= best_live):
             break
         rows = torch.tensor([k[0] for k in kept], device=device)
         tokens = torch.cat([tokens[rows], torch.tensor([[k[1]] for k in kept], device=device)], dim=1)

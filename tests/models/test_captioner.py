@@ -94,8 +94,18 @@ def test_constrained_search_includes_an_unlikely_word() -> None:
     assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1) == [15]
     for beam in (1, 3):
         assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=beam, must=(17,)) == [15, 17]
-    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1, must=(16, 17)) == [16]  # either word
+    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1, must=(15, 17)) == [15]  # either word
+    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1, must=(16, 17)) == [15, 17]  # 0.14 / sqrt(2)
+    # beats 0.2 / sqrt(1)
     assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1, start=(17,)) == [17, 15]  # begins with it
+
+
+def test_a_constrained_search_does_not_stop_at_its_first_forced_ending() -> None:
+    # 17 alone then <eos> ends first; the likely caption says 17 last: 0.8 * 0.9 * 0.9 against 0.2 * 0.9
+    table = {(1,): {15: 0.8, 17: 0.2}, (1, 15): {16: 0.9, 2: 0.1}, (1, 15, 16): {17: 0.9, 2: 0.1},
+             (1, 15, 16, 17): {2: 1.0}, (1, 17): {2: 0.9, 15: 0.1}}
+    toy = ToyDecoder(table)
+    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1, must=(17,)) == [15, 16, 17]
 
 
 @torch.inference_mode()
