@@ -386,7 +386,7 @@ def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepar
     from models import scst as self_critical
     from models.train_captioner import train
     settings = get_settings()
-    prepared = _dataset(prepared or settings.data_dir / "caption")
+    prepared = _prepared(prepared or settings.data_dir / "caption")
     run_dir = run_dir or settings.data_dir / "runs" / "captioner"
     export = export or settings.weights_dir / "captioner.pt"
     _log_info()
@@ -407,7 +407,7 @@ def caption_eval(beam: Annotated[int | None, typer.Option(help="beam size (defau
     from models.eval_captioner import evaluate
     from models.eval_captioner import tune as tune_decoding
     settings = get_settings()
-    prepared = _dataset(prepared or settings.data_dir / "caption")
+    prepared = _prepared(prepared or settings.data_dir / "caption")
     if tune:
         console.print_json(json.dumps(tune_decoding(prepared, settings.weights_dir, [1, 3, 5], [0.0, 0.5, 0.7, 1.0])))
         return
@@ -429,7 +429,7 @@ def caption_ground(threads: int = 1, prepared: Path | None = None,
     from models.train_grounding import fit
     settings = get_settings()
     _log_info()
-    rows = fit(_dataset(prepared or settings.data_dir / "caption"), settings.weights_dir,
+    rows = fit(_prepared(prepared or settings.data_dir / "caption"), settings.weights_dir,
                settings.weights_dir / "grounding.json", threads)
     if json_out:
         json_out.write_text(json.dumps(rows, indent=1))
@@ -463,7 +463,7 @@ def caption_heldout(hours: float = 1.0, epochs: int = 20, threads: int = 2, prep
     from models.heldout import protocol
     settings = get_settings()
     _log_info()
-    result = protocol(_dataset(prepared or settings.data_dir / "caption"), settings.weights_dir,
+    result = protocol(_prepared(prepared or settings.data_dir / "caption"), settings.weights_dir,
                       run_dir or settings.data_dir / "runs" / "heldout", hours, epochs, threads)
     table = Table("captioner", *(f"F1 {o}" for o in result["objects"]), "CIDEr-D")
     for name, r in result.items():
@@ -477,6 +477,14 @@ def caption_heldout(hours: float = 1.0, epochs: int = 20, threads: int = 2, prep
 def _dataset(path: Path) -> Path:
     if not path.exists():
         fail(f"not found: {path} (prepare it first, or set DENOCAP_SHARED_DATA)")
+    return path
+
+
+def _prepared(path: Path) -> Path:
+    """A folder made by `denocap caption prepare` with today's encoder input."""
+    from models.train_captioner import stale
+    if why := stale(_dataset(path)):
+        fail(why)
     return path
 
 

@@ -16,6 +16,7 @@ GRID = 49
 IMAGE_SIZE = 224
 _MEAN = (0.5, 0.5, 0.5)  # the Lite models were trained on (pixel - 127) / 128 ("inception-style", Google's
 _STD = (0.5, 0.5, 0.5)  # efficientnet_lite_builder.py), not on the ImageNet mean and deviation the package's README shows
+INPUT = f"efficientnet-lite0 {IMAGE_SIZE}px mean {_MEAN} std {_STD}"  # recorded with cached features
 
 
 class Encoder(nn.Module):

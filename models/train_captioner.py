@@ -19,7 +19,7 @@ from PIL import Image
 from models import checkpoint, training
 from models.captioner import Captioner, CaptionerConfig
 from models.decode import ALPHA, beam_search
-from models.encoder import FEATURE_DIM, GRID, Encoder
+from models.encoder import FEATURE_DIM, GRID, INPUT, Encoder
 from models.vocab import Vocabulary, tokenize
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,14 @@ def prepare(root: Path, out: Path, batch: int = 32, threads: int = 1) -> None:
     vocab = Vocabulary.build(c for n in splits["train"] for c in refs[n])
     vocab.save(out / "vocab.json")
     names = [n for s in ("train", "dev", "test") for n in splits[s]]
+    done_file = out / "features.done"
+    if (out / "captions.json").exists() and stale(out):
+        done_file.unlink(missing_ok=True)  # features of another encoder input: made again, not resumed
     (out / "names.json").write_text(json.dumps(names))
-    (out / "captions.json").write_text(json.dumps({"splits": splits, "refs": {n: refs[n] for n in names}}))
+    (out / "captions.json").write_text(json.dumps({"splits": splits, "refs": {n: refs[n] for n in names},
+                                                   "encoder": INPUT}))
     feats = np.lib.format.open_memmap(out / "features.npy", mode="r+" if (out / "features.npy").exists() else "w+",
                                       dtype=np.float16, shape=(len(names), GRID, FEATURE_DIM))
-    done_file = out / "features.done"
     done = int(done_file.read_text()) if done_file.exists() else 0
     encoder = Encoder()
     t0 = time.monotonic()
@@ -70,10 +73,21 @@ def load_rgb(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255.0
 
 
+def stale(prepared: Path) -> str:
+    """Why a prepared folder's features are not those of today's encoder input; empty when they are."""
+    if not (prepared / "captions.json").is_file():
+        return f"{prepared} is not a prepared folder (no captions.json): run denocap caption prepare"
+    made = json.loads((prepared / "captions.json").read_text()).get("encoder", "not recorded")
+    return "" if made == INPUT else (f"{prepared} holds features of another encoder input ({made}; now {INPUT}): "
+                                     "run denocap caption prepare again")
+
+
 class CaptionData:
     """Cached features and encoded captions of one prepared folder."""
 
     def __init__(self, prepared: Path, max_len: int) -> None:
+        if why := stale(prepared):
+            raise ValueError(why)
         self.vocab = Vocabulary.load(prepared / "vocab.json")
         meta = json.loads((prepared / "captions.json").read_text())
         self.splits: dict[str, list[str]] = meta["splits"]

@@ -2,6 +2,8 @@
 import json
 from pathlib import Path
 
+import numpy as np
+
 from models.grounding import read_table
 from models.heldout import OBJECTS
 from tests.conftest import png, smooth_image
@@ -89,6 +91,23 @@ def test_prepare_train_eval_end_to_end(env: dict[str, str], tmp_path: Path) -> N
     for name in ("without the held-out photos, decoder alone", "without the held-out photos, grounded",
                  "shipped (trained with them), grounded"):
         assert set(heldout[name]["f1"]) == set(OBJECTS) and heldout[name]["f1"]["cat"]["photos"] == 1
+
+
+def test_features_of_another_encoder_input_are_refused_then_made_again(env: dict[str, str], tmp_path: Path) -> None:
+    env = {**env, "DENOCAP_SHARED_DATA": str(fake_flickr8k(tmp_path / "shared"))}
+    assert denocap(env, "caption", "prepare").returncode == 0
+    prepared = Path(env["DENOCAP_DATA_DIR"]) / "caption"
+    meta = json.loads((prepared / "captions.json").read_text())
+    (prepared / "captions.json").write_text(json.dumps({**meta, "encoder": "imagenet mean and std"}))
+    features = np.load(prepared / "features.npy", mmap_mode="r+")
+    features[:] = 0  # what the old input's features stand for here
+    features.flush()
+    out = denocap(env, "caption", "eval")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "another encoder input (imagenet mean and std" in out.stderr and "prepare again" in out.stderr
+    assert denocap(env, "caption", "prepare").returncode == 0  # made again, not resumed from features.done
+    assert np.load(prepared / "features.npy").any()
+    assert json.loads((prepared / "captions.json").read_text())["encoder"] == meta["encoder"]
 
 
 def fake_general_dev(shared: Path) -> None:
