@@ -86,10 +86,10 @@ class CaptionData:
     """Cached features and encoded captions of one prepared folder."""
 
     def __init__(self, prepared: Path, max_len: int) -> None:
-        if why := stale(prepared):
-            raise ValueError(why)
-        self.vocab = Vocabulary.load(prepared / "vocab.json")
         meta = json.loads((prepared / "captions.json").read_text())
+        if meta.get("encoder") != INPUT:
+            raise ValueError(stale(prepared))
+        self.vocab = Vocabulary.load(prepared / "vocab.json")
         self.splits: dict[str, list[str]] = meta["splits"]
         self.refs: dict[str, list[list[str]]] = meta["refs"]
         names = json.loads((prepared / "names.json").read_text())
