@@ -425,12 +425,14 @@ def caption_eval(beam: Annotated[int | None, typer.Option(help="beam size (defau
 @caption_app.command("ground")
 def caption_ground(threads: int = 1, prepared: Path | None = None,
                    json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
-    """Fit grounding.json on Flickr8k: subjects ruled out per ImageNet word (train), levels (dev CIDEr-D)."""
+    """Fit grounding.json on Flickr8k: subjects ruled out per ImageNet word (train), the person probe (train and
+    the labelled CBSD432 photos), levels (dev CIDEr-D)."""
     from models.train_grounding import fit
     settings = get_settings()
+    photos = _dataset(settings.shared_data / "denoise" / "train" / "cbsd432")
     _log_info()
     rows = fit(_prepared(prepared or settings.data_dir / "caption"), settings.weights_dir,
-               settings.weights_dir / "grounding.json", threads)
+               settings.weights_dir / "grounding.json", photos, threads)
     if json_out:
         json_out.write_text(json.dumps(rows, indent=1))
 

@@ -8,7 +8,10 @@ must appear in the caption (constrained beam search, see models.decode), as its 
 <kind> ..."), and it rules out the Flickr8k subjects (people, dogs, balls, water, snow) that the training
 references of photos with that confident word rarely mention. Whatever the top word, a subject is also ruled out
 when the words that allow it get almost no probability; and on an unsure photo a subject kind that outweighs the
-evidence of every habitual subject is said instead of them (all levels fitted by models.train_grounding).
+evidence of every habitual subject is said instead of them. People are also ruled out when a person probe (logistic
+regression on the pooled encoder features, trained on Flickr8k and on labelled photos that are not all of people)
+sees no one: the classifier's words cannot tell, since ImageNet has no person class and Flickr8k's mountains and
+beaches are full of climbers and swimmers (the probe and all levels fitted by models.train_grounding).
 """
 import json
 from dataclasses import dataclass, field
@@ -23,8 +26,20 @@ NOT_SUBJECTS = ("clothing", "instrument", "object", "person")  # kinds worn, hel
 # word, never the caption's subject
 SCENES = ("beach", "lake", "mountain", "ocean")  # said, but not as the subject
 GROUPS: dict[str, tuple[str, ...]] = {  # what a Flickr8k-trained decoder says by habit
-    "person": ("man", "men", "woman", "women", "boy", "boys", "girl", "girls", "child", "children", "kid", "kids",
-               "person", "people", "guy", "lady", "baby", "player", "players"),
+    "person": tuple("""man men woman women boy boys girl girls child children kid kids person people guy guys lady
+        ladies baby babies player players adult adults teen teens teenager teenagers toddler toddlers infant newborn
+        youth someone individuals crowd audience spectators onlookers pedestrian pedestrians passengers family friend
+        friends member members fans mother mom father dad parent parents daughter son sister brother bride groom
+        bridesmaids groomsmen gentleman brunette skateboarder skateboarders snowboarder snowboarders boarder skier
+        skiers skater skaters rollerblader surfer surfers swimmer swimmers diver hiker hikers backpacker climber
+        climbers runner runners rider riders cyclist cyclists bicyclist bicyclists bicycler motorcyclist motorcyclists
+        biker bikers driver jockey jockeys cowboy cowgirl equestrian athlete athletes gymnast wrestler wrestlers boxer
+        fencers goalie pitcher catcher batter batsman quarterback footballer footballers teammate opponent rival
+        referee coach trainer instructor cheerleader cheerleaders dancer dancers singer musician musicians guitarist
+        drummer performer artist clown clowns photographer photographers cameraman worker workers vendor waiter
+        officer officers policeman policemen cop soldier guard fireman firefighter fisherman owner owners student
+        students pirate ninja""".split()),  # the people nouns of Flickr8k's vocabulary (those WordNet puts under
+    # person.n.01 in their first sense, read through by hand: "white", "tiger" and "german" are not people here)
     "dog": ("dog", "dogs", "puppy", "puppies"),
     "ball": ("ball", "balls"),
     "water": ("water",),
@@ -72,17 +87,28 @@ class Grounding:
     suppress: dict[str, tuple[str, ...]] = field(default_factory=dict)  # word -> groups of GROUPS it rules out
     absent: float = 0.0  # a group whose words (those that do not rule it out) are less likely than this: ruled out
     dominant: float = 1.0  # a subject kind this likely that outweighs every group's evidence is said
+    nobody: float = 0.0  # people are ruled out when the person probe gives less than this
+    probe: tuple[float, ...] = ()  # the person probe: a weight per pooled encoder feature, then the bias
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps({"threshold": self.threshold, "absent": self.absent, "dominant": self.dominant,
-                                    "suppress": self.suppress},
+                                    "nobody": self.nobody, "suppress": self.suppress,
+                                    "probe": [round(w, 6) for w in self.probe]},
                                    indent=0, sort_keys=True))
 
     @classmethod
     def load(cls, path: Path) -> "Grounding":
         data = json.loads(path.read_text())
         return cls(data["threshold"], {w: tuple(g) for w, g in data["suppress"].items()}, data["absent"],
-                   data["dominant"])
+                   data["dominant"], data.get("nobody", 0.0), tuple(data.get("probe", ())))
+
+    def people(self, features: torch.Tensor) -> list[float]:
+        """features: (N, 49, 1280) from the encoder. The probe's probability that a person is in each photo (1 when
+        there is no probe)."""
+        if not self.probe:
+            return [1.0] * len(features)
+        w = features.new_tensor(self.probe)
+        return torch.sigmoid(features.mean(1) @ w[:-1] + w[-1]).tolist()
 
     def evidence(self, word_probs: torch.Tensor, table: WordTable) -> list[dict[str, float]]:
         """word_probs: (N, len(table.words)). Per image and group of GROUPS: the probability of the words that do
@@ -103,16 +129,19 @@ class Guide:
 
 
 def guide(word: tuple[str, float], kind: tuple[str, float], evidence: dict[str, float], grounding: Grounding,
-          table: WordTable, vocab: Vocabulary) -> Guide:
+          table: WordTable, vocab: Vocabulary, person: float = 1.0) -> Guide:
     """word, kind: the image's likeliest word and subject kind (WordTable.top, .top_kind) with their probabilities;
-    evidence: Grounding.evidence of the image. The word is said when it reaches the threshold; else the kind when
-    it does, or when it reaches `dominant` and outweighs the evidence for every habitual subject."""
-    absent = {g for g, e in evidence.items() if e < grounding.absent}
+    evidence: Grounding.evidence of the image; person: Grounding.people of the image. The word is said when it
+    reaches the threshold; else the kind when it does, or when it reaches `dominant` and outweighs the evidence
+    for every habitual subject."""
+    nobody = {"person"} if person < grounding.nobody else set()
+    evidence = {g: 0.0 if g in nobody else e for g, e in evidence.items()}  # the words' evidence for no one
+    absent = nobody | {g for g, e in evidence.items() if e < grounding.absent}
     (word, p), (kind_word, q) = word, kind
     if p < grounding.threshold:
         if not (q >= grounding.threshold or q >= grounding.dominant and q > max(evidence.values())):
             return Guide(forbid=_ids({w for g in absent for w in GROUPS[g]}, vocab))
-        word, absent = kind_word, {g for g, e in evidence.items() if e < q}  # the kind outweighs these
+        word, absent = kind_word, nobody | {g for g, e in evidence.items() if e < q}  # the kind outweighs these
     kind = table.kind[word] if p >= grounding.threshold else word
     # A subject begins the caption as "a <kind>", the kind said for the word: the decoder knows how sentences
     # about an animal or a building go on, not how those about a word it saw a few times do.

@@ -9,6 +9,7 @@ denocap caption heldout [--hours 1] [--epochs 20] [--threads 2]
 """
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -57,7 +58,7 @@ def protocol(prepared: Path, weights_dir: Path, run_dir: Path, hours: float = 1.
     plain.table = read_table()
     kept = [n for n in data.splits["train"] if n not in held]
     rules = suppressions(top_words(plain, data, kept), [data.refs[n] for n in kept], plain.table, shipped.threshold)
-    Grounding(shipped.threshold, rules, shipped.absent, shipped.dominant).save(run_dir / "grounding.json")
+    replace(shipped, suppress=rules).save(run_dir / "grounding.json")  # the probe and levels as shipped
     models = {"without the held-out photos, decoder alone": plain,
               "without the held-out photos, grounded": load_captioner("attention", run_dir, "cpu"),
               "shipped (trained with them), grounded": load_captioner("attention", weights_dir, "cpu")}

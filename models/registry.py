@@ -179,8 +179,8 @@ class CaptionModel:
             return [Guide()] * len(features)
         probs = self.table.probabilities(self.encoder.classify(features))
         rows = zip(self.table.top(probs), self.table.top_kind(probs), self.grounding.evidence(probs, self.table),
-                   strict=True)
-        return [guide(word, kind, e, self.grounding, self.table, self.vocab) for word, kind, e in rows]
+                   self.grounding.people(features), strict=True)
+        return [guide(word, kind, e, self.grounding, self.table, self.vocab, person) for word, kind, e, person in rows]
 
     def caption(self, memory: torch.Tensor, g: Guide) -> str:
         """memory: (1, grid, d) of one image."""

@@ -6,6 +6,7 @@ import numpy as np
 
 from models.grounding import read_table
 from models.heldout import OBJECTS
+from models.train_grounding import NOBODY, PEOPLE
 from tests.conftest import png, smooth_image
 from tests.test_cli import denocap
 from tests.tiny import WORDS
@@ -52,6 +53,14 @@ def fake_flickr8k(root: Path) -> Path:
     return root
 
 
+def fake_cbsd432(root: Path) -> None:
+    """A small image under each name of the person labels."""
+    folder = root / "denoise" / "train" / "cbsd432"
+    folder.mkdir(parents=True)
+    for i, line in enumerate(PEOPLE.read_text().splitlines()[1:]):
+        (folder / line.split("\t")[0]).write_bytes(png(smooth_image(32, 48, seed=i)))
+
+
 def test_prepare_train_eval_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
     env = {**env, "DENOCAP_SHARED_DATA": str(fake_flickr8k(tmp_path / "shared")),
            "DENOCAP_WEIGHTS_DIR": str(tmp_path / "weights")}
@@ -74,9 +83,13 @@ def test_prepare_train_eval_end_to_end(env: dict[str, str], tmp_path: Path) -> N
     assert set(scores["attention (ours)"]) >= {"BLEU-1", "BLEU-4", "CIDEr", "ROUGE-L", "METEOR", "seconds_per_image"}
     assert scores["retrieval baseline"]["BLEU-1"] > 0.5  # its consensus caption is one of the references
     out = denocap(env, "caption", "ground")
+    assert out.returncode == 2 and out.stderr.strip().startswith("error: not found: ")  # no labelled photos
+    fake_cbsd432(Path(env["DENOCAP_SHARED_DATA"]))
+    out = denocap(env, "caption", "ground")
     assert out.returncode == 0, out.stderr
     fitted = json.loads((tmp_path / "weights" / "grounding.json").read_text())
     assert 0.3 <= fitted["threshold"] <= 0.9 and len(fitted["suppress"]) == len(read_table().words)
+    assert len(fitted["probe"]) == 1281 and fitted["nobody"] in (0.0, *NOBODY)  # a weight per feature, the bias
     fake_general_dev(Path(env["DENOCAP_SHARED_DATA"]))
     out = denocap(env, "caption", "compare", "--json", str(tmp_path / "compare.json"))
     assert out.returncode == 0, out.stderr

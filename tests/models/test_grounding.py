@@ -7,7 +7,7 @@ from torchvision.models._meta import _IMAGENET_CATEGORIES
 
 from models.grounding import GROUPS, TABLE, Grounding, Guide, WordTable, guide, read_table, realize
 from models.registry import CaptionModel, load_captioner
-from models.train_grounding import suppressions
+from models.train_grounding import person_probe, suppressions
 from models.vocab import Vocabulary
 from tests.tiny import WORDS, write_weights
 
@@ -92,6 +92,46 @@ def test_a_subject_is_ruled_out_when_the_words_that_allow_it_are_unlikely() -> N
     assert g.must == () and g.forbid == (vocab.index["dog"], vocab.index["dogs"], vocab.index["ball"])
     assert guide((word, p), ("dog", 0.3), evidence[1], grounding, table, vocab) == Guide()  # the dog allows dogs
     assert Grounding(0.5).evidence(words, table)[0] == dict.fromkeys(GROUPS, 0.0)  # unknown words allow nothing
+
+
+def test_ruling_people_out_rules_out_every_word_for_them() -> None:
+    people = set(GROUPS["person"])
+    assert {"hikers", "skateboarder", "adults", "crowd", "swimmer", "bride", "toddler"} <= people  # the decoder's ways
+    assert not people & {"white", "black", "asian", "tiger", "german", "shepherd", "dog"}  # round a banned "man"
+
+
+def test_people_are_ruled_out_when_the_probe_sees_no_one() -> None:
+    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "an", "mountain", "mountains", "man", "people", "dog"])
+    table = read_table()
+    grounding = Grounding(0.5, {"mountains": ("dog",)}, absent=0.05, dominant=0.2, nobody=0.2)
+    evidence = {"person": 0.9, "dog": 0.01, "ball": 0.01, "water": 0.01, "snow": 0.01}  # Flickr8k's climbers
+    confident = guide(("mountains", 0.9), ("mountain", 0.9), evidence, grounding, table, vocab, person=0.1)
+    assert set(confident.forbid) == {vocab.index[w] for w in ("man", "people", "dog")}
+    assert guide(("mountains", 0.9), ("mountain", 0.9), evidence, grounding, table, vocab, person=0.3).forbid == (
+        vocab.index["dog"],)  # the probe sees someone: the words' evidence stands
+    unsure = guide(("mountains", 0.3), ("mountain", 0.4), evidence, grounding, table, vocab, person=0.1)
+    assert set(unsure.must) == {vocab.index["mountain"], vocab.index["mountains"]}  # no longer outweighed
+    assert vocab.index["man"] in unsure.forbid
+    assert guide(("mountains", 0.3), ("mountain", 0.4), evidence, grounding, table, vocab, person=0.3).must == ()
+
+
+def test_the_person_probe_is_fitted_and_read_back(tmp_path) -> None:
+    gen = torch.Generator().manual_seed(1)
+    flickr_x = torch.randn(400, 8, generator=gen) + 3.0  # on another scale than the labelled photos: folded back
+    flickr_y = (flickr_x[:, 0] > 3.0).float()
+    photos_x = torch.randn(60, 8, generator=gen)
+    photos_y = (photos_x[:, 0] > 0.5).float()
+    probe, rows = person_probe((flickr_x, flickr_y), (photos_x, photos_y))
+    assert len(probe) == 9 and len(rows) == 12 and max(r["cross_validated_auc"] for r in rows) > 0.9
+    grounding = Grounding(0.5, nobody=0.2, probe=probe)
+    grounding.save(tmp_path / "grounding.json")
+    assert Grounding.load(tmp_path / "grounding.json") == Grounding(0.5, nobody=0.2, probe=tuple(
+        round(w, 6) for w in probe))
+    features = torch.zeros(2, 49, 8)
+    features[0, :, 0], features[1, :, 0] = 4.0, -4.0  # the pooled feature that says "person"
+    seen, unseen = grounding.people(features)
+    assert seen > 0.8 and unseen < 0.2
+    assert Grounding(0.5).people(features) == [1.0, 1.0]  # no probe: nobody is ruled out
 
 
 def test_suppressions_follow_the_training_references() -> None:
