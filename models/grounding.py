@@ -9,7 +9,7 @@ must appear in the caption (constrained beam search, see models.decode), as its 
 references of photos with that confident word rarely mention. Whatever the top word, a subject is also ruled out
 when the words that allow it get almost no probability; and on an unsure photo a subject kind that outweighs the
 evidence of every habitual subject is said instead of them. People are also ruled out when a person probe (logistic
-regression on the pooled encoder features, trained on Flickr8k and on labelled photos that are not all of people)
+regression on the encoder's features, max-pooled over the grid, trained on Flickr8k and on labelled photos that are not all of people)
 sees no one: the classifier's words cannot tell, since ImageNet has no person class and Flickr8k's mountains and
 beaches are full of climbers and swimmers (the probe and all levels fitted by models.train_grounding).
 """
@@ -88,7 +88,7 @@ class Grounding:
     absent: float = 0.0  # a group whose words (those that do not rule it out) are less likely than this: ruled out
     dominant: float = 1.0  # a subject kind this likely that outweighs every group's evidence is said
     nobody: float = 0.0  # people are ruled out when the person probe gives less than this
-    probe: tuple[float, ...] = ()  # the person probe: a weight per pooled encoder feature, then the bias
+    probe: tuple[float, ...] = ()  # the person probe: a weight per max-pooled encoder feature, then the bias
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps({"threshold": self.threshold, "absent": self.absent, "dominant": self.dominant,
@@ -108,7 +108,7 @@ class Grounding:
         if not self.probe:
             return [1.0] * len(features)
         w = features.new_tensor(self.probe)
-        return torch.sigmoid(features.mean(1) @ w[:-1] + w[-1]).tolist()
+        return torch.sigmoid(features.amax(1) @ w[:-1] + w[-1]).tolist()  # max over the grid: a small person counts
 
     def evidence(self, word_probs: torch.Tensor, table: WordTable) -> list[dict[str, float]]:
         """word_probs: (N, len(table.words)). Per image and group of GROUPS: the probability of the words that do

@@ -64,7 +64,7 @@ def suppressions(tops: list[tuple[str, float]], refs: list[list[list[str]]], tab
 
 def person_probe(flickr: tuple[torch.Tensor, torch.Tensor], labelled: tuple[torch.Tensor, torch.Tensor]
                  ) -> tuple[tuple[float, ...], list[dict[str, float]]]:
-    """Logistic regression of "a person is in the photo" on pooled encoder features (N, 1280), from Flickr8k photos
+    """Logistic regression of "a person is in the photo" on max-pooled encoder features (N, 1280), from Flickr8k photos
     (target: the share of their references that mention a person) and labelled photos (0 or 1). L2 and WEIGHT are
     chosen by the ROC AUC of FOLDS-fold cross-validation over the labelled photos, Flickr8k always trained on.
     Returns the weights and the bias on unstandardized features, and a row per choice."""
@@ -113,13 +113,14 @@ def _auc(p: torch.Tensor, y: torch.Tensor) -> float:
 
 def people_data(model: CaptionModel, data: CaptionData, names: list[str], photos: Path
                 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Pooled features and person targets of the Flickr8k photos `names` and of the labelled photos in `photos`."""
+    """Max-pooled features (as Grounding.people pools them) and person targets of the Flickr8k photos `names` and of
+    the labelled photos in `photos`."""
     said = [[bool(set(c).intersection(GROUPS["person"])) for c in data.refs[n]] for n in names]
-    flickr = (torch.cat([data.features_of(names[i:i + 256]).mean(1) for i in range(0, len(names), 256)]),
+    flickr = (torch.cat([data.features_of(names[i:i + 256]).amax(1) for i in range(0, len(names), 256)]),
               torch.tensor([sum(s) / len(s) for s in said]))
     labels = [line.split("\t")[:2] for line in PEOPLE.read_text().splitlines()[1:]]
     with torch.inference_mode():
-        x = torch.cat([model.encoder(load_rgb(photos / name)[None]).mean(1) for name, _ in labels])
+        x = torch.cat([model.encoder(load_rgb(photos / name)[None]).amax(1) for name, _ in labels])
     return flickr, (x, torch.tensor([float(label) for _, label in labels]))
 
 

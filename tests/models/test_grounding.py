@@ -128,9 +128,9 @@ def test_the_person_probe_is_fitted_and_read_back(tmp_path) -> None:
     assert Grounding.load(tmp_path / "grounding.json") == Grounding(0.5, nobody=0.2, probe=tuple(
         round(w, 6) for w in probe))
     features = torch.zeros(2, 49, 8)
-    features[0, :, 0], features[1, :, 0] = 4.0, -4.0  # the pooled feature that says "person"
+    features[0, 0, 0], features[1, :, 0] = 4.0, -4.0  # the feature that says "person", in one cell of the first
     seen, unseen = grounding.people(features)
-    assert seen > 0.8 and unseen < 0.2
+    assert seen > 0.8 and unseen < 0.2  # a person in a corner of the photo is in it
     assert Grounding(0.5).people(features) == [1.0, 1.0]  # no probe: nobody is ruled out
 
 
