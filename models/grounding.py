@@ -9,9 +9,10 @@ must appear in the caption (constrained beam search, see models.decode), as its 
 references of photos with that confident word rarely mention. Whatever the top word, a subject is also ruled out
 when the words that allow it get almost no probability; and on an unsure photo a subject kind that outweighs the
 evidence of every habitual subject is said instead of them. People are also ruled out when a person probe (logistic
-regression on the encoder's features, max-pooled over the grid, trained on Flickr8k and on labelled photos that are not all of people)
-sees no one: the classifier's words cannot tell, since ImageNet has no person class and Flickr8k's mountains and
-beaches are full of climbers and swimmers (the probe and all levels fitted by models.train_grounding).
+regression on the encoder's features, max-pooled over the grid, trained on Flickr8k and on labelled photos that are
+not all of people) sees no one: the classifier's words cannot tell, since ImageNet has no person class and
+Flickr8k's mountains and beaches are full of climbers and swimmers (the probe and all levels fitted by
+models.train_grounding).
 """
 import json
 from dataclasses import dataclass, field
@@ -26,20 +27,26 @@ NOT_SUBJECTS = ("clothing", "instrument", "object", "person")  # kinds worn, hel
 # word, never the caption's subject
 SCENES = ("beach", "lake", "mountain", "ocean")  # said, but not as the subject
 GROUPS: dict[str, tuple[str, ...]] = {  # what a Flickr8k-trained decoder says by habit
-    "person": tuple("""man men woman women boy boys girl girls child children kid kids person people guy guys lady
-        ladies baby babies player players adult adults teen teens teenager teenagers toddler toddlers infant newborn
-        youth someone individuals crowd audience spectators onlookers pedestrian pedestrians passengers family friend
-        friends member members fans mother mom father dad parent parents daughter son sister brother bride groom
-        bridesmaids groomsmen gentleman brunette skateboarder skateboarders snowboarder snowboarders boarder skier
-        skiers skater skaters rollerblader surfer surfers swimmer swimmers diver hiker hikers backpacker climber
-        climbers runner runners rider riders cyclist cyclists bicyclist bicyclists bicycler motorcyclist motorcyclists
-        biker bikers driver jockey jockeys cowboy cowgirl equestrian athlete athletes gymnast wrestler wrestlers boxer
-        fencers goalie pitcher catcher batter batsman quarterback footballer footballers teammate opponent rival
-        referee coach trainer instructor cheerleader cheerleaders dancer dancers singer musician musicians guitarist
-        drummer performer artist clown clowns photographer photographers cameraman worker workers vendor waiter
-        officer officers policeman policemen cop soldier guard fireman firefighter fisherman owner owners student
-        students pirate ninja""".split()),  # the people nouns of Flickr8k's vocabulary (those WordNet puts under
-    # person.n.01 in their first sense, read through by hand: "white", "tiger" and "german" are not people here)
+    # the people nouns of Flickr8k's vocabulary: those WordNet puts under person.n.01 in their first sense, read
+    # through by hand ("white", "tiger" and "german" are not people here)
+    "person": ("man", "men", "woman", "women", "boy", "boys", "girl", "girls", "child", "children", "kid", "kids",
+               "person", "people", "guy", "guys", "lady", "ladies", "baby", "babies", "player", "players", "adult",
+               "adults", "teen", "teens", "teenager", "teenagers", "toddler", "toddlers", "infant", "newborn", "youth",
+               "someone", "individuals", "crowd", "audience", "spectators", "onlookers", "pedestrian", "pedestrians",
+               "passengers", "family", "friend", "friends", "member", "members", "fans", "mother", "mom", "father",
+               "dad", "parent", "parents", "daughter", "son", "sister", "brother", "bride", "groom", "bridesmaids",
+               "groomsmen", "gentleman", "brunette", "skateboarder", "skateboarders", "snowboarder", "snowboarders",
+               "boarder", "skier", "skiers", "skater", "skaters", "rollerblader", "surfer", "surfers", "swimmer",
+               "swimmers", "diver", "hiker", "hikers", "backpacker", "climber", "climbers", "runner", "runners",
+               "rider", "riders", "cyclist", "cyclists", "bicyclist", "bicyclists", "bicycler", "motorcyclist",
+               "motorcyclists", "biker", "bikers", "driver", "jockey", "jockeys", "cowboy", "cowgirl", "equestrian",
+               "athlete", "athletes", "gymnast", "wrestler", "wrestlers", "boxer", "fencers", "goalie", "pitcher",
+               "catcher", "batter", "batsman", "quarterback", "footballer", "footballers", "teammate", "opponent",
+               "rival", "referee", "coach", "trainer", "instructor", "cheerleader", "cheerleaders", "dancer", "dancers",
+               "singer", "musician", "musicians", "guitarist", "drummer", "performer", "artist", "clown", "clowns",
+               "photographer", "photographers", "cameraman", "worker", "workers", "vendor", "waiter", "officer",
+               "officers", "policeman", "policemen", "cop", "soldier", "guard", "fireman", "firefighter", "fisherman",
+               "owner", "owners", "student", "students", "pirate", "ninja"),
     "dog": ("dog", "dogs", "puppy", "puppies"),
     "ball": ("ball", "balls"),
     "water": ("water",),
