@@ -148,7 +148,7 @@ def guide(word: tuple[str, float], kind: tuple[str, float], evidence: dict[str, 
     if p < grounding.threshold:
         if not (q >= grounding.threshold or q >= grounding.dominant and q > max(evidence.values())):
             return Guide(forbid=_ids({w for g in absent for w in GROUPS[g]}, vocab))
-        word, absent = kind_word, nobody | {g for g, e in evidence.items() if e < q}  # the kind outweighs these
+        word, absent = kind_word, {g for g, e in evidence.items() if e < q}  # the kind outweighs these (and no one)
     kind = table.kind[word] if p >= grounding.threshold else word
     # A subject begins the caption as "a <kind>", the kind said for the word: the decoder knows how sentences
     # about an animal or a building go on, not how those about a word it saw a few times do.
