@@ -1,19 +1,17 @@
 """Caption words from the encoder's own ImageNet-1k classifier, to guide decoding on photos unlike Flickr8k.
 
-`imagenet_words.tsv` maps each of the 1,000 classes to an everyday caption word (every dog breed to "dog",
-espresso to "coffee", beacon to "lighthouse") and a kind: an in-vocabulary stand-in ("structure") that the
-decoder says where it does not know the word itself, replaced by the word afterwards. Class probabilities are
-summed per word; a word at or above the threshold (else its kind, summed over the kind's words, at or above it)
-must appear in the caption (constrained beam search, see models.decode), as its subject when it can be one ("a
-<kind> ..."), and it rules out the Flickr8k subjects (people, dogs, balls, water, snow) that the training
-references of photos with that confident word rarely mention. Whatever the top word, a subject is also ruled out
-when the words that allow it get almost no probability; and on an unsure photo a subject kind that outweighs the
-evidence of every habitual subject is said instead of them. People are also ruled out when a person probe (logistic
-regression on the encoder's features, max-pooled over the grid, trained on Flickr8k and on labelled photos that are
-not all of people) sees no one: the classifier's words cannot tell, since ImageNet has no person class and
-Flickr8k's mountains and beaches are full of climbers and swimmers (the probe and all levels fitted by
-models.train_grounding).
-"""
+`imagenet_words.tsv` maps each of the 1,000 classes to an everyday caption word (every dog breed to "dog", espresso
+to "coffee", beacon to "lighthouse") and a kind: an in-vocabulary stand-in ("structure") that the decoder says where
+it does not know the word itself, replaced by the word afterwards. Class probabilities are summed per word; a word
+at or above the threshold (else its kind, summed over the kind's words, at or above it) must appear in the caption
+(constrained beam search, see models.decode), as its subject when it can be one ("a <kind> ..."), and it rules out
+the Flickr8k subjects and scenes (people, dogs, balls, water, snow, grass) that the training references of photos
+with that confident word rarely mention. Whatever the top word, a subject is also ruled out when the words that
+allow it get almost no probability; and on an unsure photo a subject kind that outweighs the evidence of every
+habitual subject is said instead of them. People are also ruled out when a person probe (logistic regression on the
+encoder's features, max-pooled over the grid, trained on Flickr8k and on labelled photos that are not all of people)
+sees no one: the classifier's words cannot tell, since ImageNet has no person class and Flickr8k's mountains and
+beaches are full of climbers and swimmers (the probe and all levels fitted by models.train_grounding)."""
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,8 @@ TABLE = Path(__file__).with_name("imagenet_words.tsv")
 NOT_SUBJECTS = ("clothing", "instrument", "object", "person")  # kinds worn, held or played: not said for an unsure
 # word, never the caption's subject
 SCENES = ("beach", "lake", "mountain", "ocean")  # said, but not as the subject
-GROUPS: dict[str, tuple[str, ...]] = {  # what a Flickr8k-trained decoder says by habit
+GROUPS: dict[str, tuple[str, ...]] = {  # what a Flickr8k-trained decoder says by habit: the subjects and scenes its
+    # captions name over 1,500 times (people, dogs, water, balls, grass, snow)
     # the people nouns of Flickr8k's vocabulary: those WordNet puts under person.n.01 in their first sense, read
     # through by hand ("white", "tiger" and "german" are not people here)
     "person": ("man", "men", "woman", "women", "boy", "boys", "girl", "girls", "child", "children", "kid", "kids",
@@ -51,6 +50,7 @@ GROUPS: dict[str, tuple[str, ...]] = {  # what a Flickr8k-trained decoder says b
     "ball": ("ball", "balls"),
     "water": ("water",),
     "snow": ("snow",),
+    "grass": ("grass", "grassy"),
 }
 
 
