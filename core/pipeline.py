@@ -67,10 +67,11 @@ def run_item(job: Job, models: Models, runtime: Runtime, sink: Sink,
         data, reference = job.load()
         result = process(data, reference, job.options, models, runtime)
         sink.done(job.item_id, result)
-    except time_limit:
-        sink.failed(job.item_id, "time limit: the item took longer than the task may run", "time_limit")
-        return False
-    except ImageError as e:
+    except (*time_limit, ImageError) as e:
+        if isinstance(e, time_limit) or isinstance(e.__context__, time_limit):  # the decoder's catch-all wraps a
+            # time limit that strikes inside it as a broken image
+            sink.failed(job.item_id, "time limit: the item took longer than the task may run", "time_limit")
+            return False
         sink.failed(job.item_id, str(e), e.kind)
     except ModelError as e:
         sink.failed(job.item_id, str(e), "model")

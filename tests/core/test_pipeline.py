@@ -123,6 +123,17 @@ def test_each_failure_fails_its_own_item_with_its_reason(models: Loaded) -> None
     assert set(sink.results) == {"ok"}
 
 
+def test_a_time_limit_inside_the_decoder_is_a_time_limit(models: Loaded, monkeypatch: pytest.MonkeyPatch) -> None:
+    def struck(*_: object) -> None:
+        raise SlowDown
+
+    monkeypatch.setattr("core.imageio.Image.open", struck)
+    sink = Sink()
+    job = pipeline.Job("a", BatchOptions(), lambda: (png(smooth_image(40, 40)), None))
+    assert not pipeline.run_item(job, models, RUNTIME, sink, time_limit=(SlowDown,))
+    assert sink.failures["a"][1] == "time_limit" and sink.failures["a"][0].startswith("time limit")
+
+
 def test_a_model_that_does_not_load_fails_its_item(tmp_path: Path) -> None:
     sink = Sink()
     empty = Loaded(tmp_path)  # no weights there
