@@ -27,13 +27,11 @@ class Settings(BaseSettings):
     broker_url: str = "redis://127.0.0.1:6379/0"
     shared_data: Path = Path("../shared/data")  # training, evaluation and benchmarks only
 
-    denoiser: str = "ffdnet"
-    captioner: str = "attention"
     weights_dir: Path = WEIGHTS_DIR
     blip_weights: Path | None = None  # a local transformers folder for the opt-in `blip` captioner
     device: str = "auto"  # auto | cpu | cuda
     torch_threads: int = 0  # 0: torch's default
-    micro_batch: int = 4  # items per task; their captions are encoded together
+    micro_batch: int = 4  # items per task message; claimed and run one at a time
     tile_size: int = 512
     tile_overlap: int = 32
     denoise_ensemble: int = 1  # 1, 2, 4 or 8: geometric self-ensemble, PSNR for time (see the model card)
