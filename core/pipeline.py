@@ -50,6 +50,7 @@ class Models(Protocol):
 class Sink(Protocol):
     def done(self, item_id: str, result: Result) -> None: ...
     def failed(self, item_id: str, reason: str, kind: str) -> None: ...
+    def handed_back(self, item_id: str) -> None: ...  # to run again, first in another task
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,10 @@ class Runtime:
 
 
 def run_item(job: Job, models: Models, runtime: Runtime, sink: Sink,
-             time_limit: tuple[type[BaseException], ...] = ()) -> bool:
-    """Runs one item and hands its result or its failure to the sink. Returns False when the time limit struck
-    (the item is failed with "time limit"; the caller stops and queues the rest again)."""
+             time_limit: tuple[type[BaseException], ...] = (), first: bool = True) -> bool:
+    """Runs one item and hands its result or its failure to the sink. Returns False when the time limit struck:
+    the item is failed with "time limit" if it ran first in its task (it had the task's whole time), else handed
+    back, since the items before it took the time; the caller stops and queues the rest again."""
     try:
         data, reference = job.load()
         result = process(data, reference, job.options, models, runtime)
@@ -70,7 +72,10 @@ def run_item(job: Job, models: Models, runtime: Runtime, sink: Sink,
     except (*time_limit, ImageError) as e:
         if isinstance(e, time_limit) or isinstance(e.__context__, time_limit):  # the decoder's catch-all wraps a
             # time limit that strikes inside it as a broken image
-            sink.failed(job.item_id, "time limit: the item took longer than the task may run", "time_limit")
+            if first:
+                sink.failed(job.item_id, "time limit: the item took longer than the task may run", "time_limit")
+            else:
+                sink.handed_back(job.item_id)
             return False
         sink.failed(job.item_id, str(e), e.kind)
     except ModelError as e:

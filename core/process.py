@@ -82,7 +82,11 @@ def claim(session: Session, item_id: str, max_deliveries: int, lease: int) -> Cl
 
 
 def fail(session: Session, item_id: str, reason: str, kind: str) -> None:
+    """Fails a running item; one already settled stays as it is (a time limit that strikes just after the result's
+    commit must not fail a done item)."""
     item = session.get_one(Item, item_id, with_for_update=True)
+    if item.state != ItemState.running:
+        return
     log.info("item failed: %s", reason, extra={"item_id": item_id, "batch_id": item.batch_id, "failure": kind})
     item.state, item.error, item.failure, item.finished_at = ItemState.failed, reason, kind, _now()
 
@@ -157,6 +161,14 @@ class DatabaseSink:
                 fail(session, item_id, reason, kind)
         with_database(self.settings, write)
 
+    def handed_back(self, item_id: str) -> None:
+        """Queued again, the delivery not counted: the time limit struck it, but the items before it took the time."""
+        def write() -> None:
+            with self.sessions.begin() as session:
+                session.execute(update(Item).where(Item.id == item_id, Item.state == ItemState.running)
+                                .values(state=ItemState.queued, deliveries=Item.deliveries - 1, runner=None))
+        with_database(self.settings, write)
+
 
 def with_database(settings: Settings, work: Callable[[], T]) -> T:
     """The one retry layer for database outages: retries with backoff for database_retry_seconds, so a finished
@@ -189,17 +201,19 @@ def _job(sessions: sessionmaker, storage: Storage, settings: Settings, item_id: 
 def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, item_ids: Iterable[str],
                   time_limit: tuple[type[BaseException], ...] = ()) -> tuple[list[str], list[str]]:
     """Claims and runs the items one by one. Returns the ids to send again: those another live process holds
-    (busy), and those not reached because the time limit struck."""
+    (busy), and those not reached or handed back because the time limit struck."""
     ids, busy = list(item_ids), []
     sink = DatabaseSink(sessions, storage, settings)
     models = CachedModels(settings)
     runtime = pipeline.Runtime(limits_of(settings), settings.tile_size, settings.tile_overlap)
+    first = True
     for n, item_id in enumerate(ids):
         job = with_database(settings, lambda i=item_id: _job(sessions, storage, settings, i))
         if job is Claim.busy:
             busy.append(item_id)
         if not isinstance(job, pipeline.Job):
             continue
-        if not pipeline.run_item(job, models, runtime, sink, time_limit):
-            return busy, ids[n + 1:]
+        if not pipeline.run_item(job, models, runtime, sink, time_limit, first):
+            return busy, ids[n + 1 if first else n:]
+        first = False
     return busy, []

@@ -33,12 +33,16 @@ class Sink:
     """pipeline.Sink that keeps what it is handed."""
     results: dict[str, pipeline.Result] = field(default_factory=dict)
     failures: dict[str, tuple[str, str]] = field(default_factory=dict)
+    handed_back_ids: list[str] = field(default_factory=list)
 
     def done(self, item_id: str, result: pipeline.Result) -> None:
         self.results[item_id] = result
 
     def failed(self, item_id: str, reason: str, kind: str) -> None:
         self.failures[item_id] = (reason, kind)
+
+    def handed_back(self, item_id: str) -> None:
+        self.handed_back_ids.append(item_id)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +125,17 @@ def test_each_failure_fails_its_own_item_with_its_reason(models: Loaded) -> None
     assert failures["lost"] == ("internal error: FileNotFoundError: items/x/input", "internal")
     assert failures["slow"][1] == "time_limit" and failures["slow"][0].startswith("time limit")
     assert set(sink.results) == {"ok"}
+
+
+def test_a_time_limit_after_other_items_hands_the_item_back(models: Loaded) -> None:
+    """The items before it took the task's time: it runs again, first in another task, rather than failing."""
+    def slow() -> tuple[bytes, bytes | None]:
+        raise SlowDown
+
+    sink = Sink()
+    assert not pipeline.run_item(pipeline.Job("late", BatchOptions(), slow), models, RUNTIME, sink,
+                                 time_limit=(SlowDown,), first=False)
+    assert sink.handed_back_ids == ["late"] and sink.failures == {}
 
 
 def test_a_time_limit_inside_the_decoder_is_a_time_limit(models: Loaded, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -148,8 +148,10 @@ def test_an_item_whose_runner_died_on_this_host_is_taken_over_at_once(sessions: 
         assert item.state == ItemState.done and item.deliveries == 2
 
 
-def test_a_time_limit_fails_its_item_and_hands_back_the_rest(sessions: sessionmaker, tmp_path: Path,
+def test_a_time_limit_fails_its_item_only_when_it_ran_first(sessions: sessionmaker, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task's time limit covers its items together: an item it strikes after others ran is handed back, to run
+    first in another task (its delivery not counted); one it strikes while running first is failed."""
     class Limit(Exception):
         pass
     storage, settings = LocalStorage(tmp_path / "files"), get_settings()
@@ -162,8 +164,25 @@ def test_a_time_limit_fails_its_item_and_hands_back_the_rest(sessions: sessionma
         return real(data, reference, options, models, runtime)
     monkeypatch.setattr(process.pipeline, "process", second_is_slow)
     busy, unreached = process.process_items(sessions, storage, settings, ids, time_limit=(Limit,))
+    assert busy == [] and unreached == ids[1:]
+    with sessions() as s:
+        states = [s.get_one(Item, i) for i in ids]
+        assert [i.state for i in states] == [ItemState.done, ItemState.queued, ItemState.queued]
+        assert states[1].deliveries == 0 and states[1].error is None
+    busy, unreached = process.process_items(sessions, storage, settings, unreached, time_limit=(Limit,))
     assert busy == [] and unreached == ids[2:]
     with sessions() as s:
         states = [s.get_one(Item, i) for i in ids]
         assert [i.state for i in states] == [ItemState.done, ItemState.failed, ItemState.queued]
         assert states[1].error.startswith("time limit") and states[1].failure == "time_limit"
+
+
+def test_a_failure_after_the_result_is_stored_leaves_the_item_done(sessions: sessionmaker, tmp_path: Path) -> None:
+    """A time limit that strikes just after the result's commit must not fail a done item."""
+    storage, settings = LocalStorage(tmp_path / "files"), get_settings()
+    [item_id] = make_batch(sessions, storage, 1)
+    process.process_items(sessions, storage, settings, [item_id])
+    process.DatabaseSink(sessions, storage, settings).failed(item_id, "time limit: late", "time_limit")
+    with sessions() as s:
+        item = s.get_one(Item, item_id)
+        assert item.state == ItemState.done and item.error is None and item.result is not None
