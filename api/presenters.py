@@ -21,6 +21,8 @@ from core.submit import limits_of
 from core.tables import Batch, Item, Result
 
 EXPORT_PAGE = 500
+CONVERSIONS = threading.BoundedSemaphore(2)  # images decoded and encoded at once per API process: a 50 MP upload
+CONVERSION_WAIT = 30.0  # takes about 1.7 GB while it is, so many requests for big images must not run together
 EXPORTS_PER_TENANT = 2  # streaming at once, per API process
 _exports: Counter[str] = Counter()
 _exports_lock = threading.Lock()
@@ -63,12 +65,18 @@ def result_png(storage: Storage, item: Item, which: str) -> Response:
 
 
 def _png(storage: Storage, item: Item, which: str) -> bytes:
-    """The stored PNG; a noisy image that is the upload itself (no synthetic noise) is made a PNG when asked for,
-    as the worker decoded it."""
+    """The stored PNG; a noisy image that is the upload itself (no synthetic noise) is made a PNG on the first
+    request, as the worker decoded it, and kept."""
     result = own_result(item)
     key = result.denoised_key if which == "denoised" else result.noisy_key
-    data = storage.get(key)
-    return encode_png(decode(data, limits_of(get_settings()))) if key == input_key(item.id) else data
+    if key != input_key(item.id):
+        return storage.get(key)
+    made = f"{results_prefix(item.id, result.denoiser_version)}/noisy.png"
+    if (data := storage.find(made)) is None:
+        with conversion_slot():
+            data = encode_png(decode(storage.get(key), limits_of(get_settings())))
+        storage.put(made, data)
+    return data
 
 
 def thumbnail(storage: Storage, item: Item, which: str, size: int = 320) -> Response:
@@ -76,9 +84,23 @@ def thumbnail(storage: Storage, item: Item, which: str, size: int = 320) -> Resp
     result = own_result(item)
     key = f"thumbs/{results_prefix(item.id, result.denoiser_version).removeprefix('results/')}/{which}-{size}.jpg"
     if (data := storage.find(key)) is None:
-        data = thumbnail_jpeg(_png(storage, item, which), size)
+        png = _png(storage, item, which)
+        with conversion_slot():
+            data = thumbnail_jpeg(png, size)
         storage.put(key, data)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
+@contextmanager
+def conversion_slot() -> Iterator[None]:
+    """One of CONVERSIONS, waited for up to CONVERSION_WAIT s (503 with Retry-After beyond)."""
+    if not CONVERSIONS.acquire(timeout=CONVERSION_WAIT):
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the server is busy converting other images; "
+                            "try again shortly", headers={"Retry-After": "5"})
+    try:
+        yield
+    finally:
+        CONVERSIONS.release()
 
 
 def original(storage: Storage, item: Item) -> Response:
