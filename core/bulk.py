@@ -5,6 +5,7 @@ import csv
 import hashlib
 import json
 import os
+import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,8 @@ from pathlib import Path, PurePath
 from pydantic import BaseModel
 
 from api.schemas import ItemOut
-from core.client import ROW_FIELDS, Client, item_row
+from core.client import ROW_FIELDS, ApiError, Client, item_row
+from core.config import open_files
 from core.imageio import IMAGE_SUFFIXES
 from core.options import BatchOptions
 
@@ -29,12 +31,21 @@ class Found:
 
 
 def readable(path: Path) -> str | None:
-    """Why the file cannot be sent (a broken link, a folder named like an image, no permission), or None."""
+    """Why the file cannot be sent (a broken link, a folder named like an image, a pipe or a device, no
+    permission), or None."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # opening a pipe would wait for a writer; a device never ends
+            return "not a regular file"
         with path.open("rb"):
             return None
     except OSError as e:
         return e.strerror or type(e).__name__
+
+
+def key(path: Path) -> str:
+    """A path as the state file keeps it: its bytes as UTF-8, any that are not shown as \\xNN (a name that is not
+    UTF-8 would not survive JSON, and would be sent again on every run)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def walk(paths: Iterable[Path]) -> Found:
@@ -63,12 +74,18 @@ def _is_image_name(name: str) -> bool:
 
 def _candidates(top: Path) -> Iterator[Path]:
     """A file given by name is sent whatever its suffix; in folders, entries with an image suffix. A folder
-    named like an image (x.png) is a candidate, not walked: it is reported as unreadable rather than vanish."""
+    named like an image (x.png) is a candidate, not walked: it is reported as unreadable rather than vanish.
+    Linked folders are walked, each folder once (a link to a folder above is no loop)."""
     if not top.is_dir():
         yield top
         return
-    for folder, dirs, names in os.walk(top):
-        here = Path(folder)
+    visited: set[tuple[int, int]] = set()
+    for folder, dirs, names in os.walk(top, followlinks=True):
+        here, st = Path(folder), os.stat(folder)
+        if (st.st_dev, st.st_ino) in visited:
+            dirs[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
         yield from (here / n for n in sorted(names + dirs) if _is_image_name(n))
         dirs[:] = sorted(d for d in dirs if not _is_image_name(d))
 
@@ -129,25 +146,42 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
     if state.batch_id is None:
         state.batch_id = api.open_batch(options, state.idempotency_key).id
         save_state(path, state)
-    todo = [f for f in found.files if str(f) not in state.done]
-    for part in chunks(todo, found.sizes, chunk):
+    todo = [f for f in found.files if key(f) not in state.done]
+    for part in chunks(todo, found.sizes, min(chunk, open_files() - 64)):  # a part holds each file open
         sendable = []
         for f in part:  # a file may have gone since the walk
             if (reason := readable(f)) is None:
                 sendable.append(f)
             else:
                 on_unreadable(f, reason)
-        if not sendable:
-            continue
-        answer = api.append(state.batch_id, sendable)
-        state.done.update((str(f), a.item.id) for f, a in zip(sendable, answer.files, strict=True))
-        save_state(path, state)
-        on_chunk(Uploaded(len(sendable), sum(found.sizes[f] for f in sendable),
-                          sum(a.duplicate for a in answer.files)))
+        _append(api, state, path, sendable, found.sizes, on_chunk, on_unreadable)
     api.seal(state.batch_id)
     state.sealed = True
     save_state(path, state)
     return state.batch_id
+
+
+def _append(api: Client, state: State, path: Path, files: list[Path], sizes: dict[Path, int],
+            on_chunk: Callable[[Uploaded], None], on_unreadable: Callable[[Path, str], None]) -> None:
+    """One request; a server whose request limit is under the chunk's size (413) gets it in halves, and a file
+    alone over the limit is reported and skipped."""
+    if not files:
+        return
+    assert state.batch_id is not None
+    try:
+        answer = api.append(state.batch_id, files)
+    except ApiError as e:
+        if e.status != 413:
+            raise
+        if len(files) == 1:
+            on_unreadable(files[0], f"larger than the server takes in one request: {e}")
+            return
+        for half in (files[:len(files) // 2], files[len(files) // 2:]):
+            _append(api, state, path, half, sizes, on_chunk, on_unreadable)
+        return
+    state.done.update((key(f), a.item.id) for f, a in zip(files, answer.files, strict=True))
+    save_state(path, state)
+    on_chunk(Uploaded(len(files), sum(sizes[f] for f in files), sum(a.duplicate for a in answer.files)))
 
 
 def output_names(items: list[ItemOut]) -> dict[str, str]:

@@ -652,14 +652,13 @@ def submit_cmd(
     if new:
         state_path.unlink(missing_ok=True)
     state = bulk.load_state(state_path, base)
-    if state.sealed and any(str(f) not in state.done for f in found.files):
+    if state.sealed and any(bulk.key(f) not in state.done for f in found.files):
         fail(f"batch {state.batch_id} of these paths is sealed and new files appeared; add --new for a new batch")
-    skipped = len(found.unreadable)
     with _client(url, key) as api:
         batch_id = _upload(api, found, options, state, state_path, chunk)
         typer.echo(batch_id)
         failed = _wait(api, batch_id) if wait else 0
-    if skipped or failed:
+    if found.unreadable or failed:  # those of the walk, and those skipped while uploading
         raise typer.Exit(1)
 
 
@@ -669,8 +668,8 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
     from rich.progress import DownloadColumn, TransferSpeedColumn
 
     from core import bulk
-    from core.client import ApiError
-    done = [f for f in found.files if str(f) in state.done]
+    from core.client import ApiError, NotFound
+    done = [f for f in found.files if bulk.key(f) in state.done]
     total_files, sent_files = len(found.files), len(done)
     with Progress(TextColumn("upload"), BarColumn(), TextColumn("{task.fields[files]} files"), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=err) as progress:
@@ -686,9 +685,14 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
                 err.print(f"uploaded {sent_files}/{total_files} files{again}")
 
         def on_unreadable(path: Path, reason: str) -> None:
+            found.unreadable.append((path, reason))
             err.print(f"{path}: unreadable ({reason}), skipped")
         try:
             return bulk.upload(api, found, options, state, state_path, chunk, on_chunk, on_unreadable)
+        except NotFound:
+            fail(f"batch {state.batch_id} of an earlier run of these paths is not on {api.http.base_url} for this key; "
+                 "add --new for a new batch")
+            raise
         except (ApiError, httpx.HTTPError, OSError) as e:  # one line; the state file keeps what got in
             fail(f"upload stopped ({type(e).__name__}: {e}); run the same command again to resume", 1)
             raise

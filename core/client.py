@@ -126,7 +126,8 @@ class Client:
         """Uploads these files into an open batch in one request; content the batch holds already comes back
         as `duplicate`, so resending after a lost answer is safe."""
         def files(stack: ExitStack) -> list[tuple[str, tuple[str, BinaryIO, str]]]:
-            return [("files", (p.name, stack.enter_context(p.open("rb")), "application/octet-stream"))
+            return [("files", (os.fsencode(p.name).decode("utf-8", "replace"),  # a name that is not UTF-8 is
+                               stack.enter_context(p.open("rb")), "application/octet-stream"))  # shown with U+FFFD
                     for p in paths]
         return AppendOut.model_validate(self._send("POST", f"/batches/{batch_id}/files", files=files).json())
 

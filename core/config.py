@@ -1,4 +1,6 @@
 """All settings, read from the environment (prefix DENOCAP_) in one place."""
+import contextlib
+import resource
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -90,3 +92,14 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+@lru_cache
+def open_files() -> int:
+    """How many files this process may hold open, its soft limit raised to the hard one first: an upload holds a
+    file a part, on the server's side (Starlette spools parts over 1 MiB) and on the client's."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20

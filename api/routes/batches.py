@@ -25,7 +25,7 @@ from api.deps import (
 from api.schemas import AppendedOut, AppendOut, BatchOut, ItemOut, Page, SubmitOut
 from core import queries
 from core import submit as service
-from core.config import Settings, get_settings
+from core.config import Settings, get_settings, open_files
 from core.imageio import TooLarge
 from core.options import BatchOptions
 from core.storage import Storage
@@ -65,7 +65,8 @@ class UploadRoute(APIRoute):
                 return JSONResponse({"detail": e.detail}, e.status_code, headers=e.headers)
             try:
                 if request.headers.get("content-type", "").startswith("multipart/form-data"):
-                    most = 2 * get_settings().max_files_per_batch + 2  # files and their references
+                    most = min(2 * get_settings().max_files_per_batch + 2,  # files and their references,
+                               open_files() - 256)  # each over 1 MiB an open file until the request ends (400 beyond)
                     form = await request.form(max_files=most, max_fields=most + 100)  # cached for the handler
                     repeated = sorted(k for k in set(form.keys()) if k not in LISTS and len(form.getlist(k)) > 1)
                     if repeated:

@@ -93,14 +93,25 @@ def test_unreadable_files_are_reported_and_skipped(stack: str, postgres_url: str
     (folder / "notes.txt").write_text("not an image suffix: not a candidate")
     (folder / "sub").mkdir()
     photos(folder / "sub", 1, start=2000)
+    os.mkfifo(folder / "pipe.png")  # opening it would wait for a writer
+    photos(tmp_path / "elsewhere", 1, start=2001)
+    (folder / "linked").symlink_to(tmp_path / "elsewhere")
+    odd = os.fsencode(folder) + b"/caf\xe9.png"  # a Latin-1 name, not UTF-8
+    Path(os.fsdecode(odd)).write_bytes(png(np.full((24, 24, 3), 7, np.uint8)))
     key = api_key(postgres_url, "unreadable")
-    out = denocap(client_env(tmp_path, stack, key), "submit", str(folder), "--wait", "--seed", "3")
+    env = client_env(tmp_path, stack, key)
+    out = denocap(env, "submit", str(folder), "--wait", "--seed", "3")
     assert out.returncode == 1, out.stderr
     assert f"{folder / 'gone.png'}: unreadable" in out.stderr and f"{folder / 'x.png'}: unreadable" in out.stderr
+    assert f"{folder / 'pipe.png'}: unreadable (not a regular file)" in out.stderr
     with httpx.Client(base_url=stack, headers={"X-API-Key": key}) as api:
         batch = api.get(f"/batches/{out.stdout.strip()}").json()
-    assert batch["total"] == 3 and batch["counts"]["done"] == 3 and batch["finished"]
+        names = {i["filename"] for i in api.get(f"/batches/{batch['id']}/items").json()["data"]}
+    assert batch["total"] == 5 and batch["counts"]["done"] == 5 and batch["finished"]
+    assert "caf\ufffd.png" in names and "p2001.png" in names  # shown with U+FFFD; the linked folder walked
     assert batch["options"]["seed"] == 3 and batch["options"]["denoiser"] == "ffdnet"  # the options reach the batch
+    again = denocap(env, "submit", str(folder), "--seed", "3")  # the same command: the same batch, nothing new
+    assert again.stdout.strip() == batch["id"] and "new files appeared" not in again.stderr, again.stderr
 
 
 def test_a_wrong_key_is_one_line_and_exit_2_before_any_upload(stack: str, postgres_url: str, tmp_path: Path) -> None:

@@ -52,3 +52,14 @@ def test_long_names_keep_their_extension(app: TestClient) -> None:
 def test_the_root_is_not_a_dead_end(app: TestClient) -> None:
     r = app.get("/", follow_redirects=False)
     assert r.status_code in (302, 307) and r.headers["location"] == "/gallery"
+
+
+def test_parts_beyond_the_open_files_a_request_may_hold_are_400(app: TestClient,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each part over 1 MiB is an open temporary file until the request ends: past the process's limit the
+    request is refused, not left to fail every request of the process with "too many open files"."""
+    monkeypatch.setattr("api.routes.batches.open_files", lambda: 256 + 3)
+    small = png(smooth_image(16, 16))
+    r = app.post("/batches", files=files(*[(f"{i}.png", small) for i in range(4)]))
+    assert r.status_code == 400 and "Too many files" in r.json()["detail"]
+    assert app.post("/batches", files=files(*[(f"{i}.png", small) for i in range(3)])).status_code == 201

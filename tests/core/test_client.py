@@ -1,8 +1,15 @@
-"""The client's retries (connection errors, 5xx, 429 with Retry-After) and its errors, on a mock transport."""
+"""The client's retries (connection errors, 5xx, 429 with Retry-After), its errors, and the folder walk and chunked
+upload of `denocap submit`, on a mock transport."""
+import os
+import re
+from pathlib import Path
+
 import httpx
 import pytest
 
+from core import bulk
 from core.client import Client, Conflict, Retry, Unauthorized, item_row
+from core.options import BatchOptions
 
 BATCH = {"id": "b" * 32, "created_at": "2026-12-02T00:00:00Z", "options": {}, "total": 0,
          "counts": {"queued": 0, "running": 0, "done": 0, "failed": 0}, "progress": 1.0, "sealed": True,
@@ -51,3 +58,56 @@ def test_a_row_without_a_result_has_every_field() -> None:
                    finished_at=None, result=None)
     row = item_row(item)
     assert row["file"] == "x.png" and row["error"] == "empty file" and row["caption"] is None and len(row) == 15
+
+
+def test_a_server_whose_request_limit_is_under_the_chunk_gets_it_in_halves(monkeypatch: pytest.MonkeyPatch,
+                                                                           tmp_path: Path) -> None:
+    """413: the chunk is sent again in halves; a file alone over the limit is reported and skipped, not retried
+    on every run."""
+    sizes = {"a.png": 10, "b.png": 10, "big.png": 900, "c.png": 10}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+    found = bulk.walk([tmp_path])
+    sent: list[list[str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/batches/open" or request.url.path.endswith("/seal"):
+            return httpx.Response(200, json=BATCH)
+        names = re.findall(rb'filename="([^"]+)"', request.content)
+        if len(request.content) > 500:
+            return httpx.Response(413, json={"detail": "request larger than 500 bytes"})
+        sent.append([n.decode() for n in names])
+        item = {"id": "i" * 32, "batch_id": "b" * 32, "position": 0, "filename": "f", "state": "queued",
+                "error": None, "deliveries": 0, "has_reference": False, "created_at": BATCH["created_at"],
+                "started_at": None, "finished_at": None, "result": None}
+        return httpx.Response(200, json={"batch": BATCH, "files": [
+            {"filename": n.decode(), "duplicate": False, "item": item} for n in names]})
+    api = Client("http://api", "key", transport=httpx.MockTransport(handler))
+    skipped: list[tuple[Path, str]] = []
+    state = bulk.State(url="http://api", idempotency_key="k")
+    bulk.upload(api, found, BatchOptions(), state, tmp_path / "state.json", 10, lambda _: None,
+                lambda p, why: skipped.append((p, why)))
+    assert sent == [["a.png", "b.png"], ["c.png"]]
+    [(name, why)] = [(p.name, why) for p, why in skipped]
+    assert name == "big.png" and why.startswith("larger than the server takes in one request")
+    assert sorted(Path(p).name for p in state.done) == ["a.png", "b.png", "c.png"] and state.sealed
+
+
+def test_pipes_are_not_regular_files_and_names_that_are_not_utf8_keep_their_key(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.png")
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/\xff.png"))
+    odd.write_bytes(b"x")
+    found = bulk.walk([tmp_path])
+    assert [(p.name, why) for p, why in found.unreadable] == [("pipe.png", "not a regular file")]
+    state = bulk.State(url="u", idempotency_key="k", done={bulk.key(odd): "i"})
+    again = bulk.State.model_validate_json(state.model_dump_json())  # as the next run reads it
+    assert bulk.key(found.files[0]) in again.done and bulk.key(odd).endswith("/\\xff.png")
+
+
+def test_linked_folders_are_walked_once(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "a.png").write_bytes(b"x")
+    (tmp_path / "top").mkdir()
+    (tmp_path / "top" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "top" / "loop").symlink_to(tmp_path / "top")  # a link to a folder above: walked once
+    assert [p.relative_to(tmp_path).as_posix() for p in bulk.walk([tmp_path / "top"]).files] == ["top/linked/a.png"]
