@@ -94,8 +94,8 @@ def process(data: bytes, reference: bytes | None, options: BatchOptions, models:
     ref = decode(reference, runtime.limits) if reference is not None else None
     if options.add_noise is not None:
         ref, picture = picture, add_noise(picture, options.add_noise, options.seed)
-    if ref is not None and ref.shape != picture.shape:
-        raise ImageError(f"reference is {ref.shape}, the image is {picture.shape}")
+    if ref is not None and ref.pixels.shape != picture.pixels.shape:  # a gray reference of a colour image too
+        raise ImageError(f"reference is {_size(ref)}, the image is {_size(picture)}")
     timings["decode"] = _lap(t)
     t = time.perf_counter()
     denoiser = models.denoiser(options.denoiser)
@@ -111,6 +111,11 @@ def process(data: bytes, reference: bytes | None, options: BatchOptions, models:
     timings["caption"] = _lap(t)
     return Result(noisy, denoised, estimate, metrics, caption, caption_noisy, f"{denoiser.name}@{denoiser.version}",
                   f"{captioner.name}@{captioner.version}", options.add_noise is None, timings)
+
+
+def _size(picture: Picture) -> str:
+    h, w, c = picture.pixels.shape
+    return f"{w}x{h} {'gray' if c == 1 else 'colour'}"
 
 
 def _lap(start: float) -> float:

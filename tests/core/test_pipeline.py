@@ -75,9 +75,12 @@ def test_no_reference_gives_no_reference_scores(models: Loaded) -> None:
     assert result.denoised.pixels.shape == (64, 64, 1)
 
 
-def test_reference_of_another_size_is_refused(models: Loaded) -> None:
-    with pytest.raises(ImageError, match="reference"):
+def test_reference_of_another_size_or_colour_is_refused(models: Loaded) -> None:
+    with pytest.raises(ImageError, match="reference is 32x32 colour, the image is 64x64 colour"):
         pipeline.process(png(smooth_image(64, 64)), png(smooth_image(32, 32)), BatchOptions(), models, RUNTIME)
+    with pytest.raises(ImageError, match="reference is 64x64 gray, the image is 64x64 colour"):
+        pipeline.process(png(smooth_image(64, 64)), png(smooth_image(64, 64, channels=1)), BatchOptions(), models,
+                         RUNTIME)
 
 
 def test_explicit_sigma_overrides_the_estimate(models: Loaded) -> None:
