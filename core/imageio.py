@@ -1,7 +1,7 @@
 """Safe image decoding and PNG encoding. Every failure a user can cause raises ImageError with a reason."""
 import io
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -45,10 +45,16 @@ def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
         if _is_rgb16_png(data):
-            return _rgb16_png(data)
+            return _rgb16_png(data, img.getexif().get(ORIENTATION, 1))
         img.load()
         img = ImageOps.exif_transpose(img)
         return _to_picture(img)
+
+
+ORIENTATION = 0x0112  # the EXIF tag
+_ORIENTED: dict[int, Callable[[np.ndarray], np.ndarray]] = {  # (H, W, C) upright, for each EXIF orientation
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
 
 
 def _is_rgb16_png(data: bytes) -> bool:
@@ -56,11 +62,12 @@ def _is_rgb16_png(data: bytes) -> bool:
     return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[24] == 16 and data[25] in (2, 6)
 
 
-def _rgb16_png(data: bytes) -> Picture:
+def _rgb16_png(data: bytes, orientation: int) -> Picture:
     import cv2  # only here: the API and the CLI start without OpenCV
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # no EXIF turn
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
         raise ImageError("broken 16-bit PNG")
+    arr = _ORIENTED.get(orientation, lambda a: a)(arr)  # as ImageOps.exif_transpose turns the 8-bit ones
     pixels = arr[..., 2::-1].astype(np.float32) / 65535.0  # BGR(A) -> RGB
     alpha = arr[..., 3].astype(np.float32) / 65535.0 if arr.shape[2] == 4 else None
     return Picture(np.ascontiguousarray(pixels), alpha, 16)
@@ -126,9 +133,10 @@ def _to_picture(img: Image.Image) -> Picture:
         return Picture(np.clip(arr / full, 0, 1).astype(np.float32)[..., None], None, 16)
     if mode == "F":
         raise ImageError("floating point images are not supported")
-    has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info)
+    keyed = "transparency" in img.info  # a colour key (PNG's tRNS) marks transparent pixels of P, L and RGB
+    has_alpha = mode in ("RGBA", "LA", "PA") or keyed
     if mode in ("L", "LA", "1"):
-        base, alpha = img.convert("L"), img.getchannel("A") if mode == "LA" else None
+        base, alpha = img.convert("L"), img.convert("LA").getchannel("A") if has_alpha else None
     else:
         rgba = img.convert("RGBA") if has_alpha else None
         base = img.convert("RGB")

@@ -1,4 +1,6 @@
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -63,6 +65,37 @@ def test_exif_orientation_is_applied() -> None:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", exif=exif.tobytes())
     assert decode(buf.getvalue(), LIMITS).shape == (60, 40)
+
+
+def with_exif_orientation(png_bytes: bytes, orientation: int) -> bytes:
+    """The PNG with an eXIf chunk before its data (cv2 and Pillow cannot write one into a 16-bit colour PNG)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    body = exif.tobytes()[6:]  # without "Exif\0\0"
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    at = png_bytes.index(b"IDAT") - 4
+    return png_bytes[:at] + chunk + png_bytes[at:]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_sixteen_bit_colour_is_turned_as_its_exif_says_like_eight_bit(orientation: int) -> None:
+    import cv2
+    rgb = np.random.default_rng(orientation).integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    eight = decode(with_exif_orientation(png(rgb), orientation), LIMITS)
+    ok, sixteen = cv2.imencode(".png", rgb[..., ::-1].astype(np.uint16) * 257)
+    assert ok
+    deep = decode(with_exif_orientation(sixteen.tobytes(), orientation), LIMITS)
+    assert deep.bit_depth == 16 and np.allclose(deep.pixels, eight.pixels, atol=1e-6)
+
+
+def test_a_colour_key_is_transparency() -> None:
+    rgb = np.full((4, 4, 3), 50, np.uint8)
+    rgb[0, 0] = (1, 2, 3)
+    for image, key in ((Image.fromarray(rgb), (1, 2, 3)), (Image.fromarray(rgb[..., 0]), 50)):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", transparency=key)
+        pic = decode(buf.getvalue(), LIMITS)
+        assert pic.alpha is not None and (pic.alpha == 0).sum() == (1 if image.mode == "RGB" else 15)
 
 
 def test_palette_and_gray_modes() -> None:
