@@ -14,15 +14,24 @@ def make_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=10)
 
 
 def _sqlite_pragmas(conn, _record) -> None:  # type: ignore[no-untyped-def]
+    conn.isolation_level = None  # the driver would begin only before the first write, leaving reads outside
     cur = conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    """SQLite has no row locks (FOR UPDATE is ignored), but a transaction that reads first sees one snapshot, and
+    its first write fails (database is locked: a 503 from the API, a retry in the worker) if another committed
+    since: what it read (a batch's last position, its seal) cannot have changed when it writes."""
+    conn.exec_driver_sql("BEGIN")
 
 
 def session_factory(engine: Engine) -> sessionmaker:
