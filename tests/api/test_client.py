@@ -112,6 +112,10 @@ def test_unreadable_files_are_reported_and_skipped(stack: str, postgres_url: str
     assert batch["options"]["seed"] == 3 and batch["options"]["denoiser"] == "ffdnet"  # the options reach the batch
     again = denocap(env, "submit", str(folder), "--seed", "3")  # the same command: the same batch, nothing new
     assert again.stdout.strip() == batch["id"] and "new files appeared" not in again.stderr, again.stderr
+    other = denocap({**env, "DENOCAP_API_KEY": api_key(postgres_url, "other")}, "submit", str(folder), "--seed", "3")
+    assert other.returncode == 2 and (  # the saved batch is not this key's
+        f"error: batch {batch['id']} of an earlier run of these paths is not on {stack} for this key; add --new for "
+        "a new batch\n") in other.stderr
 
 
 def test_a_wrong_key_is_one_line_and_exit_2_before_any_upload(stack: str, postgres_url: str, tmp_path: Path) -> None:
