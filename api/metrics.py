@@ -53,11 +53,12 @@ def stage_seconds(timings: list[dict[str, float]]) -> GaugeMetricFamily:
 
 
 def queue_depth(broker_url: str) -> int | None:
-    """None when the broker is not Redis or cannot be reached: the scrape still answers."""
+    """None when the broker is not Redis, cannot be reached, or its URL is one redis-py does not read (kombu's
+    redis+socket://): the scrape still answers."""
     if not broker_url.startswith("redis"):
         return None
     try:
         with redis.Redis.from_url(broker_url, socket_timeout=1, socket_connect_timeout=1) as client:
             return int(client.llen(QUEUE))
-    except redis.RedisError:
+    except (redis.RedisError, ValueError):
         return None

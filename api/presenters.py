@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.deps import own_result, sessions_for
-from api.schemas import BatchOut, CaptionOut, ItemOut
+from api.schemas import BatchOut, CaptionOut, ItemOut, spreadsheet_safe
 from core import queries
 from core.config import Settings, get_settings
 from core.imageio import decode, encode_png, thumbnail_jpeg
@@ -144,7 +144,7 @@ def _csv(rows: Iterator[CaptionOut]) -> Iterator[str]:
     writer = csv.DictWriter(buf, fieldnames=list(CaptionOut.model_fields))
     writer.writeheader()
     for row in rows:
-        writer.writerow(row.model_dump())
+        writer.writerow(spreadsheet_safe(row.model_dump()))
         yield buf.getvalue()
         buf.seek(0)
         buf.truncate()

@@ -1,7 +1,7 @@
 """Request and response models of the HTTP API (distinct from the ORM tables). No FastAPI here: the Python
 client (core/client.py) reads responses into these same models."""
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -94,3 +94,10 @@ class CaptionOut(BaseModel):
 class Health(BaseModel):
     status: str
     database: bool
+
+
+def spreadsheet_safe(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV row that a spreadsheet shows as text: a string cell that would start a formula (=, +, -, @, tab, CR;
+    file names and captions come from uploaders) gets a leading apostrophe, as OWASP advises against CSV injection."""
+    return {k: f"'{v}" if isinstance(v, str) and v.startswith(("=", "+", "-", "@", "\t", "\r")) else v
+            for k, v in row.items()}

@@ -14,7 +14,7 @@ from pathlib import Path, PurePath
 
 from pydantic import BaseModel
 
-from api.schemas import ItemOut
+from api.schemas import ItemOut, spreadsheet_safe
 from core.client import ROW_FIELDS, ApiError, Client, item_row
 from core.config import open_files
 from core.imageio import IMAGE_SUFFIXES
@@ -187,17 +187,36 @@ def _append(api: Client, state: State, path: Path, files: list[Path], sizes: dic
 def output_names(items: list[ItemOut]) -> dict[str, str]:
     """The file name of each item's denoised PNG: its upload's name, `name (2).png` for the second of a name.
     Made from all items in upload order, so a second run gives every item the same name (and can skip it)."""
-    names: dict[str, str] = {}
+    stems = [PurePath(i.filename.replace("\\", "/")).stem or i.id for i in items]
+    return dict(zip((i.id for i in items), png_names(stems), strict=True))
+
+
+def png_names(stems: list[str], most: int = 200) -> list[str]:
+    """`stem.png` for each, `stem (2).png` for the second of a stem (case-insensitively: one folder may not tell
+    them apart), a stem cut to `most` bytes (a name a file system takes, with room for a temporary suffix)."""
+    names: list[str] = []
     taken: set[str] = set()
-    for item in items:
-        stem = PurePath(item.filename.replace("\\", "/")).stem or item.id
+    for stem in stems:
+        stem = stem.encode()[:most].decode(errors="ignore")
         name, n = f"{stem}.png", 1
         while name.lower() in taken:
             n += 1
             name = f"{stem} ({n}).png"
         taken.add(name.lower())
-        names[item.id] = name
+        names.append(name)
     return names
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """A temporary file renamed into place: `path` exists only when complete, and a link there is replaced, not
+    written through (to the file it points at, perhaps an input)."""
+    tmp = path.with_name(f".part-{uuid.uuid4().hex}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_table(items: list[ItemOut], names: dict[str, str], path: Path, form: str) -> None:
@@ -207,7 +226,7 @@ def write_table(items: list[ItemOut], names: dict[str, str], path: Path, form: s
         if form == "csv":
             writer = csv.DictWriter(f, fieldnames=[*ROW_FIELDS, "image"])
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(map(spreadsheet_safe, rows))
         else:
             f.writelines(json.dumps(row) + "\n" for row in rows)
     os.replace(tmp, path)
@@ -221,7 +240,7 @@ def download_images(api: Client, items: list[ItemOut], names: dict[str, str], ou
         dest = out / names[item.id]
         fetched = not dest.exists()
         if fetched:
-            api.download(f"/items/{item.id}/denoised.png", dest)
+            write_file(dest, api.get_bytes(f"/items/{item.id}/denoised.png"))
         on_file(fetched)
 
     with ThreadPoolExecutor(threads) as pool:

@@ -16,6 +16,7 @@ import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typer.core import TyperGroup
@@ -143,12 +144,12 @@ def result_table(batch: Batch) -> Table:
     for item in batch.items:
         r = item.result
         if r is None:
-            table.add_row(item.filename, item.state.value, "", "", "", item.error or "", "")
+            table.add_row(escape(item.filename), item.state.value, "", "", "", escape(item.error or ""), "")
             continue
         psnr = f"{r.psnr_noisy:.2f}→{r.psnr:.2f}" if r.psnr is not None else f"BRISQUE {_num(r.brisque_noisy)}→{_num(r.brisque)}"
         ssim = f"{r.ssim_noisy:.3f}→{r.ssim:.3f}" if r.ssim is not None else ""
-        table.add_row(item.filename, item.state.value, f"{r.sigma_estimate:.1f}", psnr, ssim, r.caption,
-                      r.caption_noisy)
+        table.add_row(escape(item.filename), item.state.value, f"{r.sigma_estimate:.1f}", psnr, ssim,
+                      escape(r.caption), escape(r.caption_noisy))
     return table
 
 
@@ -171,11 +172,17 @@ def image_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def out_dir(path: Path, inputs: list[Path]) -> Path:
-    if any(p.resolve().parent == path.resolve() for p in inputs):
+def out_dir(path: Path, inputs: list[Path]) -> dict[Path, Path]:
+    """Where each input's PNG goes: OUT/stem.png, `stem (2).png` for a second of a stem. Refused (exit 2): an
+    output folder that holds an input, or a link to one, or that cannot be made."""
+    from core.bulk import png_names
+    if any(path.resolve() in (p.resolve().parent, p.absolute().parent.resolve()) for p in inputs):
         fail(f"the output folder {path} holds input files; choose another so nothing is overwritten")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot make the output folder {path}: {e.strerror or e}")
+    return {p: path / name for p, name in zip(inputs, png_names([p.stem for p in inputs]), strict=True)}
 
 
 @app.command()
@@ -187,22 +194,21 @@ def noise(in_dir: Path, out: Path, sigma: Annotated[float, typer.Option(min=0, m
     import numpy as np
 
     from core import submit
+    from core.bulk import write_file
     from core.imageio import ImageError, decode, encode_png
     from core.pipeline import add_noise
     files = image_files([in_dir])
-    out_dir(out, files)
+    outputs = out_dir(out, files)
     limits = submit.limits_of(get_settings())
     failed = 0
     for i, path in enumerate(files):
         try:
-            picture = decode(path.read_bytes(), limits)
-        except ImageError as e:
-            typer.echo(f"{path.name}: {e}", err=True)
+            noisy = add_noise(decode(path.read_bytes(), limits), sigma, seed + i)
+            write_file(outputs[path], encode_png(replace(noisy, pixels=np.clip(noisy.pixels, 0, 1))))
+        except (ImageError, OSError) as e:
+            typer.echo(f"{path.name}: {_reason(e)}", err=True)
             failed += 1
-            continue
-        noisy = add_noise(picture, sigma, seed + i)
-        (out / f"{path.stem}.png").write_bytes(encode_png(replace(noisy, pixels=np.clip(noisy.pixels, 0, 1))))
-    console.print(f"{len(files) - failed} images with sigma {sigma} noise in {out}")
+    console.print(escape(f"{len(files) - failed} images with sigma {sigma} noise in {out}"))
     if failed:
         raise typer.Exit(1)
 
@@ -217,6 +223,7 @@ def denoise(
 ) -> None:
     """Denoise images into the output folder (PNG, same names); prints the noise level used for each."""
     from core import submit
+    from core.bulk import write_file
     from core.imageio import ImageError, decode, encode_png
     from core.pipeline import Runtime
     from core.pipeline import denoise as run_denoiser
@@ -227,28 +234,34 @@ def denoise(
     fixed = None if sigma == "auto" else _sigma(sigma)
     settings = get_settings()
     files = image_files(inputs)
-    out_dir(out, files)
+    outputs = out_dir(out, files)
     try:
         net = load_denoiser(model, settings.weights_dir, settings.device, settings.tile_size, settings.precision,
                             settings.denoise_ensemble if ensemble is None else ensemble)
     except ModelError as e:
         fail(str(e))
     runtime = Runtime(submit.limits_of(settings), settings.tile_size, settings.tile_overlap)
-    table, failed = Table("file", "noise (estimated)", "noise used", "seconds"), 0
+    table, failed = Table("file -> output", "noise (estimated)", "noise used", "seconds"), 0
     for path in files:
         start = time.perf_counter()
         try:
             denoised, estimate = run_denoiser(decode(path.read_bytes(), runtime.limits), fixed, net, runtime)
-        except ImageError as e:
-            typer.echo(f"{path.name}: {e}", err=True)
+            write_file(outputs[path], encode_png(denoised))
+        except (ImageError, OSError) as e:
+            typer.echo(f"{path.name}: {_reason(e)}", err=True)
             failed += 1
             continue
-        (out / f"{path.stem}.png").write_bytes(encode_png(denoised))
-        table.add_row(path.name, f"{estimate:.2f}", "estimated map" if fixed is None else f"{fixed:.2f}",
+        table.add_row(escape(f"{path.name} -> {outputs[path].name}"), f"{estimate:.2f}",
+                      "estimated map" if fixed is None else f"{fixed:.2f}",
                       f"{time.perf_counter() - start:.2f}")
     console.print(table)
     if failed:
         raise typer.Exit(1)
+
+
+def _reason(e: Exception) -> str:
+    """An ImageError says why; an OSError (unreadable, a folder where the output goes) says it and where."""
+    return f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
 
 
 def _sigma(text: str) -> float:
@@ -267,16 +280,23 @@ def compare(ref_dir: Path, test_dir: Path, csv_out: Annotated[Path | None, typer
     """PSNR/SSIM of each TEST image against the REF image of the same name (stem); BRISQUE where none."""
     from core import quality, submit
     from core.imageio import ImageError, decode
+    from core.pipeline import PSNR_CAP
+    for given in (csv_out, json_out):
+        if given is not None and not given.parent.is_dir():
+            fail(f"no folder {given.parent} to write {given.name} into")
     limits = submit.limits_of(get_settings())
-    refs = {p.stem: p for p in image_files([ref_dir])}
+    refs: dict[str, Path] = {}
+    for p in image_files([ref_dir]):
+        if refs.setdefault(p.stem, p) != p:
+            fail(f"two references for {p.stem}: {refs[p.stem].name} and {p.name}")
     rows: list[dict[str, object]] = []
     failed = 0
     for path in image_files([test_dir]):
         try:
             test = decode(path.read_bytes(), limits).pixels
             ref = decode(refs[path.stem].read_bytes(), limits).pixels if path.stem in refs else None
-        except ImageError as e:
-            typer.echo(f"{path.name}: {e}", err=True)
+        except (ImageError, OSError) as e:
+            typer.echo(f"{path.name}: {_reason(e)}", err=True)
             failed += 1
             continue
         if ref is not None and ref.shape != test.shape:
@@ -287,7 +307,7 @@ def compare(ref_dir: Path, test_dir: Path, csv_out: Annotated[Path | None, typer
         if ref is None:
             row["brisque"] = quality.brisque(test)
         else:
-            row["psnr"], row["ssim"] = quality.psnr(ref, test), quality.ssim(ref, test)
+            row["psnr"], row["ssim"] = min(quality.psnr(ref, test), PSNR_CAP), quality.ssim(ref, test)
         rows.append(row)
     console.print(compare_table(rows))
     write_rows(rows, csv_out, json_out)
@@ -299,20 +319,21 @@ def compare_table(rows: list[dict[str, object]]) -> Table:
     table = Table("file", "PSNR (dB)", "SSIM", "BRISQUE")
     fmt = {"psnr": "{:.2f}", "ssim": "{:.4f}", "brisque": "{:.2f}"}
     for row in rows:
-        table.add_row(str(row["file"]), *(fmt[k].format(row[k]) if row[k] is not None else "" for k in fmt))
+        table.add_row(escape(str(row["file"])), *(fmt[k].format(row[k]) if row[k] is not None else "" for k in fmt))
     means = {k: [float(r[k]) for r in rows if r[k] is not None] for k in fmt}  # type: ignore[arg-type]
     table.add_row("mean", *(fmt[k].format(sum(v) / len(v)) if v else "" for k, v in means.items()), style="bold")
     return table
 
 
 def write_rows(rows: list[dict[str, object]], csv_out: Path | None, json_out: Path | None) -> None:
+    from api.schemas import spreadsheet_safe
     if csv_out:
         with csv_out.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["file", "psnr", "ssim", "brisque"])
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(map(spreadsheet_safe, rows))
     if json_out:
-        json_out.write_text(json.dumps(rows, indent=1))
+        json_out.write_text(json.dumps(rows, indent=1, allow_nan=False))
 
 
 class _CaptionGroup(TyperGroup):
@@ -357,8 +378,8 @@ def caption_images(paths: list[Path],
     for path in files:
         try:
             pixels = decode(path.read_bytes(), limits).pixels
-        except ImageError as e:
-            typer.echo(f"{path.name}: {e}", err=True)
+        except (ImageError, OSError) as e:
+            typer.echo(f"{path.name}: {_reason(e)}", err=True)
             failed += 1
             continue
         typer.echo(f"{path.name}\t{model([pixels])[0]}")
@@ -686,7 +707,7 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
 
         def on_unreadable(path: Path, reason: str) -> None:
             found.unreadable.append((path, reason))
-            err.print(f"{path}: unreadable ({reason}), skipped")
+            err.print(escape(f"{path}: unreadable ({reason}), skipped"))
         try:
             return bulk.upload(api, found, options, state, state_path, chunk, on_chunk, on_unreadable)
         except NotFound:
@@ -717,7 +738,7 @@ def _wait(api: Client, batch_id: str, poll: float = 1.0) -> int:
             time.sleep(poll)
     failed = list(api.items(batch_id, state="failed"))
     for item in failed:
-        err.print(f"{item.filename}: {item.error}")
+        err.print(escape(f"{item.filename}: {item.error}"))
     return len(failed)
 
 
@@ -737,7 +758,7 @@ def status_cmd(batch_id: str, url: Url = None, key: Key = None) -> None:
                       "yes" if batch.finished else "no")
         console.print(table)
         for item in api.items(batch_id, state="failed"):
-            console.print(f"{item.filename}: {item.error}")
+            console.print(escape(f"{item.filename}: {item.error}"))
 
 
 @app.command("results")
@@ -811,7 +832,7 @@ def apikey_list(tenant: Annotated[str | None, typer.Argument(help="only this ten
     table = Table("key id", "tenant", "label", "created", "revoked")
     with _key_sessions()() as session:
         for key in tenants.list_keys(session, tenant):
-            table.add_row(key.id, key.tenant.name, key.label, f"{key.created_at:%Y-%m-%d %H:%M}",
+            table.add_row(key.id, escape(key.tenant.name), escape(key.label), f"{key.created_at:%Y-%m-%d %H:%M}",
                           f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "")
     console.print(table)
 

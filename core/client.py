@@ -146,11 +146,8 @@ class Client:
             if offset + page >= rows.count or not rows.data:
                 return
 
-    def download(self, path: str, dest: Path) -> None:
-        """Writes the response body to a temporary file renamed into place: `dest` exists only when complete."""
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
-        tmp.write_bytes(self._send("GET", path).content)
-        os.replace(tmp, dest)
+    def get_bytes(self, path: str) -> bytes:
+        return self._send("GET", path).content
 
 
 def _detail(response: httpx.Response) -> str:

@@ -55,3 +55,41 @@ def test_denoise_bad_arguments(env: dict[str, str], tmp_path: Path) -> None:
     for args, message in cases.items():
         out = denocap(env, "denoise", str(tmp_path / "in"), str(tmp_path / "out"), *args)
         assert out.returncode == 2 and out.stderr.strip() == message
+
+
+def test_outputs_never_write_through_links_or_over_each_other(env: dict[str, str], tmp_path: Path) -> None:
+    """A folder of links to the photos is not the photos' folder, but writing into it must replace the links, not
+    the photos; two inputs of one stem get two outputs; a folder where an output goes fails that file alone."""
+    make_clean(tmp_path / "src", 3)
+    photo = (tmp_path / "src" / "img0.png").read_bytes()
+    links = tmp_path / "links"
+    links.mkdir()
+    for i in range(3):
+        (links / f"img{i}.png").symlink_to(tmp_path / "src" / f"img{i}.png")
+    out = denocap(env, "noise", str(links), str(links), "--sigma", "25")
+    assert out.returncode == 2 and "overwritten" in out.stderr
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "img0.jpg").write_bytes(png(smooth_image(64, 96, seed=5)))  # a second stem "img0"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "img2.png").mkdir()  # in the way of one output
+    (tmp_path / "out" / "img1.png").symlink_to(tmp_path / "src" / "img1.png")  # a link where an output goes
+    out = denocap(env, "denoise", str(tmp_path / "src"), str(tmp_path / "other"), str(tmp_path / "out"))
+    assert out.returncode == 1 and "img2.png: " in out.stderr, out.stderr
+    assert (tmp_path / "src" / "img0.png").read_bytes() == photo
+    assert not (tmp_path / "out" / "img1.png").is_symlink()  # replaced, and the photo it pointed at untouched
+    assert (tmp_path / "src" / "img1.png").read_bytes() == png(smooth_image(64, 96, seed=1))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0 (2).png", "img0.png", "img1.png", "img2.png"]
+
+
+def test_compare_writes_finite_json_and_csv_a_spreadsheet_shows_as_text(env: dict[str, str], tmp_path: Path) -> None:
+    make_clean(tmp_path / "ref", 1)
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "=HYPERLINK(1).png").write_bytes((tmp_path / "ref" / "img0.png").read_bytes())
+    (tmp_path / "ref" / "=HYPERLINK(1).png").write_bytes((tmp_path / "ref" / "img0.png").read_bytes())
+    out = denocap(env, "compare", str(tmp_path / "ref"), str(tmp_path / "test"), "--json", str(tmp_path / "r.json"),
+                  "--csv", str(tmp_path / "r.csv"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "r.json").read_text())[0]["psnr"] == 100.0  # identical: capped, not Infinity
+    assert (tmp_path / "r.csv").read_text().splitlines()[1].startswith("'=HYPERLINK(1).png,100.0,")
+    missing = denocap(env, "compare", str(tmp_path / "ref"), str(tmp_path / "test"), "--csv", str(tmp_path / "no/r.csv"))
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: no folder {tmp_path / 'no'} to write r.csv into"
