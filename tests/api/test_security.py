@@ -61,7 +61,7 @@ def test_every_route_but_ops_needs_a_valid_key(stack: str, postgres_url: str, al
 
 
 def test_keys_are_made_listed_and_revoked_from_the_cli(stack: str, postgres_url: str) -> None:
-    made = cli(postgres_url, "apikey", "create", "gamma", "--label", "laptop")
+    made = cli(postgres_url, "apikey", "create", "gamma", "--label", "laptop [/] [b]")  # markup-like: shown as is
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip()
     assert key.startswith("dc_") and "not shown again" in made.stderr
@@ -69,7 +69,8 @@ def test_keys_are_made_listed_and_revoked_from_the_cli(stack: str, postgres_url:
     assert httpx.get(f"{stack}/batches", headers={"Authorization": f"Bearer {key}"}).status_code == 200
 
     listed = cli(postgres_url, "apikey", "list", "gamma")
-    assert key_id in listed.stdout and "laptop" in listed.stdout and key.split("_", 2)[2] not in listed.stdout
+    assert listed.returncode == 0, listed.stderr
+    assert key_id in listed.stdout and "laptop [/] [b]" in listed.stdout and key.split("_", 2)[2] not in listed.stdout
     engine = make_engine(postgres_url)
     with session_factory(engine)() as s:
         digest = s.scalar(select(ApiKey.digest).where(ApiKey.id == key_id))

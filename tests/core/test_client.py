@@ -111,3 +111,9 @@ def test_linked_folders_are_walked_once(tmp_path: Path) -> None:
     (tmp_path / "top" / "linked").symlink_to(tmp_path / "elsewhere")
     (tmp_path / "top" / "loop").symlink_to(tmp_path / "top")  # a link to a folder above: walked once
     assert [p.relative_to(tmp_path).as_posix() for p in bulk.walk([tmp_path / "top"]).files] == ["top/linked/a.png"]
+
+
+def test_output_names_are_unique_and_short_enough_for_a_file_system() -> None:
+    names = bulk.png_names(["a", "A", "a", "é" * 150])
+    assert names[:3] == ["a.png", "A (2).png", "a (3).png"]
+    assert len(names[3].encode()) <= 204 and names[3].startswith("é")  # cut on a character, not a byte
