@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from api.main import create_app
 from core import submit as service
@@ -91,12 +92,21 @@ def test_a_file_spooled_to_disk_is_stored_whole(app: tuple[TestClient, list]) ->
     assert client.get(f"/items/{first['item']['id']}/original").content == big
 
 
-def test_an_append_that_loaded_the_batch_before_the_seal_is_refused(env: dict[str, str]) -> None:
-    """The route loads the batch (404 check) before it locks the row; the lock must see a seal made in between."""
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_an_append_that_loaded_the_batch_before_the_seal_is_refused(env: dict[str, str], database: str,
+                                                                     postgres_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The route loads the batch (404 check) before it locks the row; the append must not land after a seal made
+    in between. PostgreSQL: the lock sees the seal. SQLite, which has no row locks: the append's transaction read
+    before the seal, so its write fails as locked (the API answers 503) and the retry sees the seal."""
+    if database == "postgresql":
+        monkeypatch.setenv("DENOCAP_DATABASE_URL", postgres_url)
+        get_settings.cache_clear()
     settings = get_settings()
     migrate(settings.database_url)
     sessions = session_factory(make_engine(settings.database_url))
     storage = make_storage(settings)
+    upload = [service.Upload("a.png", png(smooth_image(16, 16)))]
     with sessions.begin() as s:
         batch_id = service.open_batch(s, settings, tenant_id(s), BatchOptions(), sealed=False)[0].id
     with sessions() as appending:
@@ -104,5 +114,9 @@ def test_an_append_that_loaded_the_batch_before_the_seal_is_refused(env: dict[st
         assert batch.sealed_at is None
         with sessions.begin() as sealing:
             service.seal(sealing, sealing.get_one(Batch, batch_id))
-        with pytest.raises(service.BatchSealed):
-            service.append(appending, storage, settings, batch, [service.Upload("a.png", png(smooth_image(16, 16)))])
+        with pytest.raises(service.BatchSealed if database == "postgresql" else OperationalError):
+            service.append(appending, storage, settings, batch, upload)
+    with sessions() as again, pytest.raises(service.BatchSealed):
+        service.append(again, storage, settings, again.get_one(Batch, batch_id), upload)
+    with sessions() as s:
+        assert s.get_one(Batch, batch_id).items == []
