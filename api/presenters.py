@@ -22,7 +22,7 @@ from core.tables import Batch, Item, Result
 
 EXPORT_PAGE = 500
 CONVERSIONS = threading.BoundedSemaphore(2)  # images decoded and encoded at once per API process: a 50 MP upload
-CONVERSION_WAIT = 30.0  # takes about 1.7 GB while it is, so many requests for big images must not run together
+CONVERSION_WAIT = 30.0  # takes about 1.4 GiB while it is, so many requests for big images must not run together
 EXPORTS_PER_TENANT = 2  # streaming at once, per API process
 _exports: Counter[str] = Counter()
 _exports_lock = threading.Lock()

@@ -3,6 +3,7 @@ in chunks into one open batch, resume after a kill, fetch the table and the deno
 No torch, no FastAPI: only the client (core/client.py)."""
 import csv
 import hashlib
+import io
 import json
 import os
 import stat
@@ -112,11 +113,9 @@ def load_state(path: Path, url: str) -> State:
 
 
 def save_state(path: Path, state: State) -> None:
-    """Temporary file and rename: a kill mid-write leaves the previous state, never half a file."""
+    """A kill mid-write leaves the previous state, never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(state.model_dump_json())
-    os.replace(tmp, path)
+    write_file(path, state.model_dump_json().encode())
 
 
 def chunks(files: list[Path], sizes: dict[Path, int], most: int, most_bytes: int = CHUNK_BYTES) -> Iterator[list[Path]]:
@@ -221,15 +220,14 @@ def write_file(path: Path, data: bytes) -> None:
 
 def write_table(items: list[ItemOut], names: dict[str, str], path: Path, form: str) -> None:
     rows = [item_row(i) | {"image": names[i.id] if i.result else None} for i in items]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        if form == "csv":
-            writer = csv.DictWriter(f, fieldnames=[*ROW_FIELDS, "image"])
-            writer.writeheader()
-            writer.writerows(map(spreadsheet_safe, rows))
-        else:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    if form == "csv":
+        writer = csv.DictWriter(text, fieldnames=[*ROW_FIELDS, "image"])
+        writer.writeheader()
+        writer.writerows(map(spreadsheet_safe, rows))
+    else:
+        text.writelines(json.dumps(row) + "\n" for row in rows)
+    write_file(path, text.getvalue().encode())
 
 
 def download_images(api: Client, items: list[ItemOut], names: dict[str, str], out: Path, threads: int,
