@@ -44,8 +44,8 @@ class Picture:
 def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
-        if _is_rgb16_png(data):
-            return _rgb16_png(data, img.getexif().get(ORIENTATION, 1))
+        if _is_rgb16(img, data):  # OpenCV turns a TIFF as its tag says, a PNG not
+            return _rgb16(data, img.getexif().get(ORIENTATION, 1) if img.format == "PNG" else 1)
         img.load()
         img = ImageOps.exif_transpose(img)
         return _to_picture(img)
@@ -57,16 +57,18 @@ _ORIENTED: dict[int, Callable[[np.ndarray], np.ndarray]] = {  # (H, W, C) uprigh
     6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
 
 
-def _is_rgb16_png(data: bytes) -> bool:
-    """16 bits per sample with colour: Pillow would read it as 8-bit RGB."""
-    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[24] == 16 and data[25] in (2, 6)
+def _is_rgb16(img: Image.Image, data: bytes) -> bool:
+    """A PNG or TIFF of 16 bits per colour sample (a film scan, say): Pillow would read it as 8-bit RGB(A)."""
+    if img.format == "PNG":
+        return len(data) > 25 and data[24] == 16 and data[25] in (2, 6)
+    return img.format == "TIFF" and img.mode in ("RGB", "RGBA") and set(img.tag_v2.get(258, ())) == {16}
 
 
-def _rgb16_png(data: bytes, orientation: int) -> Picture:
+def _rgb16(data: bytes, orientation: int) -> Picture:
     import cv2  # only here: the API and the CLI start without OpenCV
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # no EXIF turn
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
-        raise ImageError("broken 16-bit PNG")
+        raise ImageError("broken 16-bit colour image")
     arr = _ORIENTED.get(orientation, lambda a: a)(arr)  # as ImageOps.exif_transpose turns the 8-bit ones
     pixels = arr[..., 2::-1].astype(np.float32) / 65535.0  # BGR(A) -> RGB
     alpha = arr[..., 3].astype(np.float32) / 65535.0 if arr.shape[2] == 4 else None

@@ -103,3 +103,32 @@ def test_palette_and_gray_modes() -> None:
     buf = io.BytesIO()
     Image.fromarray(smooth_image()).convert("P").save(buf, format="PNG")
     assert decode(buf.getvalue(), LIMITS).pixels.shape == (64, 80, 3)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_sixteen_bit_colour_tiff_keeps_depth_and_alpha(channels: int) -> None:
+    """A film scan's 16-bit TIFF: Pillow alone would keep each sample's high byte."""
+    import cv2
+    deep = np.random.default_rng(channels).integers(0, 65536, (6, 7, channels), dtype=np.uint16)
+    ok, tiff = cv2.imencode(".tiff", deep)  # BGR(A)
+    assert ok
+    pic = decode(tiff.tobytes(), LIMITS)
+    assert pic.bit_depth == 16 and pic.pixels.shape == (6, 7, 3)
+    assert np.abs(pic.pixels * 65535 - deep[..., 2::-1]).max() < 0.5
+    assert (pic.alpha is None) == (channels == 3)
+    back = cv2.imdecode(np.frombuffer(encode_png(pic), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16 and np.array_equal(back, deep)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_sixteen_bit_colour_tiff_is_turned_as_its_orientation_tag_says(orientation: int) -> None:
+    import tifffile
+    rgb = np.random.default_rng(0).integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    files = []
+    for arr in (rgb, rgb.astype(np.uint16) * 257):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, arr, photometric="rgb", extratags=[(0x0112, "H", 1, orientation, True)])
+        files.append(decode(buf.getvalue(), LIMITS))
+    eight, deep = files
+    assert eight.shape == ((5, 3) if orientation > 4 else (3, 5))
+    assert deep.bit_depth == 16 and np.allclose(deep.pixels, eight.pixels, atol=1e-6)
