@@ -3,8 +3,9 @@ import csv
 import io
 import json
 import threading
+import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from fastapi import HTTPException, Response, status
@@ -110,20 +111,22 @@ def original(storage: Storage, item: Item) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{item.id}"'})
 
 
-@contextmanager
-def export_slot(tenant: str) -> Iterator[None]:
-    """At most EXPORTS_PER_TENANT exports of one tenant stream at once (429 beyond), so one tenant cannot hold
-    the server's connections and threads."""
+def export_slot(tenant: str) -> Callable[[], None]:
+    """Takes one of the EXPORTS_PER_TENANT slots of a tenant's exports that may stream at once (429 when none is
+    free), so one tenant cannot hold the server's connections and threads. Returns its release (idempotent)."""
     with _exports_lock:
         if _exports[tenant] >= EXPORTS_PER_TENANT:
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, f"{EXPORTS_PER_TENANT} exports are already "
                                 "running for this tenant; try again when one ends", headers={"Retry-After": "10"})
         _exports[tenant] += 1
-    try:
-        yield
-    finally:
+    released = threading.Event()
+
+    def release() -> None:
         with _exports_lock:
-            _exports[tenant] -= 1
+            if not released.is_set():
+                released.set()
+                _exports[tenant] -= 1
+    return release
 
 
 def export_rows(sessions: sessionmaker, tenant: str, f: queries.CaptionFilter) -> Iterator[CaptionOut]:
@@ -151,21 +154,30 @@ def _csv(rows: Iterator[CaptionOut]) -> Iterator[str]:
     yield buf.getvalue()
 
 
-def _counted(tenant: str, chunks: Iterator[str]) -> Iterator[str]:
-    with export_slot(tenant):
+def _holding(release: Callable[[], None], chunks: Iterator[str]) -> Iterator[str]:
+    try:
         yield from chunks
+    finally:
+        release()
+
+
+def _streamed(tenant: str, chunks: Iterator[str]) -> Iterator[str]:
+    """The chunks, holding a slot from now (429 now rather than mid-stream) until the stream ends, fails or is
+    dropped unread (a client gone before the first chunk: the generator never runs, so it is released when freed)."""
+    release = export_slot(tenant)
+    body = _holding(release, chunks)
+    weakref.finalize(body, release)
+    return body
 
 
 def export_captions(session: Session, settings: Settings, tenant: str, f: queries.CaptionFilter,
                         format: str) -> StreamingResponse:
     """The JSON API's and the gallery's export (each route authenticates its own way)."""
     session.close()  # the key is checked; the pages open sessions of their own
-    with export_slot(tenant):  # refuse now (429) rather than mid-stream
-        pass
     rows = export_rows(sessions_for(settings.database_url), tenant, f)
     if format == "csv":
-        return StreamingResponse(_counted(tenant, _csv(rows)), media_type="text/csv",
+        return StreamingResponse(_streamed(tenant, _csv(rows)), media_type="text/csv",
                                  headers={"Content-Disposition": 'attachment; filename="captions.csv"'})
     lines = (json.dumps(r.model_dump(), allow_nan=False) + "\n" for r in rows)
-    return StreamingResponse(_counted(tenant, lines), media_type="application/x-ndjson",
+    return StreamingResponse(_streamed(tenant, lines), media_type="application/x-ndjson",
                              headers={"Content-Disposition": 'attachment; filename="captions.jsonl"'})
