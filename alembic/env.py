@@ -20,7 +20,7 @@ def run_offline() -> None:
 
 
 def run_online() -> None:
-    engine = make_engine(url)
+    engine = make_engine(url, statement_timeout_s=None)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True,
                           render_as_batch=url.startswith("sqlite"))

@@ -6,6 +6,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from psycopg.errors import QueryCanceled
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -18,6 +19,7 @@ from api.routes import batches, captions, gallery, items
 from api.schemas import Health
 from core import queue
 from core.config import get_settings
+from core.db import STATEMENT_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,11 @@ def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI
 
     @app.exception_handler(OperationalError)
     async def database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        if isinstance(exc.orig, QueryCanceled):
+            log.warning("query cancelled: %s", exc.orig)
+            return JSONResponse({"detail": f"the query ran past {STATEMENT_TIMEOUT_S} s; narrow it (more words, a "
+                                 "batch, score bounds) or try again shortly"}, status_code=503,
+                                headers={"Retry-After": "30"})
         log.warning("database unavailable: %s", exc.orig)
         return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503,
                             headers={"Retry-After": "5"})

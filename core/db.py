@@ -7,7 +7,11 @@ from sqlalchemy.orm import sessionmaker
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def make_engine(url: str) -> Engine:
+STATEMENT_TIMEOUT_S = 30  # PostgreSQL: a search no index helps, or a lock waited on, ends here and frees its connection
+
+
+def make_engine(url: str, statement_timeout_s: float | None = STATEMENT_TIMEOUT_S) -> Engine:
+    """statement_timeout_s: None for none (migrations, which may build an index over a large table)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -16,8 +20,10 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    timeout = f"-c statement_timeout={round(statement_timeout_s * 1000)}" if statement_timeout_s else ""
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=10,
-                         connect_args={"connect_timeout": 10})  # an unreachable host: a 503 in seconds, not minutes
+                         connect_args={"connect_timeout": 10,  # an unreachable host: a 503 in seconds, not minutes
+                                       "options": timeout})
 
 
 def _sqlite_pragmas(conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -3,10 +3,10 @@ transaction that read a row must not write over another's commit since."""
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import OperationalError
 
-from core.db import make_engine, migrate, session_factory
+from core.db import STATEMENT_TIMEOUT_S, make_engine, migrate, session_factory
 from core.tables import Tenant
 
 
@@ -24,3 +24,16 @@ def test_a_write_after_another_commit_fails_instead_of_using_a_stale_read(tmp_pa
         first.commit()
     with sessions() as s:
         assert s.scalar(select(Tenant.name)) == "changed"
+
+
+def test_a_postgresql_statement_ends_at_the_timeout_and_frees_its_connection(postgres_url: str) -> None:
+    """A search that no index helps must not hold one of the pool's connections for minutes."""
+    engine = make_engine(postgres_url, statement_timeout_s=0.2)
+    with engine.connect() as conn, pytest.raises(OperationalError, match="statement timeout"):
+        conn.execute(text("SELECT pg_sleep(3)"))
+    with engine.connect() as conn:
+        assert conn.scalar(text("SHOW statement_timeout")) == "200ms"
+    with make_engine(postgres_url).connect() as conn:
+        assert conn.scalar(text("SHOW statement_timeout")) == f"{STATEMENT_TIMEOUT_S}s"
+    with make_engine(postgres_url, statement_timeout_s=None).connect() as conn:  # migrations
+        assert conn.scalar(text("SHOW statement_timeout")) == "0"
