@@ -230,10 +230,28 @@ def write_table(items: list[ItemOut], names: dict[str, str], path: Path, form: s
     write_file(path, text.getvalue().encode())
 
 
+RECORD = ".denocap-results.json"  # in a results folder: whose results its PNGs are
+
+
+def claim_folder(out: Path, batch_id: str, names: Iterable[str]) -> None:
+    """Records in `out` that its PNGs of these names are this batch's, before any is written, so a later run knows
+    a file there as its own (complete: downloads are renamed into place). ValueError when `out` holds another
+    batch's results, or a file of one of these names that no run for this batch wrote (the user's own)."""
+    path = out / RECORD
+    record = json.loads(path.read_text()) if path.exists() else {"batch": batch_id, "files": []}
+    if record["batch"] != batch_id:
+        raise ValueError(f"{out} holds the results of batch {record['batch']}; give another --out")
+    ours = set(record["files"])
+    clash = next((n for n in names if n not in ours and (out / n).exists()), None)
+    if clash:
+        raise ValueError(f"{out / clash} is there and is no result of this batch; give another --out")
+    write_file(path, json.dumps({"batch": batch_id, "files": sorted(ours.union(names))}).encode())
+
+
 def download_images(api: Client, items: list[ItemOut], names: dict[str, str], out: Path, threads: int,
                     on_file: Callable[[bool], None]) -> None:
-    """The denoised image of every done item, `threads` at a time; a file already there is complete (downloads
-    are renamed into place), so it is skipped. `on_file(fetched)` after each image."""
+    """The denoised image of every done item, `threads` at a time; a file already there is one an earlier run
+    downloaded (claim_folder), complete, so it is skipped. `on_file(fetched)` after each image."""
     def fetch(item: ItemOut) -> None:
         dest = out / names[item.id]
         fetched = not dest.exists()

@@ -770,7 +770,8 @@ def results_cmd(
     url: Url = None, key: Key = None,
 ) -> None:
     """Every item's row (file, state, estimated noise, scores, both captions, model versions, error) as
-    OUT/results.csv or .jsonl, and the denoised images under their upload's names (a second run skips what is there)."""
+    OUT/results.csv or .jsonl, and the denoised images under their upload's names (a second run skips what it fetched before;
+    a folder holding another batch's results, or a file of one of those names, is refused)."""
     from core import bulk
     from core.client import NotFound
     if format not in ("csv", "jsonl"):
@@ -782,6 +783,10 @@ def results_cmd(
             fail(str(e))
         out.mkdir(parents=True, exist_ok=True)
         names = bulk.output_names(items)
+        try:
+            bulk.claim_folder(out, batch.id, names.values())
+        except ValueError as e:
+            fail(str(e), 1)
         bulk.write_table(items, names, out / f"results.{format}", format)
         fetched = 0
         with Progress(TextColumn("download"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

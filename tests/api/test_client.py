@@ -149,3 +149,16 @@ def test_results_name_collisions_and_failed_rows(stack: str, postgres_url: str, 
     assert sorted(p.name for p in out.glob("*.png")) == ["p4000 (2).png", "p4000.png"]
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 4 and sum(",failed," in r for r in rows) == 1
+    batch_id = sent.stdout.strip()
+    mine = tmp_path / "mine"  # a folder that holds a photo of that name, the user's own
+    mine.mkdir()
+    (mine / "p4000.png").write_bytes(b"my own")
+    taken = denocap(env, "results", batch_id, "--out", str(mine))
+    assert taken.returncode == 1 and "p4000.png is there and is no result of this batch" in taken.stderr, taken.stderr
+    assert (mine / "p4000.png").read_bytes() == b"my own" and not (mine / "results.csv").exists()
+    other = denocap(env, "submit", str(tmp_path / "a"), "--new", "--wait")
+    assert other.returncode == 0, other.stderr
+    before = (out / "p4000.png").read_bytes()
+    into = denocap(env, "results", other.stdout.strip().splitlines()[-1], "--out", str(out))
+    assert into.returncode == 1 and f"holds the results of batch {batch_id}" in into.stderr, into.stderr
+    assert (out / "p4000.png").read_bytes() == before
