@@ -54,3 +54,15 @@ def test_caption_search_can_use_the_trigram_index(postgres_url: str) -> None:
         plan = conn.execute(text("EXPLAIN SELECT item_id FROM results WHERE caption ILIKE '%dog%'")).scalars().all()
     engine.dispose()
     assert any("ix_results_caption_trgm" in line for line in plan), plan
+
+
+def test_recent_results_are_read_through_an_index(postgres_url: str) -> None:
+    """/metrics reads the last minutes' stage timings at every scrape, and exports page by (created_at, item_id):
+    neither may scan every result ever stored."""
+    migrate(postgres_url)
+    with make_engine(postgres_url).connect() as conn:
+        conn.execute(text("SET enable_seqscan = off"))  # the table is small here; ask what the plan can use
+        plans = [" ".join(r[0] for r in conn.execute(text(f"EXPLAIN {query}"))) for query in (
+            "SELECT timings FROM results WHERE created_at > now() - interval '5 minutes' LIMIT 10000",
+            "SELECT item_id FROM results WHERE (created_at, item_id) > (now(), 'x') ORDER BY created_at, item_id LIMIT 5")]
+    assert all("ix_results_created_at_item_id" in plan for plan in plans), plans
