@@ -869,7 +869,17 @@ def main() -> None:  # the console script
         typer.echo("error: " + "; ".join(f"DENOCAP_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}"
                                          for err in e.errors()), err=True)
         raise SystemExit(2) from None
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:  # Ctrl-C
+        typer.echo("Aborted!", err=True)
+        raise SystemExit(1) from None
+    except typer.TyperException as e:  # a usage error: one line, as every other error here, not typer's box
+        ctx, message = getattr(e, "ctx", None), e.format_message()
+        if message:  # none after the help that no arguments print
+            typer.echo(f"error: {message}" + (f" (see {ctx.command_path} --help)" if ctx else ""), err=True)
+        raise SystemExit(e.exit_code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

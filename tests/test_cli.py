@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import png, smooth_image
 
 
@@ -49,6 +51,18 @@ def test_bad_option_is_a_one_line_error(env: dict[str, str], tmp_path: Path) -> 
     out = denocap(env, "run", str(tmp_path / "a.png"), "--denoiser", "nosuch")
     assert out.returncode == 2
     assert out.stderr.strip() == "error: --denoiser: unknown denoiser 'nosuch'; known: ffdnet"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("submit", "--bogus"), "No such option: --bogus"),
+    (("results",), "Missing argument 'batch_id'."),
+    (("noise", "--sigma", "abc", "a", "b"), "Invalid value for '--sigma'"),
+])
+def test_a_usage_error_is_one_line_naming_the_help(env: dict[str, str], args: tuple[str, ...], message: str) -> None:
+    out = denocap(env, *args)
+    assert out.returncode == 2 and out.stdout == ""
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith(f"error: {message}") and line.endswith(f"{args[0]} --help)"), line
 
 
 def test_self_ensemble_setting_reaches_the_stored_result(env: dict[str, str], tmp_path: Path) -> None:
