@@ -581,7 +581,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     settings = get_settings()
     migrate(settings.database_url)
     logs.setup(settings.log_format)
-    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers, log_config=None)
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers, log_config=None,
+                proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips)
 
 
 def worker_shape(concurrency: int | None, torch_threads: int, cores: int, gpu: bool) -> tuple[int, int]:

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     max_batches_in_flight: int = 20  # unfinished batches per tenant
     max_batch_items: int = 1_000_000  # files in one batch, appended over any number of requests
 
+    # addresses whose X-Forwarded-Proto/-For `denocap serve` believes: a TLS proxy on another host goes here (or
+    # "*" behind a private network), so the gallery sees https, its cookie is Secure and its origin check passes
+    forwarded_allow_ips: str = "127.0.0.1"
     url: str = "http://127.0.0.1:8000"  # the API that `denocap submit/status/results` talk to
     api_key: str = ""  # their key (DENOCAP_API_KEY)
 
