@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from fastapi import HTTPException, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import Receive, Scope, Send
 
 from api.deps import own_result, sessions_for
 from api.schemas import BatchOut, CaptionOut, ItemOut, spreadsheet_safe
@@ -154,20 +155,22 @@ def _csv(rows: Iterator[CaptionOut]) -> Iterator[str]:
     yield buf.getvalue()
 
 
-def _holding(release: Callable[[], None], chunks: Iterator[str]) -> Iterator[str]:
-    try:
-        yield from chunks
-    finally:
-        release()
+class HeldStream(StreamingResponse):
+    """A streamed export holding one of its tenant's slots: taken when it is made (429 now rather than
+    mid-stream), given back when it has been sent, however that ends (a client gone mid-stream cancels the send
+    and leaves the abandoned generator to the garbage collector), or when it is freed unsent."""
 
+    def __init__(self, tenant: str, chunks: Iterator[str], media_type: str, filename: str) -> None:
+        self.release = export_slot(tenant)
+        weakref.finalize(self, self.release)
+        super().__init__(chunks, media_type=media_type,
+                         headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
-def _streamed(tenant: str, chunks: Iterator[str]) -> Iterator[str]:
-    """The chunks, holding a slot from now (429 now rather than mid-stream) until the stream ends, fails or is
-    dropped unread (a client gone before the first chunk: the generator never runs, so it is released when freed)."""
-    release = export_slot(tenant)
-    body = _holding(release, chunks)
-    weakref.finalize(body, release)
-    return body
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
 
 
 def export_captions(session: Session, settings: Settings, tenant: str, f: queries.CaptionFilter,
@@ -176,8 +179,6 @@ def export_captions(session: Session, settings: Settings, tenant: str, f: querie
     session.close()  # the key is checked; the pages open sessions of their own
     rows = export_rows(sessions_for(settings.database_url), tenant, f)
     if format == "csv":
-        return StreamingResponse(_streamed(tenant, _csv(rows)), media_type="text/csv",
-                                 headers={"Content-Disposition": 'attachment; filename="captions.csv"'})
+        return HeldStream(tenant, _csv(rows), "text/csv", "captions.csv")
     lines = (json.dumps(r.model_dump(), allow_nan=False) + "\n" for r in rows)
-    return StreamingResponse(_streamed(tenant, lines), media_type="application/x-ndjson",
-                             headers={"Content-Disposition": 'attachment; filename="captions.jsonl"'})
+    return HeldStream(tenant, lines, "application/x-ndjson", "captions.jsonl")

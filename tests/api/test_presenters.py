@@ -3,6 +3,8 @@ a time: a big upload asked for by many requests must not take the API's memory."
 import asyncio
 import io
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,27 +61,57 @@ def test_conversions_beyond_the_slots_wait_then_get_503(tmp_path: Path, monkeypa
     assert presenters.result_png(storage, item, "noisy").media_type == "image/png"  # the slot is free again
 
 
+def send_through(response: StreamingResponse, disconnect_after: int | None = None) -> str:
+    """The response as a server sends it (ASGI 2.3, which uvicorn speaks: Starlette watches for a disconnect
+    beside the stream), the client gone after `disconnect_after` body messages when given."""
+    body: list[bytes] = []
+
+    async def run() -> None:
+        gone = asyncio.Event()
+
+        async def receive() -> dict:
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+                if disconnect_after is not None and len(body) >= disconnect_after:
+                    gone.set()
+        await response({"type": "http", "asgi": {"spec_version": "2.3"}, "method": "GET", "headers": []},
+                       receive, send)
+    asyncio.run(run())
+    return b"".join(body).decode()
+
+
 def test_an_export_holds_its_slot_from_its_answer_to_the_end_of_its_stream(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two exports a tenant; a third is refused when asked, never cut off mid-stream; a slot comes back when its
-    stream ends and when it is dropped unread (the client gone before the first chunk)."""
+    stream has been sent and when it is dropped unsent (the client gone before the response began)."""
     monkeypatch.setattr(presenters, "export_rows", lambda *_: iter([]))
     settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
 
     def export(tenant: str = "t") -> StreamingResponse:
         return presenters.export_captions(Session(), settings, tenant, CaptionFilter(), "csv")
-
-    def read(response: StreamingResponse) -> str:
-        async def chunks() -> str:
-            return "".join([str(c) async for c in response.body_iterator])
-        return asyncio.run(chunks())
     first, second = export(), export()
     with pytest.raises(HTTPException) as busy:
         export()
     assert busy.value.status_code == 429 and "2 exports" in busy.value.detail
-    header = read(export("another tenant"))
+    header = send_through(export("another tenant"))
     assert header.startswith("item_id")
-    assert read(first) == header  # read to its end: its slot is free
+    assert send_through(first) == header  # sent: its slot is free
     third = export()
-    del second  # dropped unread
-    assert read(export()) == read(third) == header
+    del second  # dropped unsent
+    assert send_through(export()) == send_through(third) == header
+
+
+def test_a_client_gone_mid_export_gives_its_slot_back_at_once() -> None:
+    def rows() -> Iterator[str]:
+        while True:
+            time.sleep(0.01)
+            yield "a row\n"
+    streams = [presenters.HeldStream("t", rows(), "text/csv", "c.csv") for _ in range(2)]
+    for stream in streams:
+        assert send_through(stream, disconnect_after=3).startswith("a row\n")
+    both = [presenters.HeldStream("t", iter([]), "text/csv", "c.csv") for _ in range(2)]  # both slots are free
+    assert len(both) == 2
