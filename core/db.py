@@ -1,7 +1,8 @@
 """Engine, session factory and migrations (Alembic is the only way the schema is made)."""
+import os
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import sessionmaker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,10 +21,19 @@ def make_engine(url: str, statement_timeout_s: float | None = STATEMENT_TIMEOUT_
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    timeout = f"-c statement_timeout={round(statement_timeout_s * 1000)}" if statement_timeout_s else ""
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=10,
                          connect_args={"connect_timeout": 10,  # an unreachable host: a 503 in seconds, not minutes
-                                       "options": timeout})
+                                       **_options(url, statement_timeout_s)})
+
+
+def _options(url: str, statement_timeout_s: float | None) -> dict[str, str]:
+    """libpq's `options` with the timeout added to the URL's own (`?options=...`) or else PGOPTIONS, which an
+    explicit value would otherwise replace."""
+    if not statement_timeout_s:
+        return {}
+    own = make_url(url).query.get("options") or os.environ.get("PGOPTIONS", "")
+    own = " ".join(own) if isinstance(own, tuple) else own
+    return {"options": f"{own} -c statement_timeout={max(1, round(statement_timeout_s * 1000))}".strip()}
 
 
 def _sqlite_pragmas(conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -15,8 +15,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index('ix_results_created_at_item_id', 'results', ['created_at', 'item_id'])
+    with op.get_context().autocommit_block():  # PostgreSQL: built beside the workers' inserts, not blocking them
+        op.create_index('ix_results_created_at_item_id', 'results', ['created_at', 'item_id'],
+                        postgresql_concurrently=True)
 
 
 def downgrade() -> None:
-    op.drop_index('ix_results_created_at_item_id', table_name='results')
+    with op.get_context().autocommit_block():
+        op.drop_index('ix_results_created_at_item_id', table_name='results', postgresql_concurrently=True)

@@ -3,7 +3,7 @@ transaction that read a row must not write over another's commit since."""
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from core.db import STATEMENT_TIMEOUT_S, make_engine, migrate, session_factory
@@ -31,9 +31,22 @@ def test_a_postgresql_statement_ends_at_the_timeout_and_frees_its_connection(pos
     engine = make_engine(postgres_url, statement_timeout_s=0.2)
     with engine.connect() as conn, pytest.raises(OperationalError, match="statement timeout"):
         conn.execute(text("SELECT pg_sleep(3)"))
-    with engine.connect() as conn:
-        assert conn.scalar(text("SHOW statement_timeout")) == "200ms"
-    with make_engine(postgres_url).connect() as conn:
-        assert conn.scalar(text("SHOW statement_timeout")) == f"{STATEMENT_TIMEOUT_S}s"
-    with make_engine(postgres_url, statement_timeout_s=None).connect() as conn:  # migrations
-        assert conn.scalar(text("SHOW statement_timeout")) == "0"
+    for timeout, shown in ((0.2, "200ms"), (STATEMENT_TIMEOUT_S, f"{STATEMENT_TIMEOUT_S}s"), (None, "0")):  # None: migrations
+        engine = make_engine(postgres_url, statement_timeout_s=timeout)
+        with engine.connect() as conn:
+            assert conn.scalar(text("SHOW statement_timeout")) == shown
+        engine.dispose()
+
+
+def test_the_timeout_keeps_the_users_own_postgresql_options(postgres_url: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def show(engine: Engine, name: str) -> str:
+        with engine.connect() as conn:
+            value = conn.scalar(text(f"SHOW {name}"))
+        engine.dispose()
+        return value
+    in_url = make_engine(f"{postgres_url}?options=-csearch_path%3Dmine")
+    assert show(in_url, "search_path") == "mine" and show(in_url, "statement_timeout") == f"{STATEMENT_TIMEOUT_S}s"
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=5s")
+    assert show(make_engine(postgres_url), "lock_timeout") == "5s"
+    assert show(make_engine(postgres_url, statement_timeout_s=None), "lock_timeout") == "5s"
