@@ -45,13 +45,16 @@ def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
         if _is_rgb16(img, data):  # OpenCV turns a TIFF as its tag says, a PNG not
-            return _rgb16(data, img.getexif().get(ORIENTATION, 1) if img.format == "PNG" else 1)
+            tiff = img.format == "TIFF"
+            premultiplied = tiff and img.tag_v2.get(EXTRA_SAMPLES) in (1, (1,))
+            return _rgb16(data, 1 if tiff else img.getexif().get(ORIENTATION, 1), premultiplied)
         img.load()
         img = ImageOps.exif_transpose(img)
         return _to_picture(img)
 
 
 ORIENTATION = 0x0112  # the EXIF tag
+EXTRA_SAMPLES = 338  # TIFF: 1 = alpha premultiplied into the colours ("associated"), 2 = not
 _ORIENTED: dict[int, Callable[[np.ndarray], np.ndarray]] = {  # (H, W, C) upright, for each EXIF orientation
     2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
     6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
@@ -64,7 +67,7 @@ def _is_rgb16(img: Image.Image, data: bytes) -> bool:
     return img.format == "TIFF" and img.mode in ("RGB", "RGBA") and set(img.tag_v2.get(258, ())) == {16}
 
 
-def _rgb16(data: bytes, orientation: int) -> Picture:
+def _rgb16(data: bytes, orientation: int, premultiplied: bool = False) -> Picture:
     import cv2  # only here: the API and the CLI start without OpenCV
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # no EXIF turn
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
@@ -72,7 +75,9 @@ def _rgb16(data: bytes, orientation: int) -> Picture:
     arr = _ORIENTED.get(orientation, lambda a: a)(arr)  # as ImageOps.exif_transpose turns the 8-bit ones
     pixels = arr[..., 2::-1].astype(np.float32) / 65535.0  # BGR(A) -> RGB
     alpha = arr[..., 3].astype(np.float32) / 65535.0 if arr.shape[2] == 4 else None
-    return Picture(np.ascontiguousarray(pixels), alpha, 16)
+    if premultiplied and alpha is not None:  # as Pillow un-premultiplies the 8-bit ones
+        pixels = np.where(alpha[..., None] > 0, pixels / np.maximum(alpha[..., None], 1e-12), 0).clip(0, 1)
+    return Picture(np.ascontiguousarray(pixels, dtype=np.float32), alpha, 16)
 
 
 def probe(data: bytes, limits: Limits) -> tuple[int, int]:

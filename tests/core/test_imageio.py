@@ -132,3 +132,17 @@ def test_sixteen_bit_colour_tiff_is_turned_as_its_orientation_tag_says(orientati
     eight, deep = files
     assert eight.shape == ((5, 3) if orientation > 4 else (3, 5))
     assert deep.bit_depth == 16 and np.allclose(deep.pixels, eight.pixels, atol=1e-6)
+
+
+def test_sixteen_bit_tiff_with_premultiplied_alpha_reads_as_the_eight_bit_one() -> None:
+    import tifffile
+    rgb = np.array([[[200, 100, 40]]], np.float64)
+    files = []
+    for depth, top in ((np.uint8, 255), (np.uint16, 65535)):
+        straight = rgb / 255 * top
+        rgba = np.dstack([straight * 0.5, np.full((1, 1), top * 0.5)]).round().astype(depth)  # alpha 0.5
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, rgba, photometric="rgb", extrasamples=[1])  # associated alpha
+        files.append(decode(buf.getvalue(), LIMITS))
+    eight, deep = files
+    assert deep.bit_depth == 16 and np.allclose(deep.pixels, eight.pixels, atol=2 / 255), (deep.pixels, eight.pixels)
