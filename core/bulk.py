@@ -238,13 +238,17 @@ def claim_folder(out: Path, batch_id: str, names: Iterable[str]) -> None:
     a file there as its own (complete: downloads are renamed into place). ValueError when `out` holds another
     batch's results, or a file of one of these names that no run for this batch wrote (the user's own)."""
     path = out / RECORD
-    record = json.loads(path.read_text()) if path.exists() else {"batch": batch_id, "files": []}
-    if record["batch"] != batch_id:
-        raise ValueError(f"{out} holds the results of batch {record['batch']}; give another --out")
-    ours = set(record["files"])
+    try:
+        record = json.loads(path.read_text()) if path.exists() else {"batch": batch_id, "files": []}
+        owner, ours = str(record["batch"]), set(map(str, record["files"]))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise ValueError(f"{path} is not a record denocap wrote; give another --out") from None
+    if owner != batch_id:
+        raise ValueError(f"{out} holds the results of batch {owner}; give another --out")
     clash = next((n for n in names if n not in ours and (out / n).exists()), None)
     if clash:
-        raise ValueError(f"{out / clash} is there and is no result of this batch; give another --out")
+        raise ValueError(f"{out / clash} is there and is no result of this batch (a folder filled before denocap "
+                         f"kept {RECORD} has none); give another --out")
     write_file(path, json.dumps({"batch": batch_id, "files": sorted(ours.union(names))}).encode())
 
 

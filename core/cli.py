@@ -872,12 +872,14 @@ def main() -> None:  # the console script
         raise SystemExit(2) from None
     try:
         code = app(standalone_mode=False)
-    except typer.Abort:  # Ctrl-C
+    except typer.Abort:  # end of input at a prompt (Ctrl-C is typer's exit 130)
         typer.echo("Aborted!", err=True)
         raise SystemExit(1) from None
     except typer.TyperException as e:  # a usage error: one line, as every other error here, not typer's box
         ctx, message = getattr(e, "ctx", None), e.format_message()
-        if message:  # none after the help that no arguments print
+        if type(e).__name__ == "NoArgsIsHelpError":  # a command given nothing: its help (printed already by rich)
+            typer.echo(message, err=True, nl=False)
+        elif message:
             typer.echo(f"error: {message}" + (f" (see {ctx.command_path} --help)" if ctx else ""), err=True)
         raise SystemExit(e.exit_code) from None
     raise SystemExit(code if isinstance(code, int) else 0)

@@ -117,3 +117,11 @@ def test_output_names_are_unique_and_short_enough_for_a_file_system() -> None:
     names = bulk.png_names(["a", "A", "a", "é" * 150])
     assert names[:3] == ["a.png", "A (2).png", "a (3).png"]
     assert len(names[3].encode()) <= 204 and names[3].startswith("é")  # cut on a character, not a byte
+
+
+@pytest.mark.parametrize("record", ["", "[]", '{"batch": "b"}', '{"batch": "b", "files": 3}'])
+def test_a_results_folder_with_a_record_denocap_did_not_write_is_refused_in_one_line(record: str,
+                                                                                      tmp_path: Path) -> None:
+    (tmp_path / bulk.RECORD).write_text(record)
+    with pytest.raises(ValueError, match="is not a record denocap wrote; give another --out"):
+        bulk.claim_folder(tmp_path, "b", ["a.png"])
