@@ -71,16 +71,17 @@ async def login_page_on_401(request: Request, exc: HTTPException) -> Response:
 
 
 @router.get("", operation_id="gallery-batches")
-def batches_page(request: Request, session: SessionDep, tenant: GalleryTenantDep) -> HTMLResponse:
-    rows, _ = queries.list_batches(session, tenant, 500, 0)
-    return render(request, "batches.html", batches=presenters.batches_out(session, rows))
+def batches_page(request: Request, session: SessionDep, tenant: GalleryTenantDep, page: PageNo = 1) -> HTMLResponse:
+    rows, count = queries.list_batches(session, tenant, PAGE, (page - 1) * PAGE)
+    return render(request, "batches.html", batches=presenters.batches_out(session, rows), noun="batches",
+                  **paging(request, page, count))
 
 
 @router.get("/batches.json", response_class=JSONResponse, response_model=Page[BatchOut],
             operation_id="gallery-batches-json")
-def batches_json(session: SessionDep, tenant: GalleryTenantDep) -> Page[BatchOut]:
-    """The batches page's progress bars poll this."""
-    rows, count = queries.list_batches(session, tenant, 500, 0)
+def batches_json(session: SessionDep, tenant: GalleryTenantDep, page: PageNo = 1) -> Page[BatchOut]:
+    """The batches page's progress bars poll this, for the page shown."""
+    rows, count = queries.list_batches(session, tenant, PAGE, (page - 1) * PAGE)
     return Page(data=presenters.batches_out(session, rows), count=count)
 
 

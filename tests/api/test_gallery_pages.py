@@ -1,0 +1,36 @@
+"""The gallery's batches page pages through every batch of a tenant, newest first, and its progress poll reads the
+page shown."""
+import re
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import select
+
+from api.routes.gallery import PAGE
+from core.db import make_engine, session_factory
+from core.tables import Batch, Tenant
+from tests.conftest import api_key
+
+BATCHES = PAGE + 2
+
+
+def test_every_batch_is_on_some_page(stack: str, postgres_url: str) -> None:
+    key = api_key(postgres_url, "many batches")
+    engine = make_engine(postgres_url)
+    start = datetime.now(UTC)
+    with session_factory(engine).begin() as session:
+        tenant = session.scalar(select(Tenant.id).where(Tenant.name == "many batches"))
+        ids = [f"{n:032x}" for n in range(BATCHES)]  # the oldest first
+        session.add_all(Batch(id=i, tenant_id=tenant, options={}, denoiser="ffdnet", captioner="attention",
+                              created_at=start + timedelta(seconds=n), sealed_at=start) for n, i in enumerate(ids))
+    engine.dispose()
+    with httpx.Client(base_url=stack, timeout=60, headers={"Origin": stack}) as browser:
+        assert browser.post("/gallery/login", data={"key": key}).status_code == 303
+        pages = [browser.get("/gallery", params={"page": p}) for p in (1, 2)]
+        polled = browser.get("/gallery/batches.json", params={"page": 2}).json()
+        past_the_end = browser.get("/gallery", params={"page": 3})
+    shown = [re.findall(r'data-batch="([0-9a-f]{32})"', r.text) for r in pages]
+    assert shown[0] + shown[1] == ids[::-1]  # newest first, each once
+    assert f"page 2 of 2 ({BATCHES} batches)" in pages[1].text and 'href="?page=1"' in pages[1].text
+    assert [b["id"] for b in polled["data"]] == shown[1] and polled["count"] == BATCHES
+    assert past_the_end.status_code == 200 and "data-batch=" not in past_the_end.text
