@@ -785,7 +785,7 @@ def results_cmd(
         out.mkdir(parents=True, exist_ok=True)
         names = bulk.output_names(items)
         try:
-            bulk.claim_folder(out, batch.id, names.values())
+            bulk.claim_folder(out, batch.id, [*names.values(), f"results.{format}"])
         except ValueError as e:
             fail(str(e), 1)
         bulk.write_table(items, names, out / f"results.{format}", format)

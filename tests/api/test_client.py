@@ -156,6 +156,11 @@ def test_results_name_collisions_and_failed_rows(stack: str, postgres_url: str, 
     taken = denocap(env, "results", batch_id, "--out", str(mine))
     assert taken.returncode == 1 and "p4000.png is there and is no result of this batch" in taken.stderr, taken.stderr
     assert (mine / "p4000.png").read_bytes() == b"my own" and not (mine / "results.csv").exists()
+    (mine / "p4000.png").unlink()
+    (mine / "results.csv").write_text("my own table")
+    table = denocap(env, "results", batch_id, "--out", str(mine))
+    assert table.returncode == 1 and "results.csv is there and is no result" in table.stderr, table.stderr
+    assert (mine / "results.csv").read_text() == "my own table"
     other = denocap(env, "submit", str(tmp_path / "a"), "--new", "--wait")
     assert other.returncode == 0, other.stderr
     before = (out / "p4000.png").read_bytes()
