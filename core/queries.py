@@ -91,8 +91,12 @@ def batch_items(session: Session, batch_id: str, state: ItemState | None, limit:
     return list(session.scalars(stmt.order_by(Item.position).limit(limit).offset(offset))), count
 
 
-def list_batches(session: Session, tenant_id: str, limit: int, offset: int) -> tuple[list[Batch], int]:
+def list_batches(session: Session, tenant_id: str, limit: int, offset: int,
+                 ids: list[str] | None = None) -> tuple[list[Batch], int]:
+    """Newest first (the id breaks ties, so pages neither repeat nor skip a batch); only `ids` when given."""
     mine = select(Batch).where(Batch.tenant_id == tenant_id)
+    if ids is not None:
+        mine = mine.where(Batch.id.in_(ids))
     count = session.scalar(select(func.count()).select_from(mine.subquery())) or 0
-    rows = session.scalars(mine.order_by(Batch.created_at.desc()).limit(limit).offset(offset)).all()
+    rows = session.scalars(mine.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit).offset(offset)).all()
     return list(rows), count

@@ -79,9 +79,11 @@ def batches_page(request: Request, session: SessionDep, tenant: GalleryTenantDep
 
 @router.get("/batches.json", response_class=JSONResponse, response_model=Page[BatchOut],
             operation_id="gallery-batches-json")
-def batches_json(session: SessionDep, tenant: GalleryTenantDep, page: PageNo = 1) -> Page[BatchOut]:
-    """The batches page's progress bars poll this, for the page shown."""
-    rows, count = queries.list_batches(session, tenant, PAGE, (page - 1) * PAGE)
+def batches_json(session: SessionDep, tenant: GalleryTenantDep,
+                 id: Annotated[list[str], Query(max_length=PAGE)]) -> Page[BatchOut]:
+    """The batches page's progress bars poll this for the batches they show (by id: new batches move the rows
+    of a page onto the next one)."""
+    rows, count = queries.list_batches(session, tenant, PAGE, 0, id)
     return Page(data=presenters.batches_out(session, rows), count=count)
 
 
