@@ -587,15 +587,17 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
 
 def worker_shape(concurrency: int | None, torch_threads: int, cores: int, gpu: bool) -> tuple[int, int]:
     """Pool processes and torch threads per process: by default one process per core with one thread each on a
-    CPU (1.36x the images/s of one process with two threads on two cores: bench.e2e, the README), one process on
-    a GPU; threads share out the cores unless DENOCAP_TORCH_THREADS says."""
-    processes = concurrency or (1 if gpu else cores)
+    CPU (1.36x the images/s of one process with two threads on two cores: bench.e2e, the README), and one per two
+    cores sharing a GPU, whose item is 97% CPU work (decode, metrics, beam search, PNG, database: 8 such processes
+    did 3.2x the images/s of one on an H200, docs/results/e2e_gpu_*); threads share out the cores unless
+    DENOCAP_TORCH_THREADS says."""
+    processes = concurrency or (max(1, cores // 2) if gpu else cores)
     return processes, torch_threads or max(1, cores // processes)
 
 
 @app.command()
 def worker(concurrency: Annotated[int | None, typer.Option(min=1, help="pool processes (default: one per core on "
-                                                                   "a CPU, one on a GPU)")] = None,
+                                                                   "a CPU, one per two cores with a GPU)")] = None,
            loglevel: str = "INFO", pool: str = "prefork",
            beat: Annotated[bool, typer.Option(help="also run the reconciler on a schedule (one worker is enough)")] = False,
            ) -> None:
