@@ -115,7 +115,7 @@ class Captioner(nn.Module):
 
     def start(self, memory: torch.Tensor) -> "DecodeCache":
         """Incremental decoding: the memory's keys and values per block, computed once (one row per image, or one
-        row shared by all hypotheses of a beam)."""
+        row shared by all hypotheses of a beam over one image)."""
         return DecodeCache([block.grid_keys(memory) for block in self.blocks])
 
     def step(self, cache: "DecodeCache", last: torch.Tensor) -> torch.Tensor:
@@ -144,5 +144,7 @@ class DecodeCache:
             self.past[block] = kv
 
     def reorder(self, rows: torch.Tensor) -> None:
-        """Keep the hypotheses the beam chose, in its order."""
+        """Keep the hypotheses the beam chose, in its order, and each one's image grid when there are several."""
         self.past = [(k[rows], v[rows]) for k, v in self.past]
+        if self.grid[0][0].shape[0] > 1:
+            self.grid = [(k[rows], v[rows]) for k, v in self.grid]

@@ -1,5 +1,7 @@
 """Beam search over the captioner's step(), with length normalization, no repeated words and an optional
 constraints: the caption must contain one of a set of words, and may have to begin with given words."""
+from dataclasses import dataclass
+
 import torch
 
 from models.captioner import Captioner
@@ -8,11 +10,30 @@ BEAM, ALPHA = 1, 0.5  # chosen on the Flickr8k dev split (denocap caption eval -
 # self-critical training greedy decoding scored best on every metric; ALPHA is for a larger --beam
 
 
-@torch.inference_mode()
+@dataclass(frozen=True)
+class Ask:
+    """What one image's search is asked: its beam width, words it may not say, words one of which it must say, and
+    the words it begins with."""
+    beam: int = BEAM
+    forbid: tuple[int, ...] = ()
+    must: tuple[int, ...] = ()
+    start: tuple[int, ...] = ()
+
+
 def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam: int = BEAM,
                 max_len: int | None = None, alpha: float = ALPHA, forbid: tuple[int, ...] = (),
                 must: tuple[int, ...] = (), start: tuple[int, ...] = ()) -> list[int]:
-    """memory: (1, grid, d) for one image. Returns the best token ids (without <bos>/<eos>).
+    """memory: (1, grid, d) for one image. Returns the best token ids (without <bos>/<eos>); see beam_searches."""
+    assert memory.shape[0] == 1, "one image: beam_searches takes several"
+    return beam_searches(model, memory, bos, eos, [Ask(beam, forbid, must, start)], max_len, alpha)[0]
+
+
+@torch.inference_mode()
+def beam_searches(model: Captioner, memory: torch.Tensor, bos: int, eos: int, asks: list[Ask],
+                  max_len: int | None = None, alpha: float = ALPHA) -> list[list[int]]:
+    """memory: (N, grid, d), one row and one Ask per image. Returns each image's best token ids (without
+    <bos>/<eos>). The images' hypotheses go through the decoder together, one step for all (a step's cost is
+    mostly reading the weights, so two images cost little more than one); each image's search is its own.
 
     Hypotheses are ranked by log p / len^alpha (Wu et al., 2016); a word already in a hypothesis
     is not allowed again unless it is a short function word, which stops 'a man a man a man' loops.
@@ -25,22 +46,27 @@ def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam
     time for +0.003 dev CIDEr-D.)
     With `start`, the caption begins with those tokens.
     """
-    assert memory.shape[0] == 1, "one image at a time"
+    assert memory.shape[0] == len(asks), "one Ask per image"
     max_len = min(max_len or model.config.max_len, model.config.max_len)
-    device = memory.device
-    tokens = torch.full((1, 1), bos, dtype=torch.long, device=device)
-    scores = torch.zeros(1, device=device)
-    met = torch.tensor([not must], device=device)  # (B,) a word of `must` is in the hypothesis
-    wanted = torch.zeros(model.config.vocab_size, dtype=torch.bool, device=device)
-    wanted[list(must)] = True
-    blocked = [w for w in forbid if w not in must]
-    finished: list[tuple[float, list[int]]] = []
+    device, vocab = memory.device, model.config.vocab_size
+    owner = torch.arange(len(asks), device=device)  # (B,) the image of each hypothesis, grouped by image
+    tokens = torch.full((len(asks), 1), bos, dtype=torch.long, device=device)
+    scores = torch.zeros(len(asks), device=device)
+    met = torch.tensor([not a.must for a in asks], device=device)  # (B,) a word of `must` is in the hypothesis
+    wanted = torch.zeros(len(asks), vocab, dtype=torch.bool, device=device)  # (N, V)
+    banned = torch.zeros(len(asks), vocab, dtype=torch.bool, device=device)
+    for i, a in enumerate(asks):
+        wanted[i, list(a.must)] = True
+        banned[i, [w for w in a.forbid if w not in a.must]] = True
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in asks]
+    fallback: list[list[int]] = [[] for _ in asks]
     cache = model.start(memory)
     for t in range(1, max_len):
-        logp = _block_repeats(model.step(cache, tokens[:, -1]), tokens)  # (B, V)
-        logp[:, blocked] = float("-inf")
-        if t <= len(start):
-            logp[:, torch.arange(logp.shape[1], device=device) != start[t - 1]] = float("-inf")
+        logp = _block_repeats(model.step(cache, tokens[:, -1]), tokens).masked_fill_(banned[owner], float("-inf"))
+        for i, a in enumerate(asks):
+            if t <= len(a.start):
+                logp[owner == i] = logp[owner == i].masked_fill(torch.arange(vocab, device=device) != a.start[t - 1],
+                                                                float("-inf"))
         logp[~met, eos] = float("-inf")  # only a hypothesis that meets the constraint may end
         if t == 1:
             logp[:, eos] = float("-inf")  # a caption has at least one word
@@ -49,19 +75,28 @@ def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam
             keep[:, eos] = logp[:, eos]
             logp = keep
         total = scores[:, None] + logp
-        reached = met[:, None] | wanted  # (B, V) the automaton's state after each word
-        kept: list[tuple[int, int, float, bool]] = []  # row, word, score, state
-        for state in (True, False) if must else (True,):
-            kept += _best(total.masked_fill(reached != state, float("-inf")), tokens, eos, beam, alpha, finished, state)
-        best_live = max((k[2] / t ** alpha for k in kept), default=float("-inf"))
-        if not kept or len(finished) >= beam and (not must or max(finished)[0] >= best_live):
+        reached = met[:, None] | wanted[owner]  # (B, V) the automaton's state after each word
+        kept: list[tuple[int, int, float, bool, int]] = []  # row, word, score, state, image
+        for i in owner.unique_consecutive().tolist():
+            a, rows = asks[i], (owner == i).nonzero()[:, 0]
+            mine: list[tuple[int, int, float, bool]] = []
+            for state in (True, False) if a.must else (True,):
+                mine += _best(total[rows].masked_fill(reached[rows] != state, float("-inf")), tokens[rows], eos,
+                              a.beam, alpha, finished[i], state)
+            best_live = max((k[2] / t ** alpha for k in mine), default=float("-inf"))
+            if not mine or len(finished[i]) >= a.beam and (not a.must or max(finished[i])[0] >= best_live):
+                fallback[i] = tokens[rows[0], 1:].tolist()
+                continue
+            kept += [(int(rows[r]), w, sc, st, i) for r, w, sc, st in mine]
+        if not kept:
             break
         rows = torch.tensor([k[0] for k in kept], device=device)
         tokens = torch.cat([tokens[rows], torch.tensor([[k[1]] for k in kept], device=device)], dim=1)
         scores = torch.tensor([k[2] for k in kept], device=device)
         met = torch.tensor([k[3] for k in kept], device=device)
+        owner = torch.tensor([k[4] for k in kept], device=device)
         cache.reorder(rows)
-    return max(finished)[1] if finished else tokens[0, 1:].tolist()
+    return [max(f)[1] if f else fb for f, fb in zip(finished, fallback, strict=True)]
 
 
 def _best(total: torch.Tensor, tokens: torch.Tensor, eos: int, beam: int, alpha: float,

@@ -9,7 +9,7 @@ import torch
 
 from models import checkpoint
 from models.captioner import Captioner, CaptionerConfig
-from models.decode import BEAM, beam_search
+from models.decode import BEAM, Ask, beam_searches
 from models.encoder import Encoder
 from models.ffdnet import FFDNet, FFDNetConfig
 from models.grounding import Grounding, Guide, WordTable, guide, read_table, realize
@@ -170,8 +170,7 @@ class CaptionModel:
         """images: (H, W, C) float32 in [0, 1], C = 1 or 3; encoded in one batch, decoded one by one."""
         device = next(self.decoder.parameters()).device
         features = self.encoder(torch.stack([_rgb_224(im, device) for im in images]))
-        memory = self.decoder.memory(features)
-        return [self.caption(m[None], g) for m, g in zip(memory, self.guides(features), strict=True)]
+        return self.captions(self.decoder.memory(features), self.guides(features))
 
     def guides(self, features: torch.Tensor) -> list[Guide]:
         """features: (N, 49, 1280) from the encoder -> what each caption must and must not say."""
@@ -182,13 +181,13 @@ class CaptionModel:
                    self.grounding.people(features), strict=True)
         return [guide(word, kind, e, self.grounding, self.table, self.vocab, person) for word, kind, e, person in rows]
 
-    def caption(self, memory: torch.Tensor, g: Guide) -> str:
-        """memory: (1, grid, d) of one image."""
+    def captions(self, memory: torch.Tensor, guides: list[Guide]) -> list[str]:
+        """memory: (N, grid, d), a row and a guide per image; the images are decoded together."""
         v = self.vocab
-        beam = max(self.beam, 3) if g.start else self.beam  # a forced subject reads better with a beam
-        ids = beam_search(self.decoder, memory, v.bos, v.eos, beam, forbid=(v.pad, v.bos, v.unk, *g.forbid),
-                          must=g.must, start=g.start)
-        return realize(v.decode(ids).split(), g)
+        asks = [Ask(max(self.beam, 3) if g.start else self.beam,  # a forced subject reads better with a beam
+                    (v.pad, v.bos, v.unk, *g.forbid), g.must, g.start) for g in guides]
+        found = beam_searches(self.decoder, memory, v.bos, v.eos, asks)
+        return [realize(v.decode(ids).split(), g) for ids, g in zip(found, guides, strict=True)]
 
 
 def _rgb_224(image: np.ndarray, device: torch.device) -> torch.Tensor:

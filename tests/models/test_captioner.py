@@ -1,7 +1,7 @@
 import torch
 
 from models.captioner import CaptionerConfig
-from models.decode import beam_search
+from models.decode import Ask, beam_search, beam_searches
 from models.vocab import Vocabulary, tokenize
 from tests.tiny import tiny_captioner
 
@@ -19,8 +19,8 @@ def test_vocabulary_round_trip(tmp_path) -> None:
 
 
 class ToyCache:
-    def __init__(self) -> None:
-        self.prefixes: list[list[int]] = [[]]
+    def __init__(self, images: int) -> None:
+        self.prefixes: list[list[int]] = [[] for _ in range(images)]
 
     def reorder(self, rows: torch.Tensor) -> None:
         self.prefixes = [self.prefixes[r] for r in rows.tolist()]
@@ -34,7 +34,7 @@ class ToyDecoder:
         self.table, self.vocab = table, vocab
 
     def start(self, memory: torch.Tensor) -> ToyCache:
-        return ToyCache()
+        return ToyCache(len(memory))
 
     def step(self, cache: ToyCache, last: torch.Tensor) -> torch.Tensor:
         cache.prefixes = [p + [w] for p, w in zip(cache.prefixes, last.tolist(), strict=True)]
@@ -116,3 +116,16 @@ def test_constrained_search_on_a_real_decoder_meets_every_constraint() -> None:
         for beam in (1, 2):
             ids = beam_search(model, memory, vocab.bos, vocab.eos, beam=beam, forbid=(0, 1, 3), must=(word,))
             assert word in ids and vocab.eos not in ids and len(ids) <= model.config.max_len - 2
+
+
+@torch.inference_mode()
+def test_images_searched_together_get_what_each_gets_alone() -> None:
+    model, vocab = tiny_captioner(seed=1)
+    memory = model.memory(torch.randn(4, 49, 1280, generator=torch.Generator().manual_seed(1)))
+    plain = Ask(1, forbid=(0, 1, 3))
+    asks = [plain, Ask(3, forbid=(0, 1, 3), must=(7,)), Ask(2, forbid=(0, 1, 3), start=(5,), must=(9, 10)), plain]
+    together = beam_searches(model, memory, vocab.bos, vocab.eos, asks)
+    alone = [beam_searches(model, memory[i:i + 1], vocab.bos, vocab.eos, [a])[0] for i, a in enumerate(asks)]
+    assert together == alone
+    assert together[0] != together[3]  # the same ask, another image: each hypothesis attends to its own grid
+    assert 7 in together[1] and together[2][0] == 5 and {9, 10} & set(together[2])
