@@ -585,14 +585,17 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
                 proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips)
 
 
-def worker_shape(concurrency: int | None, torch_threads: int, cores: int, gpu: bool) -> tuple[int, int]:
+def worker_shape(concurrency: int | None, torch_threads: int, cores: int, gpu_gib: float) -> tuple[int, int]:
     """Pool processes and torch threads per process: by default one process per core with one thread each on a
     CPU (1.36x the images/s of one process with two threads on two cores: bench.e2e, the README), and one per two
     cores sharing a GPU, whose item is 97% CPU work (decode, metrics, beam search, PNG, database: 8 such processes
-    did 3.2x the images/s of one on an H200, docs/results/e2e_gpu_*); threads share out the cores unless
-    DENOCAP_TORCH_THREADS says."""
-    processes = concurrency or (max(1, cores // 2) if gpu else cores)
+    did 3.2x the images/s of one on an H200, docs/results/e2e_gpu_*), at most one per GPU_GIB_PER_PROCESS of its
+    memory; threads share out the cores unless DENOCAP_TORCH_THREADS says. gpu_gib: 0 without a GPU."""
+    processes = concurrency or (max(1, min(cores // 2, int(gpu_gib // GPU_GIB_PER_PROCESS))) if gpu_gib else cores)
     return processes, torch_threads or max(1, cores // processes)
+
+
+GPU_GIB_PER_PROCESS = 2  # a CUDA context, the models and their activations: an allowance, not a measurement
 
 
 @app.command()
@@ -603,8 +606,8 @@ def worker(concurrency: Annotated[int | None, typer.Option(min=1, help="pool pro
            ) -> None:
     """Run a Celery worker that processes queued items."""
     settings = get_settings()
-    gpu = settings.device == "cuda" or (settings.device == "auto" and _cuda())
-    processes, threads = worker_shape(concurrency, settings.torch_threads, os.cpu_count() or 1, gpu)
+    gpu_gib = _gpu_gib() if settings.device in ("auto", "cuda") else 0.0
+    processes, threads = worker_shape(concurrency, settings.torch_threads, os.cpu_count() or 1, gpu_gib)
     os.environ["DENOCAP_TORCH_THREADS"] = str(threads)  # read by each pool process (worker.tasks)
     get_settings.cache_clear()
     from worker.app import app as celery_app
@@ -614,10 +617,13 @@ def worker(concurrency: Annotated[int | None, typer.Option(min=1, help="pool pro
     celery_app.worker_main(args)
 
 
-def _cuda() -> bool:
-    """Asked in a child process: CUDA initialised in the worker's parent would be unusable in its forked pool."""
-    probe = [sys.executable, "-c", "import torch; print(torch.cuda.is_available())"]
-    return subprocess.run(probe, check=False, capture_output=True, text=True).stdout.strip() == "True"
+def _gpu_gib() -> float:
+    """The GPU's memory in GiB, 0 without one. Asked in a child process: CUDA initialised in the worker's parent
+    would be unusable in its forked pool."""
+    code = "import torch; print(torch.cuda.is_available() and torch.cuda.get_device_properties(0).total_memory / 2**30)"
+    probe = [sys.executable, "-c", code]
+    out = subprocess.run(probe, check=False, capture_output=True, text=True).stdout.strip()
+    return 0.0 if out in ("", "False") else float(out)
 
 
 Url = Annotated[str | None, typer.Option(help="the API's base URL (default: DENOCAP_URL)")]

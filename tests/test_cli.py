@@ -111,9 +111,10 @@ def test_the_api_and_the_light_commands_start_without_torch(env: dict[str, str])
 
 def test_worker_shape_is_one_process_per_core_on_a_cpu_and_one_per_two_cores_sharing_a_gpu() -> None:
     from core.cli import worker_shape
-    assert worker_shape(None, 0, 2, gpu=False) == (2, 1)
-    assert worker_shape(None, 0, 16, gpu=True) == (8, 2)
-    assert worker_shape(None, 0, 1, gpu=True) == (1, 1)
-    assert worker_shape(4, 0, 16, gpu=False) == (4, 4)
-    assert worker_shape(None, 3, 8, gpu=False) == (8, 3)  # DENOCAP_TORCH_THREADS wins
-    assert worker_shape(3, 0, 2, gpu=False) == (3, 1)
+    assert worker_shape(None, 0, 2, gpu_gib=0) == (2, 1)
+    assert worker_shape(None, 0, 16, gpu_gib=141) == (8, 2)
+    assert worker_shape(None, 0, 64, gpu_gib=15.7) == (7, 9)  # at most one process per 2 GiB of the GPU
+    assert worker_shape(None, 0, 1, gpu_gib=80) == (1, 1)
+    assert worker_shape(4, 0, 16, gpu_gib=0) == (4, 4)
+    assert worker_shape(None, 3, 8, gpu_gib=0) == (8, 3)  # DENOCAP_TORCH_THREADS wins
+    assert worker_shape(3, 0, 2, gpu_gib=0) == (3, 1)
