@@ -606,9 +606,12 @@ def worker(concurrency: Annotated[int | None, typer.Option(min=1, help="pool pro
            ) -> None:
     """Run a Celery worker that processes queued items."""
     settings = get_settings()
-    gpu_gib = _gpu_gib() if settings.device in ("auto", "cuda") else 0.0
+    gpu_gib = _gpu_gib() if settings.device == "auto" or settings.device.startswith("cuda") else 0.0
+    if settings.device.startswith("cuda") and not gpu_gib:  # CUDA asked for, its memory unread: one process
+        gpu_gib = GPU_GIB_PER_PROCESS
     processes, threads = worker_shape(concurrency, settings.torch_threads, os.cpu_count() or 1, gpu_gib)
     os.environ["DENOCAP_TORCH_THREADS"] = str(threads)  # read by each pool process (worker.tasks)
+    os.environ["DENOCAP_GPU_PROCESSES"] = str(processes if gpu_gib else 1)  # each sizes its micro-batches to a share
     get_settings.cache_clear()
     from worker.app import app as celery_app
     args = ["worker", f"--concurrency={processes}", f"--loglevel={loglevel}", f"--pool={pool}", "-Q", "denocap"]
@@ -622,8 +625,11 @@ def _gpu_gib() -> float:
     would be unusable in its forked pool."""
     code = "import torch; print(torch.cuda.is_available() and torch.cuda.get_device_properties(0).total_memory / 2**30)"
     probe = [sys.executable, "-c", code]
-    out = subprocess.run(probe, check=False, capture_output=True, text=True).stdout.strip()
-    return 0.0 if out in ("", "False") else float(out)
+    lines = subprocess.run(probe, check=False, capture_output=True, text=True).stdout.split()
+    try:
+        return float(lines[-1]) if lines and lines[-1] != "False" else 0.0
+    except ValueError:  # something else printed last: no GPU that can be used
+        return 0.0
 
 
 Url = Annotated[str | None, typer.Option(help="the API's base URL (default: DENOCAP_URL)")]

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     blip_weights: Path | None = None  # a local transformers folder for the opt-in `blip` captioner
     device: str = "auto"  # auto | cpu | cuda
     torch_threads: int = 0  # 0: torch's default
+    gpu_processes: int = 1  # worker processes sharing the GPU (denocap worker sets it): each batches tiles in its share
     micro_batch: int = 4  # items per task message; claimed and run one at a time
     tile_size: int = 512
     tile_overlap: int = 32

@@ -98,7 +98,7 @@ class CachedModels:
 
     def denoiser(self, name: str) -> Denoiser:
         s = self.settings
-        return _denoiser(name, s.weights_dir, s.device, s.tile_size, s.precision, s.denoise_ensemble)
+        return _denoiser(name, s.weights_dir, s.device, s.tile_size, s.precision, s.denoise_ensemble, s.gpu_processes)
 
     def captioner(self, name: str) -> CaptionBackend:
         folder = self.settings.blip_weights if name == "blip" else self.settings.weights_dir
@@ -108,8 +108,9 @@ class CachedModels:
 
 
 @lru_cache(maxsize=4)
-def _denoiser(name: str, weights_dir: Path, device: str, tile: int, precision: str, ensemble: int) -> Denoiser:
-    return load_denoiser(name, weights_dir, device, tile, precision, ensemble)
+def _denoiser(name: str, weights_dir: Path, device: str, tile: int, precision: str, ensemble: int,
+              sharing: int) -> Denoiser:
+    return load_denoiser(name, weights_dir, device, tile, precision, ensemble, sharing)
 
 
 @lru_cache(maxsize=4)

@@ -118,11 +118,12 @@ def transform(x: torch.Tensor, t: int, inverse: bool = False) -> torch.Tensor:
     return torch.rot90(x.flip(3) if t >= 4 else x, t % 4, dims=(2, 3))
 
 
-def gpu_batch(device: torch.device, config: FFDNetConfig, tile: int) -> int:
-    """Tiles per forward pass from the free GPU memory (a generous bound on the activations of one tile)."""
+def gpu_batch(device: torch.device, config: FFDNetConfig, tile: int, sharing: int = 1) -> int:
+    """Tiles per forward pass from this process's share of the free GPU memory, `sharing` processes using the GPU
+    (a generous bound on the activations of one tile)."""
     free, _ = torch.cuda.mem_get_info(device)
     per_tile = 4 * 4 * config.features * tile * tile
-    return max(1, min(64, int(0.4 * free / per_tile)))
+    return max(1, min(64, int(0.4 * free / sharing / per_tile)))
 
 
 def _precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, str]:
@@ -134,7 +135,7 @@ def _precision(precision: str, device: torch.device) -> tuple[torch.dtype | None
 
 
 def load_denoiser(name: str, weights_dir: Path, device: str = "auto", tile: int = 512,
-                  precision: str = "auto", ensemble: int = 1) -> Denoiser:
+                  precision: str = "auto", ensemble: int = 1, sharing: int = 1) -> Denoiser:
     """precision "auto": float16 on CUDA, bfloat16 on a CPU that runs it natively (models.precision), else
     float32; "float32": float32 everywhere. On CUDA, micro-batches are sized from free memory. The version names
     a reduced precision ("-fp16", "-bf16") and a self-ensemble ("-x8"), so results record them."""
@@ -150,7 +151,7 @@ def load_denoiser(name: str, weights_dir: Path, device: str = "auto", tile: int 
     gray = _restore(DENOISER_NETS, name, gray_path, dev)[0].to(memory_format=fmt) if gray_path.is_file() else None
     version = version_of(color_path) + (f"+{version_of(gray_path)}" if gray else "") + suffix
     version += f"-x{ensemble}" if ensemble > 1 else ""
-    batch = gpu_batch(dev, color.config, tile) if dev.type == "cuda" else 1
+    batch = gpu_batch(dev, color.config, tile, sharing) if dev.type == "cuda" else 1
     return Denoiser(name, version, color, gray, batch, dtype, ensemble)
 
 

@@ -109,6 +109,16 @@ def test_the_api_and_the_light_commands_start_without_torch(env: dict[str, str])
     assert imported_after(help_only, ("sqlalchemy", "numpy", "PIL")) == []  # --help: 1.2 s -> 0.5 s here
 
 
+def test_the_gpu_probe_reads_the_memory_from_its_last_line_and_anything_else_as_no_gpu(monkeypatch) -> None:
+    import subprocess
+
+    from core import cli
+    for stdout, gib in [("79.6\n", 79.6), ("a banner from a site hook\n15.7\n", 15.7), ("False\n", 0.0), ("", 0.0),
+                        ("Traceback ...\n", 0.0)]:
+        monkeypatch.setattr(cli.subprocess, "run", lambda *a, out=stdout, **k: subprocess.CompletedProcess(a, 0, out))
+        assert cli._gpu_gib() == gib
+
+
 def test_worker_shape_is_one_process_per_core_on_a_cpu_and_one_per_two_cores_sharing_a_gpu() -> None:
     from core.cli import worker_shape
     assert worker_shape(None, 0, 2, gpu_gib=0) == (2, 1)
