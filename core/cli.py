@@ -876,6 +876,18 @@ def reconcile_cmd() -> None:
     console.print(f"re-enqueued {reconcile()} items")
 
 
+def _command_path(args: list[str]) -> str:
+    """The (sub)command that the arguments name, for a usage error the parser raised before it had one."""
+    command, path = typer.main.get_command(app), ["denocap"]
+    for word in args:
+        commands = getattr(command, "commands", {})  # a group's
+        if word not in commands:
+            break
+        command = commands[word]
+        path.append(word)
+    return " ".join(path)
+
+
 def main() -> None:  # the console script
     logging.basicConfig(level=logging.WARNING)
     try:
@@ -894,7 +906,8 @@ def main() -> None:  # the console script
         if type(e).__name__ == "NoArgsIsHelpError":  # a command given nothing: its help (printed already by rich)
             typer.echo(message, err=True, nl=False)
         elif message:
-            typer.echo(f"error: {message}" + (f" (see {ctx.command_path} --help)" if ctx else ""), err=True)
+            typer.echo(f"error: {message} (see {ctx.command_path if ctx else _command_path(sys.argv[1:])} --help)",
+                       err=True)
         raise SystemExit(e.exit_code) from None
     raise SystemExit(code if isinstance(code, int) else 0)
 

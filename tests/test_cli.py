@@ -57,6 +57,7 @@ def test_bad_option_is_a_one_line_error(env: dict[str, str], tmp_path: Path) -> 
     (("submit", "--bogus"), "No such option: --bogus"),
     (("results",), "Missing argument 'batch_id'."),
     (("noise", "--sigma", "abc", "a", "b"), "Invalid value for '--sigma'"),
+    (("results", "b1", "--out"), "Option '--out' requires an argument."),  # raised before the command's context
 ])
 def test_a_usage_error_is_one_line_naming_the_help(env: dict[str, str], args: tuple[str, ...], message: str) -> None:
     out = denocap(env, *args)
