@@ -2,6 +2,7 @@
 in chunks into one open batch, resume after a kill, fetch the table and the denoised images back.
 No torch, no FastAPI: only the client (core/client.py)."""
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -10,6 +11,7 @@ import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
@@ -238,18 +240,30 @@ def claim_folder(out: Path, batch_id: str, names: Iterable[str]) -> None:
     a file there as its own (complete: downloads are renamed into place). ValueError when `out` holds another
     batch's results, or a file of one of these names that no run for this batch wrote (the user's own)."""
     path = out / RECORD
+    with _locked(out):  # two runs into one folder: each reads the record the other wrote
+        try:
+            record = json.loads(path.read_text()) if path.exists() else {"batch": batch_id, "files": []}
+            owner, ours = str(record["batch"]), set(map(str, record["files"]))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise ValueError(f"{path} is not a record denocap wrote; give another --out") from None
+        if owner != batch_id:
+            raise ValueError(f"{out} holds the results of batch {owner}; give another --out")
+        clash = next((n for n in names if n not in ours and (out / n).exists()), None)
+        if clash:
+            raise ValueError(f"{out / clash} is there and is no result of this batch (a folder filled before "
+                             f"denocap kept {RECORD} has none); give another --out")
+        write_file(path, json.dumps({"batch": batch_id, "files": sorted(ours.union(names))}).encode())
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on the folder itself (nothing is added to it), released when its descriptor closes."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        record = json.loads(path.read_text()) if path.exists() else {"batch": batch_id, "files": []}
-        owner, ours = str(record["batch"]), set(map(str, record["files"]))
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise ValueError(f"{path} is not a record denocap wrote; give another --out") from None
-    if owner != batch_id:
-        raise ValueError(f"{out} holds the results of batch {owner}; give another --out")
-    clash = next((n for n in names if n not in ours and (out / n).exists()), None)
-    if clash:
-        raise ValueError(f"{out / clash} is there and is no result of this batch (a folder filled before denocap "
-                         f"kept {RECORD} has none); give another --out")
-    write_file(path, json.dumps({"batch": batch_id, "files": sorted(ours.union(names))}).encode())
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def download_images(api: Client, items: list[ItemOut], names: dict[str, str], out: Path, threads: int,

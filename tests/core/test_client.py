@@ -125,3 +125,21 @@ def test_a_results_folder_with_a_record_denocap_did_not_write_is_refused_in_one_
     (tmp_path / bulk.RECORD).write_text(record)
     with pytest.raises(ValueError, match="is not a record denocap wrote; give another --out"):
         bulk.claim_folder(tmp_path, "b", ["a.png"])
+
+
+def test_runs_claiming_one_folder_take_turns_so_neither_loses_the_others_names(tmp_path: Path) -> None:
+    import fcntl
+    import json
+    import threading
+    held = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another run in the middle of its claim
+    second = threading.Thread(target=bulk.claim_folder, args=(tmp_path, "b", ["results.jsonl"]), daemon=True)
+    try:
+        second.start()
+        second.join(0.5)
+        assert second.is_alive() and not (tmp_path / bulk.RECORD).exists()  # it waits for its turn
+        bulk.write_file(tmp_path / bulk.RECORD, json.dumps({"batch": "b", "files": ["results.csv"]}).encode())
+    finally:
+        os.close(held)
+    second.join(5)
+    assert json.loads((tmp_path / bulk.RECORD).read_text())["files"] == ["results.csv", "results.jsonl"]
