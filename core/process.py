@@ -2,6 +2,7 @@
 result. Items are claimed one at a time, so a time-out or a crash holds only the item it struck."""
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -173,7 +174,8 @@ class DatabaseSink:
 
 def with_database(settings: Settings, work: Callable[[], T]) -> T:
     """The one retry layer for database outages: retries with backoff for database_retry_seconds, so a finished
-    result is not thrown away while PostgreSQL restarts."""
+    result is not thrown away while PostgreSQL restarts. SQLite's "database is locked" (another process
+    committed since this transaction began: db._sqlite_begin) is no outage: retried at once, after a few ms."""
     deadline, pause = time.monotonic() + settings.database_retry_seconds, 0.5
     while True:
         try:
@@ -181,6 +183,9 @@ def with_database(settings: Settings, work: Callable[[], T]) -> T:
         except OperationalError as e:
             if time.monotonic() > deadline:
                 raise
+            if "database is locked" in str(e.orig):
+                time.sleep(random.uniform(0.005, 0.05))  # jittered, so the processes that collided do not again
+                continue
             log.warning("database unavailable, retrying in %.1f s: %s", pause, e.orig)
             time.sleep(pause)
             pause = min(pause * 2, 15.0)

@@ -186,3 +186,24 @@ def test_a_failure_after_the_result_is_stored_leaves_the_item_done(sessions: ses
     with sessions() as s:
         item = s.get_one(Item, item_id)
         assert item.state == ItemState.done and item.error is None and item.result is not None
+
+def test_sqlite_contention_is_retried_at_once_and_an_outage_with_backoff(monkeypatch, env: dict[str, str]) -> None:
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+    pauses: list[float] = []
+    monkeypatch.setattr(process.time, "sleep", pauses.append)
+
+    def failing(*reasons: str):  # type: ignore[no-untyped-def]
+        left = list(reasons)
+
+        def work() -> int:
+            if left:
+                raise OperationalError("COMMIT", {}, sqlite3.OperationalError(left.pop(0)))
+            return 7
+        return work
+    assert process.with_database(get_settings(), failing("database is locked", "database is locked")) == 7
+    assert len(pauses) == 2 and max(pauses) <= 0.05  # another process committed first: no outage
+    pauses.clear()
+    assert process.with_database(get_settings(), failing("connection refused", "connection refused")) == 7
+    assert pauses == [0.5, 1.0]
