@@ -49,7 +49,7 @@ def beam_searches(model: Captioner, memory: torch.Tensor, bos: int, eos: int, as
     assert memory.shape[0] == len(asks), "one Ask per image"
     max_len = min(max_len or model.config.max_len, model.config.max_len)
     device, vocab = memory.device, model.config.vocab_size
-    owner = torch.arange(len(asks), device=device)  # (B,) the image of each hypothesis, grouped by image
+    owners = list(range(len(asks)))  # the image of each hypothesis; an image's hypotheses are consecutive rows
     tokens = torch.full((len(asks), 1), bos, dtype=torch.long, device=device)
     scores = torch.zeros(len(asks), device=device)
     met = torch.tensor([not a.must for a in asks], device=device)  # (B,) a word of `must` is in the hypothesis
@@ -62,11 +62,12 @@ def beam_searches(model: Captioner, memory: torch.Tensor, bos: int, eos: int, as
     fallback: list[list[int]] = [[] for _ in asks]
     cache = model.start(memory)
     for t in range(1, max_len):
+        owner = torch.tensor(owners, device=device)
+        spans = {i: slice(owners.index(i), owners.index(i) + owners.count(i)) for i in dict.fromkeys(owners)}
         logp = _block_repeats(model.step(cache, tokens[:, -1]), tokens).masked_fill_(banned[owner], float("-inf"))
-        for i, a in enumerate(asks):
-            if t <= len(a.start):
-                logp[owner == i] = logp[owner == i].masked_fill(torch.arange(vocab, device=device) != a.start[t - 1],
-                                                                float("-inf"))
+        for i, rows in spans.items():
+            if t <= len(asks[i].start):
+                logp[rows].masked_fill_(torch.arange(vocab, device=device) != asks[i].start[t - 1], float("-inf"))
         logp[~met, eos] = float("-inf")  # only a hypothesis that meets the constraint may end
         if t == 1:
             logp[:, eos] = float("-inf")  # a caption has at least one word
@@ -77,25 +78,25 @@ def beam_searches(model: Captioner, memory: torch.Tensor, bos: int, eos: int, as
         total = scores[:, None] + logp
         reached = met[:, None] | wanted[owner]  # (B, V) the automaton's state after each word
         kept: list[tuple[int, int, float, bool, int]] = []  # row, word, score, state, image
-        for i in owner.unique_consecutive().tolist():
-            a, rows = asks[i], (owner == i).nonzero()[:, 0]
+        for i, rows in spans.items():
+            a = asks[i]
             mine: list[tuple[int, int, float, bool]] = []
             for state in (True, False) if a.must else (True,):
                 mine += _best(total[rows].masked_fill(reached[rows] != state, float("-inf")), tokens[rows], eos,
                               a.beam, alpha, finished[i], state)
             best_live = max((k[2] / t ** alpha for k in mine), default=float("-inf"))
             if not mine or len(finished[i]) >= a.beam and (not a.must or max(finished[i])[0] >= best_live):
-                fallback[i] = tokens[rows[0], 1:].tolist()
+                fallback[i] = tokens[rows.start, 1:].tolist()
                 continue
-            kept += [(int(rows[r]), w, sc, st, i) for r, w, sc, st in mine]
+            kept += [(rows.start + r, w, sc, st, i) for r, w, sc, st in mine]
         if not kept:
             break
-        rows = torch.tensor([k[0] for k in kept], device=device)
-        tokens = torch.cat([tokens[rows], torch.tensor([[k[1]] for k in kept], device=device)], dim=1)
+        chosen = torch.tensor([k[0] for k in kept], device=device)
+        tokens = torch.cat([tokens[chosen], torch.tensor([[k[1]] for k in kept], device=device)], dim=1)
         scores = torch.tensor([k[2] for k in kept], device=device)
         met = torch.tensor([k[3] for k in kept], device=device)
-        owner = torch.tensor([k[4] for k in kept], device=device)
-        cache.reorder(rows)
+        owners = [k[4] for k in kept]
+        cache.reorder(chosen)
     return [max(f)[1] if f else fb for f, fb in zip(finished, fallback, strict=True)]
 
 
