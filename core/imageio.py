@@ -44,16 +44,21 @@ class Picture:
 def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
-        if _is_rgb16(img, data):  # OpenCV turns a TIFF as its tag says, a PNG not
-            tiff = img.format == "TIFF"
-            premultiplied = tiff and img.tag_v2.get(EXTRA_SAMPLES) in (1, (1,))
-            return _rgb16(data, 1 if tiff else img.getexif().get(ORIENTATION, 1), premultiplied)
+        if _is_rgb16(img, data):
+            if img.format != "TIFF":
+                return _rgb16(_opencv16(data), img.getexif().get(ORIENTATION, 1), False)
+            premultiplied = img.tag_v2.get(EXTRA_SAMPLES) in (1, (1,))
+            if img.tag_v2.get(PLANAR) == 2:
+                return _rgb16(_planar16(data), img.tag_v2.get(ORIENTATION, 1), premultiplied)
+            return _rgb16(_opencv16(data), 1, premultiplied)  # OpenCV turns a TIFF as its tag says
+        white_is_zero = img.format == "TIFF" and img.tag_v2.get(PHOTOMETRIC) == 0  # Pillow inverts 8-bit ones only
         img.load()
-        img = ImageOps.exif_transpose(img)
-        return _to_picture(img)
+        return _to_picture(ImageOps.exif_transpose(img), white_is_zero)
 
 
-ORIENTATION = 0x0112  # the EXIF tag
+ORIENTATION = 0x0112  # the EXIF tag, and TIFF's of the same number and meaning
+PHOTOMETRIC = 262  # TIFF: 0 = MinIsWhite (0 is white)
+PLANAR = 284  # TIFF: 2 = one plane a sample ("per channel"), 1 = interleaved
 EXTRA_SAMPLES = 338  # TIFF: 1 = alpha premultiplied into the colours ("associated"), 2 = not
 _ORIENTED: dict[int, Callable[[np.ndarray], np.ndarray]] = {  # (H, W, C) upright, for each EXIF orientation
     2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
@@ -67,13 +72,36 @@ def _is_rgb16(img: Image.Image, data: bytes) -> bool:
     return img.format == "TIFF" and img.mode in ("RGB", "RGBA") and set(img.tag_v2.get(258, ())) == {16}
 
 
-def _rgb16(data: bytes, orientation: int, premultiplied: bool = False) -> Picture:
+def _opencv16(data: bytes) -> np.ndarray:
+    """(H, W, 3 or 4) uint16 RGB(A) of a 16-bit colour PNG or interleaved TIFF."""
     import cv2  # only here: the API and the CLI start without OpenCV
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # no EXIF turn
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
         raise ImageError("broken 16-bit colour image")
+    return np.concatenate([arr[..., 2::-1], arr[..., 3:]], axis=2)  # BGR(A) -> RGB(A)
+
+
+def _planar16(data: bytes) -> np.ndarray:
+    """The same of a planar ("per channel") 16-bit TIFF, by tifffile: OpenCV reads one as noise and memory left
+    from an earlier decode."""
+    import tifffile  # only here, as OpenCV
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages[0]
+        try:
+            arr = page.asarray()
+        except ValueError:  # a compression tifffile undoes only with imagecodecs (LZW, say), not installed
+            raise ImageError(f"16-bit per-channel TIFF compressed with {page.compression.name} is not supported; "
+                             f"save it interleaved (per pixel)") from None
+    arr = np.moveaxis(arr, 0, -1) if page.axes == "SYX" else arr
+    if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ImageError("broken 16-bit colour image")
+    return arr
+
+
+def _rgb16(arr: np.ndarray, orientation: int, premultiplied: bool) -> Picture:
+    """arr: (H, W, 3 or 4) uint16 RGB(A), as stored (not yet turned)."""
     arr = _ORIENTED.get(orientation, lambda a: a)(arr)  # as ImageOps.exif_transpose turns the 8-bit ones
-    pixels = arr[..., 2::-1].astype(np.float32) / 65535.0  # BGR(A) -> RGB
+    pixels = arr[..., :3].astype(np.float32) / 65535.0
     alpha = arr[..., 3].astype(np.float32) / 65535.0 if arr.shape[2] == 4 else None
     if premultiplied and alpha is not None:  # as Pillow un-premultiplies the 8-bit ones
         pixels = np.where(alpha[..., None] > 0, pixels / np.maximum(alpha[..., None], 1e-12), 0).clip(0, 1)
@@ -132,12 +160,13 @@ def _check_size(size: tuple[int, int], limits: Limits) -> None:
         raise TooLarge(f"image is {w}x{h}; the limits are {limits.max_side} px a side and {limits.max_pixels} pixels")
 
 
-def _to_picture(img: Image.Image) -> Picture:
+def _to_picture(img: Image.Image, white_is_zero: bool) -> Picture:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         full = 65535.0 if mode != "I" or arr.max(initial=0) <= 65535 else 2.0**31 - 1  # "I" may hold 32-bit samples
-        return Picture(np.clip(arr / full, 0, 1).astype(np.float32)[..., None], None, 16)
+        gray = np.clip(arr / full, 0, 1).astype(np.float32)[..., None]
+        return Picture(1 - gray if white_is_zero else gray, None, 16)
     if mode == "F":
         raise ImageError("floating point images are not supported")
     keyed = "transparency" in img.info  # a colour key (PNG's tRNS) marks transparent pixels of P, L and RGB

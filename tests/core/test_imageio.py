@@ -146,3 +146,46 @@ def test_sixteen_bit_tiff_with_premultiplied_alpha_reads_as_the_eight_bit_one() 
         files.append(decode(buf.getvalue(), LIMITS))
     eight, deep = files
     assert deep.bit_depth == 16 and np.allclose(deep.pixels, eight.pixels, atol=2 / 255), (deep.pixels, eight.pixels)
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_planar_sixteen_bit_tiff_reads_as_the_interleaved_one(compression: str | None) -> None:
+    """Photoshop's "per channel" order: OpenCV read it as noise, two thirds of it memory left from an earlier
+    decode (of another user's image, in a worker)."""
+    import tifffile
+    rgba = np.random.default_rng(1).integers(0, 65536, (5, 7, 4), dtype=np.uint16)
+    files = []
+    for arr, planar in ((rgba, "contig"), (np.moveaxis(rgba, -1, 0), "separate")):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, arr, photometric="rgb", planarconfig=planar, extrasamples=[2], compression=compression,
+                         extratags=[(0x0112, "H", 1, 6, True)])  # turned a quarter
+        files.append(decode(buf.getvalue(), LIMITS))
+    interleaved, planar = files
+    assert planar.bit_depth == 16 and planar.shape == (7, 5) and np.array_equal(planar.pixels, interleaved.pixels)
+    assert planar.alpha is not None and np.array_equal(planar.alpha, interleaved.alpha)
+
+
+def test_planar_tiff_in_a_compression_we_cannot_undo_is_refused_with_the_reason() -> None:
+    import tifffile
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((3, 5, 7), np.uint16), photometric="rgb", planarconfig="separate")
+    data = bytearray(buf.getvalue())
+    tif = tifffile.TiffFile(io.BytesIO(bytes(data)))
+    offset = tif.pages[0].tags["Compression"].valueoffset  # LZW claimed; the data stay as they are
+    tif.close()
+    data[offset:offset + 2] = (5).to_bytes(2, "little")
+    with pytest.raises(ImageError, match="per-channel TIFF compressed with LZW is not supported"):
+        decode(bytes(data), LIMITS)
+
+
+def test_sixteen_bit_gray_tiff_where_zero_is_white_reads_as_the_eight_bit_one() -> None:
+    import tifffile
+    ramp = np.linspace(0, 1, 12).reshape(3, 4)
+    files = []
+    for depth, top in ((np.uint8, 255), (np.uint16, 65535)):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, (ramp * top).round().astype(depth), photometric="miniswhite")
+        files.append(decode(buf.getvalue(), LIMITS))
+    eight, deep = files
+    assert deep.bit_depth == 16 and np.allclose(deep.pixels, eight.pixels, atol=1 / 255)
+    assert deep.pixels[0, 0, 0] > 0.99 and deep.pixels[-1, -1, 0] < 0.01  # 0 is white
