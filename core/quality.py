@@ -73,6 +73,7 @@ def _brisque():  # type: ignore[no-untyped-def]
             deviation = np.sqrt(np.abs(mean**2 - blur(image**2)))
             return (image - mean) / (deviation + 1 / 255)
 
+        @np.errstate(divide="ignore", invalid="ignore")  # a flat image's fit: NaN, stored as none (pipeline._finite)
         def asymmetric_generalized_gaussian_fit(self, x):  # type: ignore[no-untyped-def]
             """The package's moment-matching fit, each sum taken once."""
             squares = np.square(x)

@@ -41,3 +41,12 @@ def test_ssim_equals_scikit_image(shape: tuple[int, int, int]) -> None:
 
 def test_ssim_none_under_three_pixels() -> None:
     assert quality.ssim(np.zeros((2, 50, 3), np.float32), np.zeros((2, 50, 3), np.float32)) is None
+
+
+def test_a_flat_image_has_no_brisque_score_and_says_nothing_on_stderr() -> None:
+    import math
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's divide warnings printed a source line per flat image
+        score = quality.brisque(np.zeros((64, 64, 3), np.float32))
+    assert score is None or math.isnan(score)
