@@ -130,9 +130,19 @@ def _open_stream(stream: BinaryIO, size: int, limits: Limits) -> Image.Image:
         raise ImageError("empty file")
     if size > limits.max_bytes:
         raise TooLarge(f"file is {size} bytes, the limit is {limits.max_bytes}")
-    img = Image.open(stream)
+    try:
+        img = Image.open(stream)
+    except UnidentifiedImageError:
+        stream.seek(0)
+        if stream.read(4) in TIFF_MAGIC:  # a TIFF Pillow has no decoder for: say so, not "unknown format"
+            raise ImageError("TIFF with a sample format or layout that is not supported (float, signed or 32-bit "
+                             "colour samples, or extra channels)") from None
+        raise
     _check_size(img.size, limits)
     return img
+
+
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little and big endian, classic and BigTIFF
 
 
 @contextmanager

@@ -189,3 +189,12 @@ def test_sixteen_bit_gray_tiff_where_zero_is_white_reads_as_the_eight_bit_one() 
     eight, deep = files
     assert deep.bit_depth == 16 and np.allclose(deep.pixels, eight.pixels, atol=1 / 255)
     assert deep.pixels[0, 0, 0] > 0.99 and deep.pixels[-1, -1, 0] < 0.01  # 0 is white
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint32])
+def test_a_tiff_pillow_cannot_read_is_named_a_tiff_not_an_unknown_format(dtype: type) -> None:
+    import tifffile
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.ones((4, 5, 3), dtype), photometric="rgb")
+    with pytest.raises(ImageError, match="TIFF with a sample format or layout that is not supported"):
+        decode(buf.getvalue(), LIMITS)
