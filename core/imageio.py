@@ -44,9 +44,11 @@ class Picture:
 def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
-        if _is_rgb16(img, data):
+        if _is_deep(img, data):
             if img.format != "TIFF":
-                return _rgb16(_opencv16(data), img.getexif().get(ORIENTATION, 1), False)
+                deep = _opencv16(data)
+                deep = deep[..., [0, 3]] if data[25] == 4 else deep  # gray and alpha, which OpenCV made RGBA
+                return _rgb16(deep, img.getexif().get(ORIENTATION, 1), False)
             premultiplied = img.tag_v2.get(EXTRA_SAMPLES) in (1, (1,))
             if img.tag_v2.get(PLANAR) == 2:
                 return _rgb16(_planar16(data), img.tag_v2.get(ORIENTATION, 1), premultiplied)
@@ -65,10 +67,11 @@ _ORIENTED: dict[int, Callable[[np.ndarray], np.ndarray]] = {  # (H, W, C) uprigh
     6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
 
 
-def _is_rgb16(img: Image.Image, data: bytes) -> bool:
-    """A PNG or TIFF of 16 bits per colour sample (a film scan, say): Pillow would read it as 8-bit RGB(A)."""
+def _is_deep(img: Image.Image, data: bytes) -> bool:
+    """A PNG or TIFF of 16 bits per colour sample (a film scan, say), or a 16-bit gray PNG with alpha: Pillow
+    would read it as 8-bit RGB(A)."""
     if img.format == "PNG":
-        return len(data) > 25 and data[24] == 16 and data[25] in (2, 6)
+        return len(data) > 25 and data[24] == 16 and data[25] in (2, 4, 6)
     return img.format == "TIFF" and img.mode in ("RGB", "RGBA") and set(img.tag_v2.get(258, ())) == {16}
 
 
@@ -99,10 +102,11 @@ def _planar16(data: bytes) -> np.ndarray:
 
 
 def _rgb16(arr: np.ndarray, orientation: int, premultiplied: bool) -> Picture:
-    """arr: (H, W, 3 or 4) uint16 RGB(A), as stored (not yet turned)."""
+    """arr: (H, W, C) uint16 RGB(A), or gray and alpha (C = 2), as stored (not yet turned)."""
     arr = _ORIENTED.get(orientation, lambda a: a)(arr)  # as ImageOps.exif_transpose turns the 8-bit ones
-    pixels = arr[..., :3].astype(np.float32) / 65535.0
-    alpha = arr[..., 3].astype(np.float32) / 65535.0 if arr.shape[2] == 4 else None
+    colours = 1 if arr.shape[2] == 2 else 3
+    pixels = arr[..., :colours].astype(np.float32) / 65535.0
+    alpha = arr[..., colours].astype(np.float32) / 65535.0 if arr.shape[2] > colours else None
     if premultiplied and alpha is not None:  # as Pillow un-premultiplies the 8-bit ones
         pixels = np.where(alpha[..., None] > 0, pixels / np.maximum(alpha[..., None], 1e-12), 0).clip(0, 1)
     return Picture(np.ascontiguousarray(pixels, dtype=np.float32), alpha, 16)
@@ -176,7 +180,9 @@ def _to_picture(img: Image.Image, white_is_zero: bool) -> Picture:
         arr = np.asarray(img, dtype=np.float64)
         full = 65535.0 if mode != "I" or arr.max(initial=0) <= 65535 else 2.0**31 - 1  # "I" may hold 32-bit samples
         gray = np.clip(arr / full, 0, 1).astype(np.float32)[..., None]
-        return Picture(1 - gray if white_is_zero else gray, None, 16)
+        key = img.info.get("transparency")  # a PNG's tRNS: the gray value of transparent pixels
+        alpha = (arr != key).astype(np.float32) if isinstance(key, int) else None
+        return Picture(1 - gray if white_is_zero else gray, alpha, 16)
     if mode == "F":
         raise ImageError("floating point images are not supported")
     keyed = "transparency" in img.info  # a colour key (PNG's tRNS) marks transparent pixels of P, L and RGB

@@ -198,3 +198,27 @@ def test_a_tiff_pillow_cannot_read_is_named_a_tiff_not_an_unknown_format(dtype: 
     tifffile.imwrite(buf, np.ones((4, 5, 3), dtype), photometric="rgb")
     with pytest.raises(ImageError, match="TIFF with a sample format or layout that is not supported"):
         decode(buf.getvalue(), LIMITS)
+
+
+def test_sixteen_bit_gray_png_keeps_its_alpha_and_its_depth() -> None:
+    import struct
+    import zlib
+    gray_alpha = np.random.default_rng(2).integers(0, 65536, (3, 4, 2), dtype=np.uint16)  # PNG colour type 4
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in gray_alpha)
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 3, 16, 4, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    pic = decode(data, LIMITS)  # Pillow alone: 8-bit RGBA
+    assert pic.bit_depth == 16 and pic.pixels.shape == (3, 4, 1) and pic.alpha is not None
+    assert np.abs(pic.pixels[..., 0] * 65535 - gray_alpha[..., 0]).max() < 0.5
+    assert np.abs(pic.alpha * 65535 - gray_alpha[..., 1]).max() < 0.5
+
+
+def test_sixteen_bit_gray_png_keeps_its_transparent_value() -> None:
+    gray = np.array([[0, 1000], [65535, 0]], np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, format="PNG", transparency=0)
+    pic = decode(buf.getvalue(), LIMITS)
+    assert pic.bit_depth == 16 and pic.alpha is not None and pic.alpha.tolist() == [[0, 1], [1, 0]]
