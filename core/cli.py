@@ -588,8 +588,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
 def worker_shape(concurrency: int | None, torch_threads: int, cores: int, gpu_gib: float) -> tuple[int, int]:
     """Pool processes and torch threads per process: by default one process per core with one thread each on a
     CPU (1.36x the images/s of one process with two threads on two cores: bench.e2e, the README), and one per two
-    cores sharing a GPU, whose item is 97% CPU work (decode, metrics, beam search, PNG, database: 8 such processes
-    did 3.2x the images/s of one on an H200, docs/results/e2e_gpu_*), at most one per GPU_GIB_PER_PROCESS of its
+    cores sharing a GPU, where an item spends 97% of its time outside the denoiser (decode, metrics, captions, PNG,
+    database: 8 such processes did 3.2x the images/s of one on an H200, docs/results/e2e_gpu_*), at most one per GPU_GIB_PER_PROCESS of its
     memory; threads share out the cores unless DENOCAP_TORCH_THREADS says. gpu_gib: 0 without a GPU."""
     processes = concurrency or (max(1, min(cores // 2, int(gpu_gib // GPU_GIB_PER_PROCESS))) if gpu_gib else cores)
     return processes, torch_threads or max(1, cores // processes)

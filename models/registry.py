@@ -137,7 +137,8 @@ def _precision(precision: str, device: torch.device) -> tuple[torch.dtype | None
 def load_denoiser(name: str, weights_dir: Path, device: str = "auto", tile: int = 512,
                   precision: str = "auto", ensemble: int = 1, sharing: int = 1) -> Denoiser:
     """precision "auto": float16 on CUDA, bfloat16 on a CPU that runs it natively (models.precision), else
-    float32; "float32": float32 everywhere. On CUDA, micro-batches are sized from free memory. The version names
+    float32; "float32": float32 everywhere. On CUDA, micro-batches are sized from this process's share of the free
+    memory (`sharing` processes on the GPU). The version names
     a reduced precision ("-fp16", "-bf16") and a self-ensemble ("-x8"), so results record them."""
     if name not in DENOISERS:
         raise ModelError(f"unknown denoiser {name!r}; known: {', '.join(DENOISERS)}")
@@ -168,7 +169,7 @@ class CaptionModel:
 
     @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> list[str]:
-        """images: (H, W, C) float32 in [0, 1], C = 1 or 3; encoded in one batch, decoded one by one."""
+        """images: (H, W, C) float32 in [0, 1], C = 1 or 3; encoded in one batch, decoded together."""
         device = next(self.decoder.parameters()).device
         features = self.encoder(torch.stack([_rgb_224(im, device) for im in images]))
         return self.captions(self.decoder.memory(features), self.guides(features))
