@@ -45,6 +45,8 @@ def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
         if _is_deep(img, data):
+            if img.format == "PPM":
+                return _rgb16(_ppm16(data, img), 1, False)
             if img.format != "TIFF":
                 deep = _opencv16(data)
                 deep = deep[..., [0, 3]] if data[25] == 4 else deep  # gray and alpha, which OpenCV made RGBA
@@ -68,10 +70,12 @@ _ORIENTED: dict[int, Callable[[np.ndarray], np.ndarray]] = {  # (H, W, C) uprigh
 
 
 def _is_deep(img: Image.Image, data: bytes) -> bool:
-    """A PNG or TIFF of 16 bits per colour sample (a film scan, say), or a 16-bit gray PNG with alpha: Pillow
-    would read it as 8-bit RGB(A)."""
+    """A PNG, TIFF or PPM of more than 8 bits per colour sample (a film scan, a raw converter's output), or a
+    16-bit gray PNG with alpha: Pillow would read it as 8-bit RGB(A)."""
     if img.format == "PNG":
         return len(data) > 25 and data[24] == 16 and data[25] in (2, 4, 6)
+    if img.format == "PPM":
+        return img.mode == "RGB" and img.tile[0].codec_name in ("ppm", "ppm_plain") and img.tile[0].args[1] > 255
     return img.format == "TIFF" and img.mode in ("RGB", "RGBA") and set(img.tag_v2.get(258, ())) == {16}
 
 
@@ -99,6 +103,21 @@ def _planar16(data: bytes) -> np.ndarray:
     if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise ImageError("broken 16-bit colour image")
     return arr
+
+
+def _ppm16(data: bytes, img: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint16 of a colour PPM with samples up to maxval (256-65535), scaled to 65535 as a 16-bit PNG's."""
+    (w, h), tile = img.size, img.tile[0]
+    count, maxval = w * h * 3, tile.args[1]
+    if tile.codec_name == "ppm":  # binary: big-endian 16-bit samples
+        if len(data) - tile.offset < 2 * count:
+            raise ImageError("truncated image: fewer samples than its size")
+        samples = np.frombuffer(data, ">u2", count, tile.offset).astype(np.int64)
+    else:  # plain: decimal numbers
+        samples = np.array(data[tile.offset:].split()[:count], dtype=np.int64)
+        if samples.size < count:
+            raise ImageError("truncated image: fewer samples than its size")
+    return np.round(samples.clip(0, maxval) * (65535 / maxval)).astype(np.uint16).reshape(h, w, 3)
 
 
 def _rgb16(arr: np.ndarray, orientation: int, premultiplied: bool) -> Picture:

@@ -222,3 +222,25 @@ def test_sixteen_bit_gray_png_keeps_its_transparent_value() -> None:
     Image.fromarray(gray).save(buf, format="PNG", transparency=0)
     pic = decode(buf.getvalue(), LIMITS)
     assert pic.bit_depth == 16 and pic.alpha is not None and pic.alpha.tolist() == [[0, 1], [1, 0]]
+
+
+def _ppm(samples: np.ndarray, maxval: int, plain: bool) -> bytes:
+    h, w = samples.shape[:2]
+    body = " ".join(map(str, samples.ravel())).encode() if plain else samples.astype(">u2").tobytes()
+    return f"P{3 if plain else 6}\n{w} {h}\n{maxval}\n".encode() + body
+
+
+@pytest.mark.parametrize("maxval", [4095, 65535])
+@pytest.mark.parametrize("plain", [False, True])
+def test_deep_colour_ppm_keeps_its_depth_scaled_to_sixteen_bits(maxval: int, plain: bool) -> None:
+    """A 12- or 16-bit PPM (a raw converter's output): Pillow alone would keep 8 bits of each sample."""
+    deep = np.random.default_rng(maxval).integers(0, maxval + 1, (5, 6, 3), dtype=np.uint16)
+    pic = decode(_ppm(deep, maxval, plain), LIMITS)
+    assert pic.bit_depth == 16 and pic.pixels.shape == (5, 6, 3) and pic.alpha is None
+    assert np.abs(pic.pixels - deep / maxval).max() < 1 / 65535
+
+
+def test_truncated_deep_ppm_is_refused_with_the_reason() -> None:
+    data = _ppm(np.ones((5, 6, 3), np.uint16), 65535, plain=False)
+    with pytest.raises(ImageError, match="truncated"):
+        decode(data[:-7], LIMITS)
