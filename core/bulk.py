@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ class Found:
     files: list[Path] = field(default_factory=list)  # readable, absolute, in walk order, each once
     sizes: dict[Path, int] = field(default_factory=dict)
     unreadable: list[tuple[Path, str]] = field(default_factory=list)  # with the reason; reported and skipped
+    unnamed: list[Path] = field(default_factory=list)  # files in folders without an image suffix; reported, skipped
 
 
 def readable(path: Path) -> str | None:
@@ -58,7 +60,7 @@ def walk(paths: Iterable[Path]) -> Found:
     for top in paths:
         if not top.exists() and not top.is_symlink():
             raise FileNotFoundError(f"no such file or folder: {top}")
-        for path in _candidates(top):
+        for path in _candidates(top, found.unnamed):
             absolute = path.absolute()  # not resolved: a link is sent under its own name
             if absolute in seen:
                 continue
@@ -68,17 +70,26 @@ def walk(paths: Iterable[Path]) -> Found:
                 continue
             found.files.append(absolute)
             found.sizes[absolute] = path.stat().st_size
+    found.unnamed = list(dict.fromkeys(p for p in found.unnamed if p.absolute() not in seen))  # not those named too
     return found
+
+
+def unnamed_note(unnamed: list[Path]) -> str:
+    """One line on the files a folder walk left out for their names (a phone's .heic, say)."""
+    kinds = Counter(p.suffix.lower() or "no suffix" for p in unnamed).most_common()
+    return (f"skipped {len(unnamed)} file{'s' * (len(unnamed) != 1)} in the folders without an image suffix "
+            f"({', '.join(f'{n} {kind}' for kind, n in kinds)}); name a file on the command line to include it")
 
 
 def _is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _candidates(top: Path) -> Iterator[Path]:
-    """A file given by name is sent whatever its suffix; in folders, entries with an image suffix. A folder
-    named like an image (x.png) is a candidate, not walked: it is reported as unreadable rather than vanish.
-    Linked folders are walked, each folder once (a link to a folder above is no loop)."""
+def _candidates(top: Path, unnamed: list[Path]) -> Iterator[Path]:
+    """A file given by name is sent whatever its suffix; in folders, entries with an image suffix, the other
+    files (not hidden ones) added to `unnamed`. A folder named like an image (x.png) is a candidate, not walked:
+    it is reported as unreadable rather than vanish. Linked folders are walked, each folder once (a link to a
+    folder above is no loop)."""
     if not top.is_dir():
         yield top
         return
@@ -90,6 +101,7 @@ def _candidates(top: Path) -> Iterator[Path]:
             continue
         visited.add((st.st_dev, st.st_ino))
         yield from (here / n for n in sorted(names + dirs) if _is_image_name(n))
+        unnamed += (here / n for n in sorted(names) if not _is_image_name(n) and not n.startswith("."))
         dirs[:] = sorted(d for d in dirs if not _is_image_name(d))
 
 

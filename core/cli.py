@@ -158,15 +158,23 @@ def _num(value: float | None) -> str:
 
 
 def image_files(paths: list[Path]) -> list[Path]:
+    """The files named, and those in the folders named (not their subfolders) with an image suffix; the other
+    files in the folders are counted in one line on stderr."""
+    from core.bulk import unnamed_note
     from core.imageio import IMAGE_SUFFIXES
     files: list[Path] = []
+    unnamed: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            inside = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            files += (p for p in inside if p.suffix.lower() in IMAGE_SUFFIXES)
+            unnamed += (p for p in inside if p.suffix.lower() not in IMAGE_SUFFIXES)
         elif path.is_file():
             files.append(path)
         else:
             fail(f"no such file or folder: {path}")
+    if unnamed:
+        typer.echo(unnamed_note(unnamed), err=True)
     if not files:
         fail("no image files found")
     return files
@@ -680,6 +688,8 @@ def submit_cmd(
         fail(str(e))
     for path, reason in found.unreadable:
         typer.echo(f"{path}: unreadable ({reason}), skipped", err=True)
+    if found.unnamed:
+        typer.echo(bulk.unnamed_note(found.unnamed), err=True)
     if not found.files:
         fail("no readable image files found")
     settings = get_settings()

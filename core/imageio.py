@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}  # what a folder contributes
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", ".ppm",
+                  ".pgm", ".pbm", ".pnm"}  # what a folder contributes
 
 
 class ImageError(ValueError):
@@ -157,15 +158,20 @@ def _open_stream(stream: BinaryIO, size: int, limits: Limits) -> Image.Image:
         img = Image.open(stream)
     except UnidentifiedImageError:
         stream.seek(0)
-        if stream.read(4) in TIFF_MAGIC:  # a TIFF Pillow has no decoder for: say so, not "unknown format"
+        head = stream.read(12)
+        if head[:4] in TIFF_MAGIC:  # a TIFF Pillow has no decoder for: say so, not "unknown format"
             raise ImageError("TIFF with a sample format or layout that is not supported (float, signed or 32-bit "
                              "colour samples, or extra channels)") from None
+        if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:  # a phone's default: say what to do
+            raise ImageError("HEIC/HEIF images are not supported; export the photo as JPEG (or set the phone's "
+                             "camera to 'most compatible')") from None
         raise
     _check_size(img.size, limits)
     return img
 
 
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little and big endian, classic and BigTIFF
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 
 
 @contextmanager

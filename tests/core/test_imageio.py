@@ -244,3 +244,9 @@ def test_truncated_deep_ppm_is_refused_with_the_reason() -> None:
     data = _ppm(np.ones((5, 6, 3), np.uint16), 65535, plain=False)
     with pytest.raises(ImageError, match="truncated"):
         decode(data[:-7], LIMITS)
+
+
+def test_a_phones_heic_photo_is_refused_with_what_to_do() -> None:
+    heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64  # an ISO media file's first box, as an iPhone's
+    with pytest.raises(ImageError, match="HEIC/HEIF images are not supported; export the photo as JPEG"):
+        decode(heic, LIMITS)
