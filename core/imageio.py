@@ -1,9 +1,11 @@
 """Safe image decoding and PNG encoding. Every failure a user can cause raises ImageError with a reason."""
 import io
+import struct
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import numpy as np
@@ -36,6 +38,7 @@ class Picture:
     pixels: np.ndarray  # (H, W, C) float32 in [0, 1], C = 1 (gray) or 3 (RGB)
     alpha: np.ndarray | None  # (H, W) float32 in [0, 1], kept untouched through the pipeline
     bit_depth: int  # 8 or 16, the depth the PNG output is written in
+    icc: bytes | None = None  # the source's colour profile (a phone's Display P3, Adobe RGB), written into its PNGs
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -45,20 +48,25 @@ class Picture:
 def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
-        if _is_deep(img, data):
-            if img.format == "PPM":
-                return _rgb16(_ppm16(data, img), 1, False)
-            if img.format != "TIFF":
-                deep = _opencv16(data)
-                deep = deep[..., [0, 3]] if data[25] == 4 else deep  # gray and alpha, which OpenCV made RGBA
-                return _rgb16(deep, img.getexif().get(ORIENTATION, 1), False)
-            premultiplied = img.tag_v2.get(EXTRA_SAMPLES) in (1, (1,))
-            if img.tag_v2.get(PLANAR) == 2:
-                return _rgb16(_planar16(data), img.tag_v2.get(ORIENTATION, 1), premultiplied)
-            return _rgb16(_opencv16(data), 1, premultiplied)  # OpenCV turns a TIFF as its tag says
-        white_is_zero = img.format == "TIFF" and img.tag_v2.get(PHOTOMETRIC) == 0  # Pillow inverts 8-bit ones only
-        img.load()
-        return _to_picture(ImageOps.exif_transpose(img), white_is_zero)
+        return replace(_pixels(img, data), icc=img.info.get("icc_profile") or None)
+
+
+def _pixels(img: Image.Image, data: bytes) -> Picture:
+    """The pixels and alpha, upright, in the depth stored."""
+    if _is_deep(img, data):
+        if img.format == "PPM":
+            return _rgb16(_ppm16(data, img), 1, False)
+        if img.format != "TIFF":
+            deep = _opencv16(data)
+            deep = deep[..., [0, 3]] if data[25] == 4 else deep  # gray and alpha, which OpenCV made RGBA
+            return _rgb16(deep, img.getexif().get(ORIENTATION, 1), False)
+        premultiplied = img.tag_v2.get(EXTRA_SAMPLES) in (1, (1,))
+        if img.tag_v2.get(PLANAR) == 2:
+            return _rgb16(_planar16(data), img.tag_v2.get(ORIENTATION, 1), premultiplied)
+        return _rgb16(_opencv16(data), 1, premultiplied)  # OpenCV turns a TIFF as its tag says
+    white_is_zero = img.format == "TIFF" and img.tag_v2.get(PHOTOMETRIC) == 0  # Pillow inverts 8-bit ones only
+    img.load()
+    return _to_picture(ImageOps.exif_transpose(img), white_is_zero)
 
 
 ORIENTATION = 0x0112  # the EXIF tag, and TIFF's of the same number and meaning
@@ -236,12 +244,23 @@ def encode_png(picture: Picture) -> bytes:
     ok, png = cv2.imencode(".png", arr[..., 0] if arr.shape[2] == 1 else arr,
                            [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
     assert ok, "OpenCV encodes every 1-, 3- or 4-channel 8- or 16-bit image"
-    return png.tobytes()
+    return _with_profile(png.tobytes(), picture.icc, b"GRAY" if arr.shape[2] == 1 else b"RGB ")
+
+
+def _with_profile(png: bytes, icc: bytes | None, space: bytes) -> bytes:
+    """The PNG with an iCCP chunk after IHDR (OpenCV writes none), when the profile is for the PNG's colour space:
+    a CMYK photo's profile does not describe the RGB it was converted to."""
+    if icc is None or icc[16:20] != space:
+        return png
+    body = b"ICC profile\0\0" + zlib.compress(icc)  # name, compression method 0 (zlib)
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
+    return png[:33] + chunk + png[33:]  # signature (8) + IHDR (25)
 
 
 def thumbnail_jpeg(png_bytes: bytes, size: int) -> bytes:
     """A JPEG at most `size` px a side of a stored PNG (8 or 16 bit, gray, RGB or RGBA on white)."""
     img = Image.open(io.BytesIO(png_bytes))
+    icc = img.info.get("icc_profile")
     if img.mode.startswith("I"):
         img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8))
     if img.mode in ("RGBA", "LA"):
@@ -251,5 +270,5 @@ def thumbnail_jpeg(png_bytes: bytes, size: int) -> bytes:
     img = img.convert("RGB")
     img.thumbnail((size, size))
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=85)
+    img.save(buf, format="JPEG", quality=85, icc_profile=icc if icc and icc[16:20] == b"RGB " else None)
     return buf.getvalue()

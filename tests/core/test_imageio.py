@@ -1,6 +1,7 @@
 import io
 import struct
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -250,3 +251,40 @@ def test_a_phones_heic_photo_is_refused_with_what_to_do() -> None:
     heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64  # an ISO media file's first box, as an iPhone's
     with pytest.raises(ImageError, match="HEIC/HEIF images are not supported; export the photo as JPEG"):
         decode(heic, LIMITS)
+
+
+def _profile(space: str) -> bytes:
+    from PIL import ImageCms
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile(space)).tobytes()
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_a_photos_colour_profile_is_kept_in_its_png_and_thumbnail(depth: int) -> None:
+    """A phone's Display P3 or a camera's Adobe RGB photo, written without its profile, shows in other colours."""
+    from core.imageio import thumbnail_jpeg
+    icc = _profile("sRGB")[:-4] + b"wide"  # a profile of RGB that is not the one a viewer assumes
+    buf = io.BytesIO()
+    if depth == 8:
+        Image.fromarray(smooth_image()).save(buf, format="JPEG", icc_profile=icc)
+    else:
+        import tifffile
+        tifffile.imwrite(buf, (smooth_image().astype(np.uint16) * 257), photometric="rgb", iccprofile=icc)
+    pic = decode(buf.getvalue(), LIMITS)
+    assert pic.icc == icc and pic.bit_depth == depth
+    png_bytes = encode_png(pic)
+    assert Image.open(io.BytesIO(png_bytes)).info["icc_profile"] == icc
+    assert np.array_equal(decode(png_bytes, LIMITS).pixels, pic.pixels)  # the chunk breaks nothing
+    assert Image.open(io.BytesIO(thumbnail_jpeg(png_bytes, 32))).info["icc_profile"] == icc
+
+
+def test_a_profile_for_another_colour_space_is_not_written() -> None:
+    """A CMYK profile does not describe the RGB its photo became; a gray one not the RGBA of gray with alpha."""
+    cmyk = io.BytesIO()
+    Image.fromarray(smooth_image()).convert("CMYK").save(cmyk, format="JPEG", icc_profile=_profile("sRGB")[:16]
+                                                         + b"CMYK" + _profile("sRGB")[20:])
+    assert "icc_profile" not in Image.open(io.BytesIO(encode_png(decode(cmyk.getvalue(), LIMITS)))).info
+    gray = _profile("sRGB")[:16] + b"GRAY" + _profile("sRGB")[20:]
+    pic = decode(png(smooth_image(channels=1)), LIMITS)
+    assert Image.open(io.BytesIO(encode_png(replace(pic, icc=gray)))).info["icc_profile"] == gray
+    with_alpha = replace(pic, icc=gray, alpha=np.ones(pic.shape, np.float32))  # written as RGBA
+    assert "icc_profile" not in Image.open(io.BytesIO(encode_png(with_alpha))).info
