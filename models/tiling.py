@@ -38,7 +38,10 @@ def denoise_many(net: FFDNet, images: list[torch.Tensor], sigmas: list[float | N
     """images: (1, C, H, W) each, in [0, 1] (noise may go past the range); sigma per image on the same scale, or
     None for the estimator's noise map (blind). Returns the denoised images and each image's estimated noise
     (the mean of the estimator's map, [0, 1] scale; estimated whether or not a sigma was given).
-    Same-size tiles of all images are run `max_batch` at a time, in `dtype` (e.g. float16 on a GPU)."""
+    Same-size tiles of all images are run `max_batch` at a time, in `dtype` (e.g. float16 on a GPU). An image
+    under MIN_SIDE a side is run mirrored out to it, and its level is the mean over the mirrored image."""
+    sizes = [x.shape[-2:] for x in images]
+    images = [mirrored(x) for x in images]
     outs = [torch.empty_like(x) for x in images]
     noise_sums = [0.0] * len(images)
     groups: dict[tuple[int, int], list[Tile]] = {}
@@ -63,7 +66,21 @@ def denoise_many(net: FFDNet, images: list[torch.Tensor], sigmas: list[float | N
                 cols = slice(t.keep_cols.start - t.cols.start, t.keep_cols.stop - t.cols.start)
                 outs[t.image][0, :, t.keep_rows, t.keep_cols] = piece[:, rows, cols]
                 noise_sums[t.image] += float(noise[:, rows, cols].sum())
-    return outs, [total / x[0].numel() for total, x in zip(noise_sums, images, strict=True)]
+    return ([y[..., :h, :w] for y, (h, w) in zip(outs, sizes, strict=True)],
+            [total / x[0].numel() for total, x in zip(noise_sums, images, strict=True)])
+
+
+MIN_SIDE = 64  # with zero padding all around, a 4 px image read as noise of 70 (0-255) and an 8 px one of 18
+
+
+def mirrored(x: torch.Tensor, side: int = MIN_SIDE) -> torch.Tensor:
+    """x (N, C, H, W), mirrored at its bottom and right edges until both sides are at least `side`."""
+    if min(x.shape[-2:]) == 1:  # nothing to mirror: repeat the one row or column once
+        x = F.pad(x, (0, int(x.shape[-1] == 1), 0, int(x.shape[-2] == 1)), mode="replicate")
+    while min(x.shape[-2:]) < side:
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, min(max(side - w, 0), w - 1), 0, min(max(side - h, 0), h - 1)), mode="reflect")
+    return x
 
 
 def denoise_tiled(net: FFDNet, x: torch.Tensor, sigma: float | None, tile: int, overlap: int) -> torch.Tensor:

@@ -98,3 +98,17 @@ def test_precision_auto_runs_bfloat16_on_a_cpu_that_has_it_and_says_so(weights_d
     assert diff.max() < 0.05 and (diff.max() > 0) == reduced
     with pytest.raises(ModelError, match="precision must be one of auto, float32, got 'float16'"):
         load_denoiser("ffdnet", weights_dir, "cpu", precision="float16")
+
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (1, 1), (3, 90), (1, 40)])
+def test_a_flat_image_has_one_noise_level_whatever_its_size(shape: tuple[int, int]) -> None:
+    """Zero padding all around made a tiny image all edge: with the shipped weights a 4x4 crop of sigma-25 noise
+    read as 70. A tiny image or a strip is shown to the network mirrored out to 64 px a side."""
+    torch.manual_seed(0)
+    net = tiny_denoiser(3)
+    mirrored = (1, 3, max(shape[0], 64), max(shape[1], 64))
+    (big,), (level,) = denoise_many(net, [torch.full(mirrored, 0.4)], [None], 512, 32)
+    (small,), (small_level,) = denoise_many(net, [torch.full((1, 3, *shape), 0.4)], [None], 512, 32)
+    assert small.shape == (1, 3, *shape) and torch.allclose(small, big[..., :shape[0], :shape[1]])
+    assert small_level == pytest.approx(level, rel=1e-6)
