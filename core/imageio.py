@@ -48,7 +48,13 @@ class Picture:
 def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
-        return replace(_pixels(img, data), icc=img.info.get("icc_profile") or None)
+        return replace(_pixels(img, data), icc=_profile(img.info.get("icc_profile")))
+
+
+def _profile(icc: bytes | None) -> bytes | None:
+    """An ICC profile that says its own length and carries the signature; broken ones are dropped, not copied."""
+    valid = icc is not None and len(icc) >= 132 and int.from_bytes(icc[:4]) == len(icc) and icc[36:40] == b"acsp"
+    return icc if valid else None
 
 
 def _pixels(img: Image.Image, data: bytes) -> Picture:

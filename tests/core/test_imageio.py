@@ -288,3 +288,11 @@ def test_a_profile_for_another_colour_space_is_not_written() -> None:
     assert Image.open(io.BytesIO(encode_png(replace(pic, icc=gray)))).info["icc_profile"] == gray
     with_alpha = replace(pic, icc=gray, alpha=np.ones(pic.shape, np.float32))  # written as RGBA
     assert "icc_profile" not in Image.open(io.BytesIO(encode_png(with_alpha))).info
+
+
+@pytest.mark.parametrize("broken", [b"garbage", b"\0" * 200])
+def test_a_broken_colour_profile_is_dropped_not_copied(broken: bytes) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image()).save(buf, format="JPEG", icc_profile=broken)
+    pic = decode(buf.getvalue(), LIMITS)
+    assert pic.icc is None and "icc_profile" not in Image.open(io.BytesIO(encode_png(pic))).info
