@@ -210,7 +210,8 @@ def png_names(stems: list[str], most: int = 200) -> list[str]:
     names: list[str] = []
     taken: set[str] = set()
     for stem in stems:
-        stem = stem.encode()[:most].decode(errors="ignore")
+        while len(os.fsencode(stem)) > most:  # cut on a character; a name's bytes that are not UTF-8 kept as they are
+            stem = stem[:-1]
         name, n = f"{stem}.png", 1
         while name.lower() in taken:
             n += 1

@@ -1,6 +1,7 @@
 """noise -> denoise -> compare on real files through the real command line."""
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,13 @@ def test_compare_writes_finite_json_and_csv_a_spreadsheet_shows_as_text(env: dic
     assert (tmp_path / "r.csv").read_text().splitlines()[1].startswith("'=HYPERLINK(1).png,100.0,")
     missing = denocap(env, "compare", str(tmp_path / "ref"), str(tmp_path / "test"), "--csv", str(tmp_path / "no/r.csv"))
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: no folder {tmp_path / 'no'} to write r.csv into"
+
+
+def test_a_file_name_that_is_not_utf8_keeps_its_bytes(env: dict[str, str], tmp_path: Path) -> None:
+    """An old camera card's or a Windows zip's Latin-1 name: it stopped the run before any image was written."""
+    make_clean(tmp_path / "in", n=1)
+    latin1 = os.fsdecode(os.fsencode(tmp_path / "in") + b"/caf\xe9.png")
+    Path(latin1).write_bytes(png(smooth_image(64, 96, seed=5)))
+    out = denocap(env, "noise", str(tmp_path / "in"), str(tmp_path / "out"))
+    assert out.returncode == 0, out.stderr
+    assert sorted(os.listdir(os.fsencode(tmp_path / "out"))) == [b"caf\xe9.png", b"img0.png"]
