@@ -44,12 +44,12 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def collect(paths: list[Path]) -> list[submit.Upload]:
+def collect(paths: list[Path]) -> list[submit.Sendable]:
     from core import submit
-    return [submit.Upload(p.name, p.read_bytes()) for p in image_files(paths)]
+    return [submit.LocalFile(p.name, p) for p in image_files(paths)]
 
 
-def sample_uploads() -> list[submit.Upload]:
+def sample_uploads() -> list[submit.Sendable]:
     import numpy as np
     import skimage.data
     from PIL import Image
@@ -203,7 +203,7 @@ def noise(in_dir: Path, out: Path, sigma: Annotated[float, typer.Option(min=0, m
 
     from core import submit
     from core.bulk import write_file
-    from core.imageio import ImageError, decode, encode_png
+    from core.imageio import ImageError, decode_file, encode_png
     from core.pipeline import add_noise
     files = image_files([in_dir])
     outputs = out_dir(out, files)
@@ -211,7 +211,7 @@ def noise(in_dir: Path, out: Path, sigma: Annotated[float, typer.Option(min=0, m
     failed = 0
     for i, path in enumerate(files):
         try:
-            noisy = add_noise(decode(path.read_bytes(), limits), sigma, seed + i)
+            noisy = add_noise(decode_file(path, limits), sigma, seed + i)
             write_file(outputs[path], encode_png(replace(noisy, pixels=np.clip(noisy.pixels, 0, 1))))
         except (ImageError, OSError) as e:
             typer.echo(f"{path.name}: {_reason(e)}", err=True)
@@ -232,7 +232,7 @@ def denoise(
     """Denoise images into the output folder (PNG, same names); prints the noise level used for each."""
     from core import submit
     from core.bulk import write_file
-    from core.imageio import ImageError, decode, encode_png
+    from core.imageio import ImageError, decode_file, encode_png
     from core.pipeline import Runtime
     from core.pipeline import denoise as run_denoiser
     from models.registry import ModelError, load_denoiser
@@ -253,7 +253,7 @@ def denoise(
     for path in files:
         start = time.perf_counter()
         try:
-            denoised, estimate = run_denoiser(decode(path.read_bytes(), runtime.limits), fixed, net, runtime)
+            denoised, estimate = run_denoiser(decode_file(path, runtime.limits), fixed, net, runtime)
             write_file(outputs[path], encode_png(denoised))
         except (ImageError, OSError) as e:
             typer.echo(f"{path.name}: {_reason(e)}", err=True)
@@ -287,7 +287,7 @@ def compare(ref_dir: Path, test_dir: Path, csv_out: Annotated[Path | None, typer
             json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """PSNR/SSIM of each TEST image against the REF image of the same name (stem); BRISQUE where none."""
     from core import quality, submit
-    from core.imageio import ImageError, decode
+    from core.imageio import ImageError, decode_file
     from core.pipeline import PSNR_CAP
     for given in (csv_out, json_out):
         if given is not None and not given.parent.is_dir():
@@ -301,8 +301,8 @@ def compare(ref_dir: Path, test_dir: Path, csv_out: Annotated[Path | None, typer
     failed = 0
     for path in image_files([test_dir]):
         try:
-            test = decode(path.read_bytes(), limits).pixels
-            ref = decode(refs[path.stem].read_bytes(), limits).pixels if path.stem in refs else None
+            test = decode_file(path, limits).pixels
+            ref = decode_file(refs[path.stem], limits).pixels if path.stem in refs else None
         except (ImageError, OSError) as e:
             typer.echo(f"{path.name}: {_reason(e)}", err=True)
             failed += 1
@@ -370,7 +370,7 @@ def caption_images(paths: list[Path],
                                                                "classifier (grounding.json)")] = True) -> None:
     """Caption image files (the word 'images' may be left out; denoise first for the service's behaviour)."""
     from core import submit
-    from core.imageio import ImageError, decode
+    from core.imageio import ImageError, decode_file
     from models.registry import ModelError, load_captioner
     settings = get_settings()
     files = image_files(paths)
@@ -385,7 +385,7 @@ def caption_images(paths: list[Path],
     limits, failed = submit.limits_of(settings), 0
     for path in files:
         try:
-            pixels = decode(path.read_bytes(), limits).pixels
+            pixels = decode_file(path, limits).pixels
         except (ImageError, OSError) as e:
             typer.echo(f"{path.name}: {_reason(e)}", err=True)
             failed += 1

@@ -1,11 +1,13 @@
 """Safe image decoding and PNG encoding. Every failure a user can cause raises ImageError with a reason."""
 import io
+import os
 import struct
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -144,6 +146,14 @@ def _rgb16(arr: np.ndarray, orientation: int, premultiplied: bool) -> Picture:
     if premultiplied and alpha is not None:  # as Pillow un-premultiplies the 8-bit ones
         pixels = np.where(alpha[..., None] > 0, pixels / np.maximum(alpha[..., None], 1e-12), 0).clip(0, 1)
     return Picture(np.ascontiguousarray(pixels, dtype=np.float32), alpha, 16)
+
+
+def decode_file(path: Path, limits: Limits) -> Picture:
+    """decode() of a file, refused by its header (size in bytes and pixels) before it is read whole."""
+    with path.open("rb") as file:
+        probe_file(file, os.fstat(file.fileno()).st_size, limits)
+        file.seek(0)
+        return decode(file.read(), limits)
 
 
 def probe(data: bytes, limits: Limits) -> tuple[int, int]:

@@ -1,10 +1,11 @@
 """The write side of the API and of `denocap run`: check a submission, store its files, make its rows. No torch."""
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from sqlalchemy import func, or_, select, update
@@ -77,7 +78,33 @@ class SpooledUpload:
         storage.put_file(key, self.file)
 
 
-Sendable = Upload | SpooledUpload
+@dataclass(frozen=True)
+class LocalFile:
+    """A file on this machine (`denocap run`): opened only to be hashed, checked and stored, so a folder of
+    thousands is never in memory at once. A file that cannot be read becomes a failed item with the reason."""
+    filename: str
+    path: Path
+
+    def digest(self) -> str:
+        try:
+            with self.path.open("rb") as file:
+                return hashlib.file_digest(file, "sha256").hexdigest()
+        except OSError:  # no content to tell it by; check() gives the reason
+            return hashlib.sha256(os.fsencode(self.path.absolute())).hexdigest()
+
+    def check(self, limits: Limits) -> ImageError | None:
+        try:
+            with self.path.open("rb") as file:
+                return SpooledUpload(self.filename, file, os.fstat(file.fileno()).st_size).check(limits)
+        except OSError as e:
+            return ImageError(f"cannot read the file: {e.strerror or e}")
+
+    def store(self, storage: Storage, key: str) -> None:
+        with self.path.open("rb") as file:
+            storage.put_file(key, file)
+
+
+Sendable = Upload | SpooledUpload | LocalFile
 
 
 def limits_of(settings: Settings) -> Limits:

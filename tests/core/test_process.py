@@ -207,3 +207,16 @@ def test_sqlite_contention_is_retried_at_once_and_an_outage_with_backoff(monkeyp
     pauses.clear()
     assert process.with_database(get_settings(), failing("connection refused", "connection refused")) == 7
     assert pauses == [0.5, 1.0]
+
+
+def test_a_local_file_gone_before_it_is_read_fails_alone_with_the_reason(sessions: sessionmaker,
+                                                                       tmp_path: Path) -> None:
+    """`denocap run` reads each file when it is stored, not all at first: one may vanish in between."""
+    storage = LocalStorage(tmp_path / "files")
+    (tmp_path / "a.png").write_bytes(png(smooth_image(48, 48)))
+    files = [service.LocalFile("a.png", tmp_path / "a.png"), service.LocalFile("gone.png", tmp_path / "gone.png")]
+    with sessions.begin() as s:
+        batch, _ = service.submit(s, storage, get_settings(), tenant_id(s), files, BatchOptions())
+        kept, gone = batch.items
+        assert kept.state == ItemState.queued and storage.get(input_key(kept.id)) == (tmp_path / "a.png").read_bytes()
+        assert gone.state == ItemState.failed and gone.error == "cannot read the file: No such file or directory"
