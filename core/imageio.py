@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", ".ppm",
@@ -50,7 +50,8 @@ class Picture:
 def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
-        return replace(_pixels(img, data), icc=_profile(img.info.get("icc_profile")))
+        picture, orientation = _pixels(img, data)
+        return _upright(replace(picture, icc=_profile(img.info.get("icc_profile"))), orientation)
 
 
 def _profile(icc: bytes | None) -> bytes | None:
@@ -59,29 +60,44 @@ def _profile(icc: bytes | None) -> bytes | None:
     return icc if valid else None
 
 
-def _pixels(img: Image.Image, data: bytes) -> Picture:
-    """The pixels and alpha, upright, in the depth stored."""
+def _pixels(img: Image.Image, data: bytes) -> tuple[Picture, int]:
+    """The pixels and alpha as stored, in the depth stored, and the EXIF orientation that turns them upright."""
     if _is_deep(img, data):
         if img.format == "PPM":
-            return _rgb16(_ppm16(data, img), 1, False)
+            return _rgb16(_ppm16(data, img), False), 1
         if img.format != "TIFF":
             deep = _opencv16(data)
             deep = deep[..., [0, 3]] if data[25] == 4 else deep  # gray and alpha, which OpenCV made RGBA
-            return _rgb16(deep, img.getexif().get(ORIENTATION, 1), False)
+            return _rgb16(deep, False), _orientation(img)
         premultiplied = img.tag_v2.get(EXTRA_SAMPLES) in (1, (1,))
         if img.tag_v2.get(PLANAR) == 2:
-            return _rgb16(_planar16(data), img.tag_v2.get(ORIENTATION, 1), premultiplied)
-        return _rgb16(_opencv16(data), 1, premultiplied)  # OpenCV turns a TIFF as its tag says
+            return _rgb16(_planar16(data), premultiplied), _orientation(img)
+        return _rgb16(_opencv16(data), premultiplied), 1  # OpenCV turns a TIFF as its tag says
     white_is_zero = img.format == "TIFF" and img.tag_v2.get(PHOTOMETRIC) == 0  # Pillow inverts 8-bit ones only
     img.load()
-    return _to_picture(ImageOps.exif_transpose(img), white_is_zero)
+    return _to_picture(img, white_is_zero), _orientation(img)
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF's (TIFF's) orientation tag, as browsers read it; not XMP's. Read here rather than by Pillow's
+    exif_transpose, which rewrites the whole EXIF and fails on a tag of an unexpected type."""
+    value = img.getexif().get(ORIENTATION, 1)
+    return value if isinstance(value, int) else 1
+
+
+def _upright(picture: Picture, orientation: int) -> Picture:
+    turn = _ORIENTED.get(orientation)
+    if turn is None:
+        return picture
+    alpha = None if picture.alpha is None else np.ascontiguousarray(turn(picture.alpha))
+    return replace(picture, pixels=np.ascontiguousarray(turn(picture.pixels)), alpha=alpha)
 
 
 ORIENTATION = 0x0112  # the EXIF tag, and TIFF's of the same number and meaning
 PHOTOMETRIC = 262  # TIFF: 0 = MinIsWhite (0 is white)
 PLANAR = 284  # TIFF: 2 = one plane a sample ("per channel"), 1 = interleaved
 EXTRA_SAMPLES = 338  # TIFF: 1 = alpha premultiplied into the colours ("associated"), 2 = not
-_ORIENTED: dict[int, Callable[[np.ndarray], np.ndarray]] = {  # (H, W, C) upright, for each EXIF orientation
+_ORIENTED: dict[int, Callable[[np.ndarray], np.ndarray]] = {  # (H, W[, C]) upright, for each EXIF orientation
     2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
     6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
 
@@ -137,9 +153,8 @@ def _ppm16(data: bytes, img: Image.Image) -> np.ndarray:
     return np.round(samples.clip(0, maxval) * (65535 / maxval)).astype(np.uint16).reshape(h, w, 3)
 
 
-def _rgb16(arr: np.ndarray, orientation: int, premultiplied: bool) -> Picture:
+def _rgb16(arr: np.ndarray, premultiplied: bool) -> Picture:
     """arr: (H, W, C) uint16 RGB(A), or gray and alpha (C = 2), as stored (not yet turned)."""
-    arr = _ORIENTED.get(orientation, lambda a: a)(arr)  # as ImageOps.exif_transpose turns the 8-bit ones
     colours = 1 if arr.shape[2] == 2 else 3
     pixels = arr[..., :colours].astype(np.float32) / 65535.0
     alpha = arr[..., colours].astype(np.float32) / 65535.0 if arr.shape[2] > colours else None

@@ -296,3 +296,24 @@ def test_a_broken_colour_profile_is_dropped_not_copied(broken: bytes) -> None:
     Image.fromarray(smooth_image()).save(buf, format="JPEG", icc_profile=broken)
     pic = decode(buf.getvalue(), LIMITS)
     assert pic.icc is None and "icc_profile" not in Image.open(io.BytesIO(encode_png(pic))).info
+
+
+def test_a_turned_jpeg_with_an_oddly_typed_exif_tag_is_turned_not_refused() -> None:
+    """Pillow's exif_transpose rewrote the EXIF and failed on a tag of an unexpected type (here ResolutionUnit
+    as text): every turned photo of such a camera was refused as broken."""
+    def entry(tag: int, kind: int, value: bytes) -> bytes:
+        return struct.pack("<HHI", tag, kind, 1 if kind == 3 else len(value)) + value.ljust(4, b"\0")
+    ifd = entry(0x0112, 3, b"\x06\0") + entry(0x0128, 2, b"2\0")  # orientation 6; ResolutionUnit as ASCII
+    exif = b"Exif\0\0II*\0" + struct.pack("<IH", 8, 2) + ifd + b"\0\0\0\0"
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(8, 12)).save(buf, format="JPEG", exif=exif)
+    assert decode(buf.getvalue(), LIMITS).pixels.shape == (12, 8, 3)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_eight_bit_tiff_is_turned_as_its_tag_says_like_pillow(orientation: int) -> None:
+    from PIL import ImageOps
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(6, 10)).save(buf, format="TIFF", tiffinfo={0x0112: orientation})
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue()))), np.float32) / 255
+    assert np.array_equal(decode(buf.getvalue(), LIMITS).pixels, expected)
