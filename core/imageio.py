@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+PROFILE_MOST = 16 * 1024**2  # bytes of a colour profile kept; a printer's can pass Pillow's 1 MB for a PNG chunk
+PngImagePlugin.MAX_TEXT_CHUNK = PROFILE_MOST  # so a PNG with one (its own output, a user's) reads back
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", ".ppm",
                   ".pgm", ".pbm", ".pnm"}  # what a folder contributes
 
@@ -56,7 +58,8 @@ def decode(data: bytes, limits: Limits) -> Picture:
 
 def _profile(icc: bytes | None) -> bytes | None:
     """An ICC profile that says its own length and carries the signature; broken ones are dropped, not copied."""
-    valid = icc is not None and len(icc) >= 132 and int.from_bytes(icc[:4]) == len(icc) and icc[36:40] == b"acsp"
+    valid = (icc is not None and 132 <= len(icc) <= PROFILE_MOST and int.from_bytes(icc[:4]) == len(icc)
+             and icc[36:40] == b"acsp")
     return icc if valid else None
 
 

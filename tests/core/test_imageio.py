@@ -317,3 +317,15 @@ def test_an_eight_bit_tiff_is_turned_as_its_tag_says_like_pillow(orientation: in
     Image.fromarray(smooth_image(6, 10)).save(buf, format="TIFF", tiffinfo={0x0112: orientation})
     expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue()))), np.float32) / 255
     assert np.array_equal(decode(buf.getvalue(), LIMITS).pixels, expected)
+
+
+def test_a_colour_profile_over_a_megabyte_reads_back_from_the_png_and_its_thumbnail() -> None:
+    """Pillow refused a PNG chunk over 1 MB: the PNG written with a large profile could not be read back."""
+    from core.imageio import thumbnail_jpeg
+    small = _profile("sRGB")
+    big = struct.pack(">I", 1_500_000) + small[4:] + bytes(1_500_000 - len(small))  # as a printer's profile, padded
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image()).save(buf, format="JPEG", icc_profile=big)
+    png_bytes = encode_png(decode(buf.getvalue(), LIMITS))
+    assert decode(png_bytes, LIMITS).icc == big
+    assert Image.open(io.BytesIO(thumbnail_jpeg(png_bytes, 32))).info["icc_profile"] == big
