@@ -76,6 +76,8 @@ def _pixels(img: Image.Image, data: bytes) -> tuple[Picture, int]:
         if img.tag_v2.get(PLANAR) == 2:
             return _rgb16(_planar16(data), premultiplied), _orientation(img)
         return _rgb16(_opencv16(data), premultiplied), 1  # OpenCV turns a TIFF as its tag says
+    if img.format == "TIFF" and img.tag_v2.get(SAMPLE_FORMAT) in (2, (2,)):  # Pillow reads signed gray as unsigned
+        raise ImageError(UNSUPPORTED_TIFF)
     white_is_zero = img.format == "TIFF" and img.tag_v2.get(PHOTOMETRIC) == 0  # Pillow inverts 8-bit ones only
     img.load()
     return _to_picture(img, white_is_zero), _orientation(img)
@@ -100,6 +102,8 @@ ORIENTATION = 0x0112  # the EXIF tag, and TIFF's of the same number and meaning
 PHOTOMETRIC = 262  # TIFF: 0 = MinIsWhite (0 is white)
 PLANAR = 284  # TIFF: 2 = one plane a sample ("per channel"), 1 = interleaved
 EXTRA_SAMPLES = 338  # TIFF: 1 = alpha premultiplied into the colours ("associated"), 2 = not
+SAMPLE_FORMAT = 339  # TIFF: 1 = unsigned, 2 = signed, 3 = float
+BITS_PER_SAMPLE = 258  # TIFF
 _ORIENTED: dict[int, Callable[[np.ndarray], np.ndarray]] = {  # (H, W[, C]) upright, for each EXIF orientation
     2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
     6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
@@ -112,7 +116,7 @@ def _is_deep(img: Image.Image, data: bytes) -> bool:
         return len(data) > 25 and data[24] == 16 and data[25] in (2, 4, 6)
     if img.format == "PPM":
         return img.mode == "RGB" and img.tile[0].codec_name in ("ppm", "ppm_plain") and img.tile[0].args[1] > 255
-    return img.format == "TIFF" and img.mode in ("RGB", "RGBA") and set(img.tag_v2.get(258, ())) == {16}
+    return img.format == "TIFF" and img.mode in ("RGB", "RGBA") and set(img.tag_v2.get(BITS_PER_SAMPLE, ())) == {16}
 
 
 def _opencv16(data: bytes) -> np.ndarray:
@@ -202,8 +206,7 @@ def _open_stream(stream: BinaryIO, size: int, limits: Limits) -> Image.Image:
         stream.seek(0)
         head = stream.read(12)
         if head[:4] in TIFF_MAGIC:  # a TIFF Pillow has no decoder for: say so, not "unknown format"
-            raise ImageError("TIFF with a sample format or layout that is not supported (float, signed or 32-bit "
-                             "colour samples, or extra channels)") from None
+            raise ImageError(UNSUPPORTED_TIFF) from None
         if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:  # a phone's default: say what to do
             raise ImageError("HEIC/HEIF images are not supported; export the photo as JPEG (or set the phone's "
                              "camera to 'most compatible')") from None
@@ -212,6 +215,8 @@ def _open_stream(stream: BinaryIO, size: int, limits: Limits) -> Image.Image:
     return img
 
 
+UNSUPPORTED_TIFF = ("TIFF with a sample format or layout that is not supported (float, signed or 32-bit colour "
+                    "samples, or extra channels)")
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little and big endian, classic and BigTIFF
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 
@@ -244,8 +249,11 @@ def _check_size(size: tuple[int, int], limits: Limits) -> None:
 def _to_picture(img: Image.Image, white_is_zero: bool) -> Picture:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        full = 65535.0 if mode != "I" or arr.max(initial=0) <= 65535 else 2.0**31 - 1  # "I" may hold 32-bit samples
+        arr = np.asarray(img, dtype=np.int64)
+        if img.format == "TIFF" and img.tag_v2.get(BITS_PER_SAMPLE) in (32, (32,)):  # Pillow holds unsigned 32 bits as signed
+            arr, full = arr & 0xFFFFFFFF, 2.0**32 - 1
+        else:
+            full = 65535.0 if mode != "I" or arr.max(initial=0) <= 65535 else 2.0**31 - 1  # "I": 32-bit samples
         gray = np.clip(arr / full, 0, 1).astype(np.float32)[..., None]
         key = img.info.get("transparency")  # a PNG's tRNS: the gray value of transparent pixels
         alpha = (arr != key).astype(np.float32) if isinstance(key, int) else None

@@ -329,3 +329,18 @@ def test_a_colour_profile_over_a_megabyte_reads_back_from_the_png_and_its_thumbn
     png_bytes = encode_png(decode(buf.getvalue(), LIMITS))
     assert decode(png_bytes, LIMITS).icc == big
     assert Image.open(io.BytesIO(thumbnail_jpeg(png_bytes, 32))).info["icc_profile"] == big
+
+
+def test_a_32_bit_gray_tiff_is_read_to_its_full_range_and_a_signed_one_refused() -> None:
+    """Pillow holds unsigned 32-bit samples as signed: the upper half of the range came out black."""
+    import tifffile
+    fractions = np.array([[0.1, 0.3, 0.49], [0.51, 0.75, 1.0]])
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.round(fractions * (2**32 - 1)).astype(np.uint32), photometric="minisblack")
+    pic = decode(buf.getvalue(), LIMITS)
+    assert pic.bit_depth == 16 and np.abs(pic.pixels[..., 0] - fractions).max() < 1e-6
+    for signed in (np.int16, np.int8):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, np.ones((2, 3), signed), photometric="minisblack")
+        with pytest.raises(ImageError, match="TIFF with a sample format or layout that is not supported"):
+            decode(buf.getvalue(), LIMITS)
