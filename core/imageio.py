@@ -104,6 +104,7 @@ PLANAR = 284  # TIFF: 2 = one plane a sample ("per channel"), 1 = interleaved
 EXTRA_SAMPLES = 338  # TIFF: 1 = alpha premultiplied into the colours ("associated"), 2 = not
 SAMPLE_FORMAT = 339  # TIFF: 1 = unsigned, 2 = signed, 3 = float
 BITS_PER_SAMPLE = 258  # TIFF
+DNG_VERSION = 50706  # TIFF: a raw camera file, whose first image is its preview
 _ORIENTED: dict[int, Callable[[np.ndarray], np.ndarray]] = {  # (H, W[, C]) upright, for each EXIF orientation
     2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
     6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
@@ -211,6 +212,8 @@ def _open_stream(stream: BinaryIO, size: int, limits: Limits) -> Image.Image:
             raise ImageError("HEIC/HEIF images are not supported; export the photo as JPEG (or set the phone's "
                              "camera to 'most compatible')") from None
         raise
+    if img.format == "TIFF" and DNG_VERSION in img.tag_v2:  # Pillow would read its small preview
+        raise ImageError("raw camera files (DNG) are not supported; export the photo as TIFF or JPEG")
     _check_size(img.size, limits)
     return img
 

@@ -344,3 +344,14 @@ def test_a_32_bit_gray_tiff_is_read_to_its_full_range_and_a_signed_one_refused()
         tifffile.imwrite(buf, np.ones((2, 3), signed), photometric="minisblack")
         with pytest.raises(ImageError, match="TIFF with a sample format or layout that is not supported"):
             decode(buf.getvalue(), LIMITS)
+
+
+def test_a_raw_dng_is_refused_not_read_as_its_preview() -> None:
+    import tifffile
+
+    from core.imageio import probe
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, smooth_image(16, 24), photometric="rgb", extratags=[(50706, "B", 4, (1, 4, 0, 0), True)])
+    for read in (decode, probe):  # refused when submitted too, not only when processed
+        with pytest.raises(ImageError, match=r"raw camera files \(DNG\) are not supported"):
+            read(buf.getvalue(), LIMITS)
