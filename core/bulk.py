@@ -70,7 +70,8 @@ def walk(paths: Iterable[Path]) -> Found:
                 continue
             found.files.append(absolute)
             found.sizes[absolute] = path.stat().st_size
-    found.unnamed = list(dict.fromkeys(p for p in found.unnamed if p.absolute() not in seen))  # not those named too
+    unnamed = {p.absolute(): p for p in found.unnamed}  # each once, and not those named too
+    found.unnamed = [p for a, p in unnamed.items() if a not in seen]
     return found
 
 
@@ -101,7 +102,8 @@ def _candidates(top: Path, unnamed: list[Path]) -> Iterator[Path]:
             continue
         visited.add((st.st_dev, st.st_ino))
         yield from (here / n for n in sorted(names + dirs) if _is_image_name(n))
-        unnamed += (here / n for n in sorted(names) if not _is_image_name(n) and not n.startswith("."))
+        if not any(part.startswith(".") for part in here.relative_to(top).parts):  # not a .git's insides
+            unnamed += (here / n for n in sorted(names) if not _is_image_name(n) and not n.startswith("."))
         dirs[:] = sorted(d for d in dirs if not _is_image_name(d))
 
 

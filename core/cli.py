@@ -166,9 +166,9 @@ def image_files(paths: list[Path]) -> list[Path]:
     unnamed: list[Path] = []
     for path in paths:
         if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            inside = sorted(p for p in path.iterdir() if p.is_file())
             files += (p for p in inside if p.suffix.lower() in IMAGE_SUFFIXES)
-            unnamed += (p for p in inside if p.suffix.lower() not in IMAGE_SUFFIXES)
+            unnamed += (p for p in inside if p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith("."))
         elif path.is_file():
             files.append(path)
         else:

@@ -16,6 +16,7 @@ from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 PROFILE_MOST = 16 * 1024**2  # bytes of a colour profile kept; a printer's can pass Pillow's 1 MB for a PNG chunk
 PngImagePlugin.MAX_TEXT_CHUNK = PROFILE_MOST  # so a PNG with one (its own output, a user's) reads back
+THUMBNAIL_PROFILE_MOST = 65_519  # one JPEG APP2 segment: a phone's profile is a few KB, a thumbnail stays small
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", ".ppm",
                   ".pgm", ".pbm", ".pnm"}  # what a folder contributes
 
@@ -84,8 +85,8 @@ def _pixels(img: Image.Image, data: bytes) -> tuple[Picture, int]:
 
 
 def _orientation(img: Image.Image) -> int:
-    """EXIF's (TIFF's) orientation tag, as browsers read it; not XMP's. Read here rather than by Pillow's
-    exif_transpose, which rewrites the whole EXIF and fails on a tag of an unexpected type."""
+    """EXIF's (TIFF's) orientation tag, or XMP's where EXIF has none, as Pillow reads them. Read here rather than
+    by Pillow's exif_transpose, which rewrites the whole EXIF and fails on a tag of an unexpected type."""
     value = img.getexif().get(ORIENTATION, 1)
     return value if isinstance(value, int) else 1
 
@@ -153,12 +154,12 @@ def _ppm16(data: bytes, img: Image.Image) -> np.ndarray:
     if tile.codec_name == "ppm":  # binary: big-endian 16-bit samples
         if len(data) - tile.offset < 2 * count:
             raise ImageError("truncated image: fewer samples than its size")
-        samples = np.frombuffer(data, ">u2", count, tile.offset).astype(np.int64)
-    else:  # plain: decimal numbers
-        samples = np.array(data[tile.offset:].split()[:count], dtype=np.int64)
+        samples = np.frombuffer(data, ">u2", count, tile.offset).astype(np.float32)
+    else:  # plain: decimal numbers, parsed without a Python object each
+        samples = np.fromstring(data[tile.offset:].decode("ascii", "replace"), np.float32, sep=" ")[:count]
         if samples.size < count:
             raise ImageError("truncated image: fewer samples than its size")
-    return np.round(samples.clip(0, maxval) * (65535 / maxval)).astype(np.uint16).reshape(h, w, 3)
+    return np.round(samples.clip(0, maxval) * np.float32(65535 / maxval)).astype(np.uint16).reshape(h, w, 3)
 
 
 def _rgb16(arr: np.ndarray, premultiplied: bool) -> Picture:
@@ -315,5 +316,6 @@ def thumbnail_jpeg(png_bytes: bytes, size: int) -> bytes:
     img = img.convert("RGB")
     img.thumbnail((size, size))
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=85, icc_profile=icc if icc and icc[16:20] == b"RGB " else None)
+    keep = icc is not None and icc[16:20] == b"RGB " and len(icc) <= THUMBNAIL_PROFILE_MOST
+    img.save(buf, format="JPEG", quality=85, icc_profile=icc if keep else None)
     return buf.getvalue()

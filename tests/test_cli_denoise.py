@@ -103,6 +103,7 @@ def test_a_file_name_that_is_not_utf8_keeps_its_bytes(env: dict[str, str], tmp_p
     make_clean(tmp_path / "in", n=1)
     latin1 = os.fsdecode(os.fsencode(tmp_path / "in") + b"/caf\xe9.png")
     Path(latin1).write_bytes(png(smooth_image(64, 96, seed=5)))
+    (tmp_path / "in" / ".hidden.png").write_bytes(png(smooth_image(64, 96, seed=6)))  # hidden is still an image
     out = denocap(env, "noise", str(tmp_path / "in"), str(tmp_path / "out"))
     assert out.returncode == 0, out.stderr
-    assert sorted(os.listdir(os.fsencode(tmp_path / "out"))) == [b"caf\xe9.png", b"img0.png"]
+    assert sorted(os.listdir(os.fsencode(tmp_path / "out"))) == [b".hidden.png", b"caf\xe9.png", b"img0.png"]

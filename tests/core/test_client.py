@@ -145,11 +145,14 @@ def test_runs_claiming_one_folder_take_turns_so_neither_loses_the_others_names(t
     assert json.loads((tmp_path / bulk.RECORD).read_text())["files"] == ["results.csv", "results.jsonl"]
 
 
-def test_files_in_folders_without_an_image_suffix_are_counted_not_lost_silently(tmp_path: Path) -> None:
-    for name in ["a.png", "IMG_1.HEIC", "IMG_2.heic", "notes.txt", "README", ".DS_Store", "sub/b.JPG", "sub/c.heic"]:
+def test_files_in_folders_without_an_image_suffix_are_counted_not_lost_silently(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ["a.png", "IMG_1.HEIC", "IMG_2.heic", "notes.txt", "README", ".DS_Store", "sub/b.JPG", "sub/c.heic",
+                 ".git/HEAD"]:
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    found = bulk.walk([tmp_path, tmp_path / "notes.txt"])  # named: sent whatever its suffix
+    monkeypatch.chdir(tmp_path)
+    found = bulk.walk([tmp_path, tmp_path / "notes.txt", Path("sub")])  # named: sent whatever its suffix; sub twice
     assert sorted(p.name for p in found.files) == ["a.png", "b.JPG", "notes.txt"]
     assert sorted(p.name for p in found.unnamed) == ["IMG_1.HEIC", "IMG_2.heic", "README", "c.heic"]
     assert bulk.unnamed_note(found.unnamed).startswith(

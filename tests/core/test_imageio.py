@@ -305,9 +305,10 @@ def test_a_turned_jpeg_with_an_oddly_typed_exif_tag_is_turned_not_refused() -> N
         return struct.pack("<HHI", tag, kind, 1 if kind == 3 else len(value)) + value.ljust(4, b"\0")
     ifd = entry(0x0112, 3, b"\x06\0") + entry(0x0128, 2, b"2\0")  # orientation 6; ResolutionUnit as ASCII
     exif = b"Exif\0\0II*\0" + struct.pack("<IH", 8, 2) + ifd + b"\0\0\0\0"
-    buf = io.BytesIO()
-    Image.fromarray(smooth_image(8, 12)).save(buf, format="JPEG", exif=exif)
-    assert decode(buf.getvalue(), LIMITS).pixels.shape == (12, 8, 3)
+    turned, plain = io.BytesIO(), io.BytesIO()
+    Image.fromarray(smooth_image(8, 12)).save(turned, format="JPEG", exif=exif)
+    Image.fromarray(smooth_image(8, 12)).save(plain, format="JPEG")
+    assert np.array_equal(decode(turned.getvalue(), LIMITS).pixels, np.rot90(decode(plain.getvalue(), LIMITS).pixels, -1))
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -319,8 +320,9 @@ def test_an_eight_bit_tiff_is_turned_as_its_tag_says_like_pillow(orientation: in
     assert np.array_equal(decode(buf.getvalue(), LIMITS).pixels, expected)
 
 
-def test_a_colour_profile_over_a_megabyte_reads_back_from_the_png_and_its_thumbnail() -> None:
-    """Pillow refused a PNG chunk over 1 MB: the PNG written with a large profile could not be read back."""
+def test_a_colour_profile_over_a_megabyte_reads_back_from_the_png_and_is_left_out_of_its_thumbnail() -> None:
+    """Pillow refused a PNG chunk over 1 MB: the PNG written with a large profile could not be read back. A
+    thumbnail with it would weigh megabytes."""
     from core.imageio import thumbnail_jpeg
     small = _profile("sRGB")
     big = struct.pack(">I", 1_500_000) + small[4:] + bytes(1_500_000 - len(small))  # as a printer's profile, padded
@@ -328,7 +330,7 @@ def test_a_colour_profile_over_a_megabyte_reads_back_from_the_png_and_its_thumbn
     Image.fromarray(smooth_image()).save(buf, format="JPEG", icc_profile=big)
     png_bytes = encode_png(decode(buf.getvalue(), LIMITS))
     assert decode(png_bytes, LIMITS).icc == big
-    assert Image.open(io.BytesIO(thumbnail_jpeg(png_bytes, 32))).info["icc_profile"] == big
+    assert "icc_profile" not in Image.open(io.BytesIO(thumbnail_jpeg(png_bytes, 32))).info
 
 
 def test_a_32_bit_gray_tiff_is_read_to_its_full_range_and_a_signed_one_refused() -> None:

@@ -100,11 +100,10 @@ def test_precision_auto_runs_bfloat16_on_a_cpu_that_has_it_and_says_so(weights_d
         load_denoiser("ffdnet", weights_dir, "cpu", precision="float16")
 
 
-
 @pytest.mark.parametrize("shape", [(4, 4), (1, 1), (3, 90), (1, 40)])
 def test_a_flat_image_has_one_noise_level_whatever_its_size(shape: tuple[int, int]) -> None:
     """Zero padding all around made a tiny image all edge: with the shipped weights a 4x4 crop of sigma-25 noise
-    read as 70. A tiny image or a strip is shown to the network mirrored out to 64 px a side."""
+    read as 72. A tiny image or a strip is shown to the network mirrored out to 64 px a side."""
     torch.manual_seed(0)
     net = tiny_denoiser(3)
     mirrored = (1, 3, max(shape[0], 64), max(shape[1], 64))
@@ -112,3 +111,16 @@ def test_a_flat_image_has_one_noise_level_whatever_its_size(shape: tuple[int, in
     (small,), (small_level,) = denoise_many(net, [torch.full((1, 3, *shape), 0.4)], [None], 512, 32)
     assert small.shape == (1, 3, *shape) and torch.allclose(small, big[..., :shape[0], :shape[1]])
     assert small_level == pytest.approx(level, rel=1e-6)
+
+
+def test_a_tiny_image_is_mirrored_at_its_far_edges_and_cut_back() -> None:
+    from models.tiling import mirrored
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 5, 7)
+    grown = mirrored(x)
+    assert grown.shape == (1, 3, 64, 64) and torch.equal(grown[..., :5, :7], x)
+    assert torch.equal(grown[..., 5, :7], x[..., 3, :]) and torch.equal(grown[..., :5, 7], x[..., :, 5])  # mirrored
+    net = tiny_denoiser(3)
+    (out,), _ = denoise_many(net, [x], [None], 512, 32)
+    (whole,), _ = denoise_many(net, [grown], [None], 512, 32)
+    assert torch.equal(out, whole[..., :5, :7])
