@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
+from psycopg.errors import QueryCanceled
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -186,7 +187,8 @@ def with_database(settings: Settings, work: Callable[[], T]) -> T:
             if "database is locked" in str(e.orig):
                 time.sleep(random.uniform(0.005, 0.05))  # jittered, so the processes that collided do not again
                 continue
-            log.warning("database unavailable, retrying in %.1f s: %s", pause, e.orig)
+            what = "statement cancelled (time-out)" if isinstance(e.orig, QueryCanceled) else "unavailable"
+            log.warning("database %s, retrying in %.1f s: %s", what, pause, e.orig)
             time.sleep(pause)
             pause = min(pause * 2, 15.0)
 

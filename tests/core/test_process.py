@@ -209,6 +209,20 @@ def test_sqlite_contention_is_retried_at_once_and_an_outage_with_backoff(monkeyp
     assert pauses == [0.5, 1.0]
 
 
+def test_a_statement_time_out_is_logged_as_one_not_as_an_outage(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    from psycopg.errors import QueryCanceled
+    from sqlalchemy.exc import OperationalError
+    monkeypatch.setattr(process.time, "sleep", lambda _: None)
+    left = [QueryCanceled("canceling statement due to statement timeout")]
+
+    def work() -> int:
+        if left:
+            raise OperationalError("UPDATE items", {}, left.pop())
+        return 7
+    assert process.with_database(get_settings(), work) == 7
+    assert "database statement cancelled (time-out), retrying in 0.5 s" in caplog.text
+
+
 def test_a_local_file_gone_before_it_is_read_fails_alone_with_the_reason(sessions: sessionmaker,
                                                                        tmp_path: Path) -> None:
     """`denocap run` reads each file when it is stored, not all at first: one may vanish in between."""
