@@ -16,6 +16,7 @@ from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 PROFILE_MOST = 16 * 1024**2  # bytes of a colour profile kept; a printer's can pass Pillow's 1 MB for a PNG chunk
 PngImagePlugin.MAX_TEXT_CHUNK = PROFILE_MOST  # so a PNG with one (its own output, a user's) reads back
+EXIF_MOST = 65_527  # what one JPEG APP1 segment holds
 THUMBNAIL_PROFILE_MOST = 65_519  # one JPEG APP2 segment: a phone's profile is a few KB, a thumbnail stays small
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", ".ppm",
                   ".pgm", ".pbm", ".pnm"}  # what a folder contributes
@@ -44,6 +45,7 @@ class Picture:
     alpha: np.ndarray | None  # (H, W) float32 in [0, 1], kept untouched through the pipeline
     bit_depth: int  # 8 or 16, the depth the PNG output is written in
     icc: bytes | None = None  # the source's colour profile (a phone's Display P3, Adobe RGB), written into its PNGs
+    exif: bytes | None = None  # the source's EXIF (camera, capture time), orientation 1, written into its PNGs
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -54,7 +56,8 @@ def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
         picture, orientation = _pixels(img, data)
-        return _upright(replace(picture, icc=_profile(img.info.get("icc_profile"))), orientation)
+        metadata = replace(picture, icc=_profile(img.info.get("icc_profile")), exif=_upright_exif(img.info.get("exif")))
+        return _upright(metadata, orientation)
 
 
 def _profile(icc: bytes | None) -> bytes | None:
@@ -62,6 +65,28 @@ def _profile(icc: bytes | None) -> bytes | None:
     valid = (icc is not None and 132 <= len(icc) <= PROFILE_MOST and int.from_bytes(icc[:4]) == len(icc)
              and icc[36:40] == b"acsp")
     return icc if valid else None
+
+
+def _upright_exif(exif: bytes | None) -> bytes | None:
+    """The photo's EXIF (camera, lens, capture time: what a photo library sorts by) as a PNG's eXIf chunk holds it,
+    its orientation set to 1, as the pixels are turned already; None if there is none or it is not well formed."""
+    tiff = (exif or b"").removeprefix(b"Exif\0\0")
+    order = {b"II*\0": "<", b"MM\0*": ">"}.get(tiff[:4])
+    if order is None or len(tiff) > EXIF_MOST:
+        return None
+    out = bytearray(tiff)
+    try:
+        (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+        (count,) = struct.unpack_from(order + "H", tiff, ifd)
+        for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+            tag, kind = struct.unpack_from(order + "HH", tiff, entry)
+            if tag == ORIENTATION:
+                if kind != 3:  # not a SHORT: no safe way to say "upright"
+                    return None
+                struct.pack_into(order + "H", out, entry + 8, 1)
+    except struct.error:  # offsets past the end
+        return None
+    return bytes(out)
 
 
 def _pixels(img: Image.Image, data: bytes) -> tuple[Picture, int]:
@@ -290,17 +315,17 @@ def encode_png(picture: Picture) -> bytes:
     ok, png = cv2.imencode(".png", arr[..., 0] if arr.shape[2] == 1 else arr,
                            [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
     assert ok, "OpenCV encodes every 1-, 3- or 4-channel 8- or 16-bit image"
-    return _with_profile(png.tobytes(), picture.icc, b"GRAY" if arr.shape[2] == 1 else b"RGB ")
+    space, chunks = b"GRAY" if arr.shape[2] == 1 else b"RGB ", []
+    if picture.icc is not None and picture.icc[16:20] == space:  # a CMYK profile does not describe the RGB made of it
+        chunks.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(picture.icc)))  # name, method 0 (zlib)
+    if picture.exif is not None:
+        chunks.append(_chunk(b"eXIf", picture.exif))
+    png_bytes = png.tobytes()
+    return png_bytes[:33] + b"".join(chunks) + png_bytes[33:]  # after the signature (8) and IHDR (25): OpenCV writes none
 
 
-def _with_profile(png: bytes, icc: bytes | None, space: bytes) -> bytes:
-    """The PNG with an iCCP chunk after IHDR (OpenCV writes none), when the profile is for the PNG's colour space:
-    a CMYK photo's profile does not describe the RGB it was converted to."""
-    if icc is None or icc[16:20] != space:
-        return png
-    body = b"ICC profile\0\0" + zlib.compress(icc)  # name, compression method 0 (zlib)
-    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
-    return png[:33] + chunk + png[33:]  # signature (8) + IHDR (25)
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def thumbnail_jpeg(png_bytes: bytes, size: int) -> bytes:

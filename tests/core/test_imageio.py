@@ -357,3 +357,28 @@ def test_a_raw_dng_is_refused_not_read_as_its_preview() -> None:
     for read in (decode, probe):  # refused when submitted too, not only when processed
         with pytest.raises(ImageError, match=r"raw camera files \(DNG\) are not supported"):
             read(buf.getvalue(), LIMITS)
+
+
+def test_a_photos_exif_is_kept_in_its_png_upright() -> None:
+    """Camera, lens and capture time are what a photo library sorts by; the orientation says 1, as the pixels are
+    turned already (a viewer would otherwise turn them again)."""
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Canon"
+    exif.get_ifd(0x8769)[0x9003] = "2026:12:04 20:00:00"  # DateTimeOriginal, in the Exif sub-IFD
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(8, 12)).save(buf, format="JPEG", exif=exif.tobytes())
+    pic = decode(buf.getvalue(), LIMITS)
+    assert pic.pixels.shape == (12, 8, 3)
+    out = Image.open(io.BytesIO(encode_png(pic))).getexif()
+    assert out[0x0112] == 1 and out[0x010F] == "Canon" and out.get_ifd(0x8769)[0x9003] == "2026:12:04 20:00:00"
+    assert np.array_equal(decode(encode_png(pic), LIMITS).pixels, pic.pixels)  # not turned again
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+@pytest.mark.parametrize("exif", [b"Exif\0\0II*\0\xff\xff\0\0", b"Exif\0\0not a tiff at all",
+                                  b"Exif\0\0II*\0\x08\0\0\0\x01\0\x12\x01\x02\0\x02\0\0\0" + b"6\0\0\0\0\0\0\0"])
+def test_exif_that_is_not_well_formed_or_whose_orientation_is_not_a_number_is_dropped(exif: bytes) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(8, 12)).save(buf, format="JPEG", exif=exif)
+    pic = decode(buf.getvalue(), LIMITS)
+    assert pic.exif is None and "exif" not in Image.open(io.BytesIO(encode_png(pic))).info
