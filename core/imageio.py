@@ -69,7 +69,8 @@ def _profile(icc: bytes | None) -> bytes | None:
 
 def _upright_exif(exif: bytes | None) -> bytes | None:
     """The photo's EXIF (camera, lens, capture time: what a photo library sorts by) as a PNG's eXIf chunk holds it,
-    its orientation set to 1, as the pixels are turned already; None if there is none or it is not well formed."""
+    its orientation set to 1, as the pixels are turned already, and without its thumbnail (IFD1: the photo as it was
+    before denoising, in the old orientation); None if there is none or it is not well formed."""
     tiff = (exif or b"").removeprefix(b"Exif\0\0")
     order = {b"II*\0": "<", b"MM\0*": ">"}.get(tiff[:4])
     if order is None or len(tiff) > EXIF_MOST:
@@ -79,11 +80,12 @@ def _upright_exif(exif: bytes | None) -> bytes | None:
         (ifd,) = struct.unpack_from(order + "I", tiff, 4)
         (count,) = struct.unpack_from(order + "H", tiff, ifd)
         for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
-            tag, kind = struct.unpack_from(order + "HH", tiff, entry)
+            tag, kind, values = struct.unpack_from(order + "HHI", tiff, entry)
             if tag == ORIENTATION:
-                if kind != 3:  # not a SHORT: no safe way to say "upright"
+                if (kind, values) != (3, 1):  # not one SHORT: no safe way to say "upright"
                     return None
                 struct.pack_into(order + "H", out, entry + 8, 1)
+        struct.pack_into(order + "I", out, ifd + 2 + 12 * count, 0)  # no next IFD
     except struct.error:  # offsets past the end
         return None
     return bytes(out)

@@ -374,9 +374,22 @@ def test_a_photos_exif_is_kept_in_its_png_upright() -> None:
     assert np.array_equal(decode(encode_png(pic), LIMITS).pixels, pic.pixels)  # not turned again
 
 
-@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_the_cameras_thumbnail_of_the_photo_as_it_was_is_not_kept() -> None:
+    entry = struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0)  # IFD0: orientation 6, then IFD1 at 26: a JPEG thumbnail
+    exif = b"Exif\0\0II*\0" + struct.pack("<IH", 8, 1) + entry + struct.pack("<IH", 26, 1) + \
+        struct.pack("<HHIHH", 0x0103, 3, 1, 6, 0) + struct.pack("<I", 0)
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(8, 12)).save(buf, format="JPEG", exif=exif)
+    from PIL.ExifTags import IFD
+    assert Image.open(io.BytesIO(buf.getvalue())).getexif().get_ifd(IFD.IFD1)  # the source has one
+    assert not Image.open(io.BytesIO(encode_png(decode(buf.getvalue(), LIMITS)))).getexif().get_ifd(IFD.IFD1)
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data", "ignore:Metadata Warning")
 @pytest.mark.parametrize("exif", [b"Exif\0\0II*\0\xff\xff\0\0", b"Exif\0\0not a tiff at all",
-                                  b"Exif\0\0II*\0\x08\0\0\0\x01\0\x12\x01\x02\0\x02\0\0\0" + b"6\0\0\0\0\0\0\0"])
+                                  b"Exif\0\0II*\0\x08\0\0\0\x01\0\x12\x01\x02\0\x02\0\0\0" + b"6\0\0\0\0\0\0\0",
+                                  (b"Exif\0\0II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x03\0\0\0\x1a\0\0\0\0\0\0\0"
+                                   b"\x06\0\x06\0\x06\0")])  # three SHORTs stored elsewhere: their offset is no value
 def test_exif_that_is_not_well_formed_or_whose_orientation_is_not_a_number_is_dropped(exif: bytes) -> None:
     buf = io.BytesIO()
     Image.fromarray(smooth_image(8, 12)).save(buf, format="JPEG", exif=exif)
