@@ -75,7 +75,7 @@ def _upright_exif(exif: bytes | None) -> bytes | None:
     order = {b"II*\0": "<", b"MM\0*": ">"}.get(tiff[:4])
     if order is None or len(tiff) > EXIF_MOST:
         return None
-    out = bytearray(tiff)
+    out, turned, sub = bytearray(tiff), False, 0
     try:
         (ifd,) = struct.unpack_from(order + "I", tiff, 4)
         (count,) = struct.unpack_from(order + "H", tiff, ifd)
@@ -84,11 +84,25 @@ def _upright_exif(exif: bytes | None) -> bytes | None:
             if tag == ORIENTATION:
                 if (kind, values) != (3, 1):  # not one SHORT: no safe way to say "upright"
                     return None
+                turned = struct.unpack_from(order + "H", tiff, entry + 8)[0] >= 5  # a quarter turn: width is height
                 struct.pack_into(order + "H", out, entry + 8, 1)
+            elif tag == EXIF_IFD:
+                sub = struct.unpack_from(order + "I", tiff, entry + 8)[0]
         struct.pack_into(order + "I", out, ifd + 2 + 12 * count, 0)  # no next IFD
+        if turned and sub:
+            _swap_dimensions(tiff, out, order, sub)
     except struct.error:  # offsets past the end
         return None
     return bytes(out)
+
+
+def _swap_dimensions(tiff: bytes, out: bytearray, order: str, ifd: int) -> None:
+    """The Exif IFD's PixelXDimension and PixelYDimension swapped in `out`: the photo was turned a quarter."""
+    (count,) = struct.unpack_from(order + "H", tiff, ifd)
+    entries = {struct.unpack_from(order + "H", tiff, e)[0]: e for e in range(ifd + 2, ifd + 2 + 12 * count, 12)}
+    if PIXEL_X in entries and PIXEL_Y in entries:
+        x, y = entries[PIXEL_X], entries[PIXEL_Y]
+        out[x + 2:x + 12], out[y + 2:y + 12] = tiff[y + 2:y + 12], tiff[x + 2:x + 12]  # type, count and value
 
 
 def _pixels(img: Image.Image, data: bytes) -> tuple[Picture, int]:
@@ -127,6 +141,7 @@ def _upright(picture: Picture, orientation: int) -> Picture:
 
 
 ORIENTATION = 0x0112  # the EXIF tag, and TIFF's of the same number and meaning
+EXIF_IFD, PIXEL_X, PIXEL_Y = 0x8769, 0xA002, 0xA003  # EXIF: the Exif IFD's offset; the width and height in it
 PHOTOMETRIC = 262  # TIFF: 0 = MinIsWhite (0 is white)
 PLANAR = 284  # TIFF: 2 = one plane a sample ("per channel"), 1 = interleaved
 EXTRA_SAMPLES = 338  # TIFF: 1 = alpha premultiplied into the colours ("associated"), 2 = not

@@ -365,12 +365,14 @@ def test_a_photos_exif_is_kept_in_its_png_upright() -> None:
     exif = Image.Exif()
     exif[0x0112], exif[0x010F] = 6, "Canon"
     exif.get_ifd(0x8769)[0x9003] = "2026:12:04 20:00:00"  # DateTimeOriginal, in the Exif sub-IFD
+    exif.get_ifd(0x8769)[0xA002], exif.get_ifd(0x8769)[0xA003] = 12, 8  # PixelXDimension, PixelYDimension
     buf = io.BytesIO()
     Image.fromarray(smooth_image(8, 12)).save(buf, format="JPEG", exif=exif.tobytes())
     pic = decode(buf.getvalue(), LIMITS)
     assert pic.pixels.shape == (12, 8, 3)
     out = Image.open(io.BytesIO(encode_png(pic))).getexif()
     assert out[0x0112] == 1 and out[0x010F] == "Canon" and out.get_ifd(0x8769)[0x9003] == "2026:12:04 20:00:00"
+    assert (out.get_ifd(0x8769)[0xA002], out.get_ifd(0x8769)[0xA003]) == (8, 12)  # as turned
     assert np.array_equal(decode(encode_png(pic), LIMITS).pixels, pic.pixels)  # not turned again
 
 
