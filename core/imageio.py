@@ -122,7 +122,22 @@ def _pixels(img: Image.Image, data: bytes) -> tuple[Picture, int]:
         raise ImageError(UNSUPPORTED_TIFF)
     white_is_zero = img.format == "TIFF" and img.tag_v2.get(PHOTOMETRIC) == 0  # Pillow inverts 8-bit ones only
     img.load()
-    return _to_picture(img, white_is_zero), _orientation(img)
+    return _to_picture(_srgb(img), white_is_zero), _orientation(img)
+
+
+def _srgb(img: Image.Image) -> Image.Image:
+    """A CMYK photo (print work) made RGB through its own profile, as a colour-managed viewer shows it; Pillow's
+    formula alone (R = 255 - C - K) shows it more saturated and darker. Without a profile, or with one LittleCMS
+    cannot use, the formula it is."""
+    icc = _profile(img.info.get("icc_profile"))
+    if img.mode != "CMYK" or icc is None or icc[16:20] != b"CMYK":
+        return img
+    from PIL import ImageCms
+    try:
+        return ImageCms.profileToProfile(img, ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+                                         ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except ImageCms.PyCMSError:
+        return img
 
 
 def _orientation(img: Image.Image) -> int:

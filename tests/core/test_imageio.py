@@ -1,6 +1,7 @@
 import io
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -397,3 +398,39 @@ def test_exif_that_is_not_well_formed_or_whose_orientation_is_not_a_number_is_dr
     Image.fromarray(smooth_image(8, 12)).save(buf, format="JPEG", exif=exif)
     pic = decode(buf.getvalue(), LIMITS)
     assert pic.exif is None and "exif" not in Image.open(io.BytesIO(encode_png(pic))).info
+
+
+def _cmyk_profile(lab_of: Callable[[int, int, int, int], tuple[float, float, float]], tags: bool = True) -> bytes:
+    """A small ICC v2 CMYK printer profile: its A2B0 table maps the 16 corners of CMYK to Lab, lab_of(c, m, y, k)."""
+    def s15(*values: float) -> bytes:
+        return b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+    corners = [lab_of(c, m, y, k) for c in (0, 1) for m in (0, 1) for y in (0, 1) for k in (0, 1)]
+    clut = b"".join(struct.pack(">HHH", round(L / 100 * 0xFF00), round((a + 128) * 256), round((b + 128) * 256))
+                    for L, a, b in corners)  # v2 16-bit Lab
+    ramp = struct.pack(">HH", 0, 65535)
+    lut = b"mft2\0\0\0\0" + bytes([4, 3, 2, 0]) + s15(1, 0, 0, 0, 1, 0, 0, 0, 1) + struct.pack(">HH", 2, 2) + \
+        ramp * 4 + clut + ramp * 3
+    desc = b"desc\0\0\0\0" + struct.pack(">I", 5) + b"test\0" + bytes(82)
+    body = [(b"desc", desc), (b"wtpt", b"XYZ \0\0\0\0" + s15(0.9642, 1.0, 0.8249)), (b"A2B0", lut if tags else desc)]
+    offset, table, data = 128 + 4 + 12 * len(body), b"", b""
+    for signature, tag in body:
+        tag += bytes(-len(tag) % 4)
+        table, data = table + signature + struct.pack(">II", offset + len(data), len(tag)), data + tag
+    header = struct.pack(">I", offset + len(data)) + b"lcms" + struct.pack(">I", 0x02100000) + b"prtrCMYKLab " + \
+        bytes(12) + b"acsp" + bytes(28) + s15(0.9642, 1.0, 0.8249) + bytes(48)
+    return header + struct.pack(">I", len(body)) + table + data
+
+
+def test_a_cmyk_photo_is_made_rgb_through_its_own_profile() -> None:
+    from PIL import ImageCms
+    icc = _cmyk_profile(lambda c, m, y, k: (95 * (1 - k) * (1 - 0.4 * c), -45 * c, -35 * c))  # a cyan ink's
+    cmyk = Image.new("CMYK", (4, 1))
+    cmyk.putdata([(0, 0, 0, 0), (255, 0, 0, 0), (128, 0, 0, 0), (0, 0, 0, 128)])
+    managed = ImageCms.profileToProfile(cmyk, ImageCms.ImageCmsProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB"),
+                                        outputMode="RGB")
+    for profile, expected in ((icc, managed), (_cmyk_profile(lambda *_: (50, 0, 0), tags=False), cmyk.convert("RGB"))):
+        buf = io.BytesIO()
+        cmyk.save(buf, format="TIFF", icc_profile=profile)  # lossless, so the colours compare exactly
+        pic = decode(buf.getvalue(), LIMITS)  # a profile LittleCMS cannot use: Pillow's formula, not a failure
+        assert np.array_equal(np.round(pic.pixels * 255), np.asarray(expected, np.float32))
+    assert not np.array_equal(np.asarray(managed), np.asarray(cmyk.convert("RGB")))
