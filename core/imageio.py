@@ -269,13 +269,34 @@ def _open_stream(stream: BinaryIO, size: int, limits: Limits) -> Image.Image:
         if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:  # a phone's default: say what to do
             raise ImageError("HEIC/HEIF images are not supported; export the photo as JPEG (or set the phone's "
                              "camera to 'most compatible')") from None
-        raise
+        stream.seek(0)
+        if not head.startswith(PNG_SIGNATURE) or (repaired := _without_broken_metadata(stream.read())) is None:
+            raise
+        img = Image.open(io.BytesIO(repaired))
     if img.format == "TIFF" and DNG_VERSION in img.tag_v2:  # Pillow would read its small preview
         raise ImageError("raw camera files (DNG) are not supported; export the photo as TIFF or JPEG")
     _check_size(img.size, limits)
     return img
 
 
+def _without_broken_metadata(png: bytes) -> bytes | None:
+    """The PNG without its ancillary chunks (text, time, ...) whose checksum fails, as browsers and libpng show it;
+    Pillow refuses the whole file. None when there are none."""
+    out, pos, dropped = bytearray(png[:8]), 8, False
+    while pos + 12 <= len(png):
+        (length,) = struct.unpack_from(">I", png, pos)
+        end = pos + 12 + length
+        kind, body = png[pos + 4:pos + 8], png[pos + 8:end - 4]
+        broken = end > len(png) or struct.unpack_from(">I", png, end - 4)[0] != zlib.crc32(kind + body)
+        if broken and kind[0] & 32:  # ancillary: a lower-case first letter
+            dropped = True
+        else:
+            out += png[pos:end]
+        pos = end
+    return bytes(out + png[pos:]) if dropped else None
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UNSUPPORTED_TIFF = ("TIFF with a sample format or layout that is not supported (float, signed or 32-bit colour "
                     "samples, or extra channels)")
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little and big endian, classic and BigTIFF

@@ -434,3 +434,15 @@ def test_a_cmyk_photo_is_made_rgb_through_its_own_profile() -> None:
         pic = decode(buf.getvalue(), LIMITS)  # a profile LittleCMS cannot use: Pillow's formula, not a failure
         assert np.array_equal(np.round(pic.pixels * 255), np.asarray(expected, np.float32))
     assert not np.array_equal(np.asarray(managed), np.asarray(cmyk.convert("RGB")))
+
+
+def test_a_png_whose_metadata_has_a_bad_checksum_is_read_as_browsers_show_it() -> None:
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "scanned 1998")
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image()).save(buf, format="PNG", pnginfo=info)
+    data = bytearray(buf.getvalue())
+    at = data.index(b"tEXt")
+    data[at + 4 + struct.unpack(">I", data[at - 4:at])[0]] ^= 1  # a bit of its checksum flipped: Pillow refused it
+    assert np.array_equal(decode(bytes(data), LIMITS).pixels, decode(buf.getvalue(), LIMITS).pixels)
