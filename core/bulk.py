@@ -82,7 +82,7 @@ def unnamed_note(unnamed: list[Path]) -> str:
             f"({', '.join(f'{n} {kind}' for kind, n in kinds)}); name a file on the command line to include it")
 
 
-def _is_image_name(name: str) -> bool:
+def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -101,10 +101,10 @@ def _candidates(top: Path, unnamed: list[Path]) -> Iterator[Path]:
             dirs[:] = []
             continue
         visited.add((st.st_dev, st.st_ino))
-        yield from (here / n for n in sorted(names + dirs) if _is_image_name(n))
+        yield from (here / n for n in sorted(names + dirs) if is_image_name(n))
         if not any(part.startswith(".") for part in here.relative_to(top).parts):  # not a .git's insides
-            unnamed += (here / n for n in sorted(names) if not _is_image_name(n) and not n.startswith("."))
-        dirs[:] = sorted(d for d in dirs if not _is_image_name(d))
+            unnamed += (here / n for n in sorted(names) if not is_image_name(n) and not n.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not is_image_name(d))
 
 
 class State(BaseModel):

@@ -55,9 +55,9 @@ class Picture:
 def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
-        picture, orientation = _pixels(img, data)
-        metadata = replace(picture, icc=_profile(img.info.get("icc_profile")), exif=_upright_exif(img.info.get("exif")))
-        return _upright(metadata, orientation)
+        icc = _profile(img.info.get("icc_profile"))
+        picture, orientation = _pixels(img, data, icc)
+        return _upright(replace(picture, icc=icc, exif=_upright_exif(img.info.get("exif"))), orientation)
 
 
 def _profile(icc: bytes | None) -> bytes | None:
@@ -105,7 +105,7 @@ def _swap_dimensions(tiff: bytes, out: bytearray, order: str, ifd: int) -> None:
         out[x + 2:x + 12], out[y + 2:y + 12] = tiff[y + 2:y + 12], tiff[x + 2:x + 12]  # type, count and value
 
 
-def _pixels(img: Image.Image, data: bytes) -> tuple[Picture, int]:
+def _pixels(img: Image.Image, data: bytes, icc: bytes | None) -> tuple[Picture, int]:
     """The pixels and alpha as stored, in the depth stored, and the EXIF orientation that turns them upright."""
     if _is_deep(img, data):
         if img.format == "PPM":
@@ -122,14 +122,13 @@ def _pixels(img: Image.Image, data: bytes) -> tuple[Picture, int]:
         raise ImageError(UNSUPPORTED_TIFF)
     white_is_zero = img.format == "TIFF" and img.tag_v2.get(PHOTOMETRIC) == 0  # Pillow inverts 8-bit ones only
     img.load()
-    return _to_picture(_srgb(img), white_is_zero), _orientation(img)
+    return _to_picture(_srgb(img, icc), white_is_zero), _orientation(img)
 
 
-def _srgb(img: Image.Image) -> Image.Image:
+def _srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
     """A CMYK photo (print work) made RGB through its own profile, as a colour-managed viewer shows it; Pillow's
     formula alone (R = 255 - C - K) shows it more saturated and darker. Without a profile, or with one LittleCMS
     cannot use, the formula it is."""
-    icc = _profile(img.info.get("icc_profile"))
     if img.mode != "CMYK" or icc is None or icc[16:20] != b"CMYK":
         return img
     from PIL import ImageCms
