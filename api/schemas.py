@@ -31,6 +31,7 @@ class ResultOut(BaseModel):
     denoiser_version: str
     captioner_version: str
     timings: dict[str, float]
+    notes: list[str] = []  # what the user should know of how the file was read or denoised
 
 
 class ItemOut(BaseModel):

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the rest loads inside the commands that need it, keeping `-
 
     from core import bulk, submit
     from core.client import Client
+    from core.imageio import Limits, Picture
     from core.options import BatchOptions
     from core.tables import Batch
 
@@ -113,6 +114,7 @@ def run(
             print_rows(batch)
         else:
             console.print(result_table(batch))
+            print_notes(batch)
         failed = sum(i.state == ItemState.failed for i in batch.items)
     (err if as_json else console).print(
         f"batch {batch_id}: {len(uploads) - failed} done, {failed} failed; database {settings.database_url}")
@@ -151,6 +153,26 @@ def result_table(batch: Batch) -> Table:
         table.add_row(escape(item.filename), item.state.value, f"{r.sigma_estimate:.1f}", psnr, ssim,
                       escape(r.caption), escape(r.caption_noisy))
     return table
+
+
+def print_notes(batch: Batch) -> None:
+    """Under the table, what the user should know of an image (only a file's first page was processed)."""
+    for item in batch.items:
+        for note in item.result.notes if item.result else ():
+            console.print(escape(f"{item.filename}: {note}"))
+
+
+def read_image(path: Path, limits: Limits) -> Picture:
+    """decode_file, with what the user should know of how it was read on stderr (only its first page)."""
+    from core.imageio import decode_file
+    picture = decode_file(path, limits)
+    tell(path, picture)
+    return picture
+
+
+def tell(path: Path, picture: Picture) -> None:
+    for note in picture.notes:
+        typer.echo(f"{path.name}: {note}", err=True)
 
 
 def _num(value: float | None) -> str:
@@ -202,7 +224,7 @@ def noise(in_dir: Path, out: Path, sigma: Annotated[float, typer.Option(min=0, m
 
     from core import submit
     from core.bulk import write_file
-    from core.imageio import ImageError, decode_file, encode_png
+    from core.imageio import ImageError, encode_png
     from core.pipeline import add_noise
     files = image_files([in_dir])
     outputs = out_dir(out, files)
@@ -210,7 +232,7 @@ def noise(in_dir: Path, out: Path, sigma: Annotated[float, typer.Option(min=0, m
     failed = 0
     for i, path in enumerate(files):
         try:
-            noisy = add_noise(decode_file(path, limits), sigma, seed + i)
+            noisy = add_noise(read_image(path, limits), sigma, seed + i)
             write_file(outputs[path], encode_png(replace(noisy, pixels=np.clip(noisy.pixels, 0, 1))))
         except (ImageError, OSError) as e:
             typer.echo(f"{path.name}: {_reason(e)}", err=True)
@@ -253,6 +275,7 @@ def denoise(
         start = time.perf_counter()
         try:
             denoised, estimate = run_denoiser(decode_file(path, runtime.limits), fixed, net, runtime)
+            tell(path, denoised)  # how it was read, and a denoiser that gave nothing usable
             write_file(outputs[path], encode_png(denoised))
         except (ImageError, OSError) as e:
             typer.echo(f"{path.name}: {_reason(e)}", err=True)
@@ -286,7 +309,7 @@ def compare(ref_dir: Path, test_dir: Path, csv_out: Annotated[Path | None, typer
             json_out: Annotated[Path | None, typer.Option("--json")] = None) -> None:
     """PSNR/SSIM of each TEST image against the REF image of the same name (stem); BRISQUE where none."""
     from core import quality, submit
-    from core.imageio import ImageError, decode_file
+    from core.imageio import ImageError
     from core.pipeline import PSNR_CAP
     for given in (csv_out, json_out):
         if given is not None and not given.parent.is_dir():
@@ -300,8 +323,8 @@ def compare(ref_dir: Path, test_dir: Path, csv_out: Annotated[Path | None, typer
     failed = 0
     for path in image_files([test_dir]):
         try:
-            test = decode_file(path, limits).pixels
-            ref = decode_file(refs[path.stem], limits).pixels if path.stem in refs else None
+            test = read_image(path, limits).pixels
+            ref = read_image(refs[path.stem], limits).pixels if path.stem in refs else None
         except (ImageError, OSError) as e:
             typer.echo(f"{path.name}: {_reason(e)}", err=True)
             failed += 1
@@ -369,7 +392,7 @@ def caption_images(paths: list[Path],
                                                                "classifier (grounding.json)")] = True) -> None:
     """Caption image files (the word 'images' may be left out; denoise first for the service's behaviour)."""
     from core import submit
-    from core.imageio import ImageError, decode_file
+    from core.imageio import ImageError
     from models.registry import ModelError, load_captioner
     settings = get_settings()
     files = image_files(paths)
@@ -384,7 +407,7 @@ def caption_images(paths: list[Path],
     limits, failed = submit.limits_of(settings), 0
     for path in files:
         try:
-            pixels = decode_file(path, limits).pixels
+            pixels = read_image(path, limits).pixels
         except (ImageError, OSError) as e:
             typer.echo(f"{path.name}: {_reason(e)}", err=True)
             failed += 1
@@ -793,7 +816,7 @@ def results_cmd(
     threads: Annotated[int, typer.Option(min=1, max=32, help="downloads at once")] = 4,
     url: Url = None, key: Key = None,
 ) -> None:
-    """Every item's row (file, state, estimated noise, scores, both captions, model versions, error) as
+    """Every item's row (file, state, estimated noise, scores, both captions, model versions, error, notes) as
     OUT/results.csv or .jsonl, and the denoised images under their upload's names (a second run skips what it fetched before;
     a folder holding another batch's results, or a file of one of those names, is refused)."""
     from core import bulk

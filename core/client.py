@@ -159,11 +159,13 @@ def _detail(response: httpx.Response) -> str:
 
 
 ROW_FIELDS = ["file", "state", "sigma_estimate", "psnr_noisy", "psnr", "ssim_noisy", "ssim", "brisque_noisy",
-              "brisque", "caption", "caption_noisy", "denoiser_version", "captioner_version", "error", "item_id"]
+              "brisque", "caption", "caption_noisy", "denoiser_version", "captioner_version", "error", "notes",
+              "item_id"]
 
 
 def item_row(item: ItemOut) -> dict[str, object]:
     """One flat row per item, the same for `denocap results` and `denocap run --json`."""
     r = item.result
     scores = {k: getattr(r, k) if r else None for k in ROW_FIELDS[2:13]}
-    return {"file": item.filename, "state": item.state.value, **scores, "error": item.error, "item_id": item.id}
+    return {"file": item.filename, "state": item.state.value, **scores, "error": item.error,
+            "notes": "; ".join(r.notes) if r else None, "item_id": item.id}

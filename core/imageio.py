@@ -46,6 +46,7 @@ class Picture:
     bit_depth: int  # 8 or 16, the depth the PNG output is written in
     icc: bytes | None = None  # the source's colour profile (a phone's Display P3, Adobe RGB), written into its PNGs
     exif: bytes | None = None  # the source's EXIF (camera, capture time), orientation 1, written into its PNGs
+    notes: tuple[str, ...] = ()  # what the user is told of how it was read or made (only a file's first page)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -57,7 +58,26 @@ def decode(data: bytes, limits: Limits) -> Picture:
         img = _open(data, limits)
         icc = _profile(img.info.get("icc_profile"))
         picture, orientation = _pixels(img, data, icc)
-        return _upright(replace(picture, icc=icc, exif=_upright_exif(img.info.get("exif"))), orientation)
+        picture = replace(picture, icc=icc, exif=_upright_exif(img.info.get("exif")))
+        return _upright(replace(picture, notes=_first_only(img)), orientation)  # last: it moves to other frames
+
+
+def _first_only(img: Image.Image) -> tuple[str, ...]:
+    """A note when the file holds more pictures than the first, which is the one read: an animation's frames, a
+    multi-page TIFF's full-size pages (not its reduced-size ones, thumbnails). A phone's JPEG that carries a second,
+    smaller picture (Pillow's MPO) is one photo. A frame that cannot be counted stops the count, not the decode."""
+    try:
+        frames = getattr(img, "n_frames", 1) if img.format in ("GIF", "PNG", "WEBP", "TIFF") else 1
+        if img.format != "TIFF" and frames > 1:
+            return (f"an animated {img.format} of {frames} frames: only the first frame was processed",)
+        pages = 0
+        for frame in range(frames if img.format == "TIFF" else 0):
+            img.seek(frame)
+            pages += not img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1
+    except Exception:  # noqa: BLE001 - a broken later frame of a file whose first one decoded
+        return ()
+    pages_note = f"a TIFF of {pages} pages: only the first page was processed; save each page as its own file"
+    return (f"{pages_note} to process them all",) if pages > 1 else ()
 
 
 def _profile(icc: bytes | None) -> bytes | None:
@@ -156,6 +176,7 @@ def _upright(picture: Picture, orientation: int) -> Picture:
 
 ORIENTATION = 0x0112  # the EXIF tag, and TIFF's of the same number and meaning
 EXIF_IFD, PIXEL_X, PIXEL_Y = 0x8769, 0xA002, 0xA003  # EXIF: the Exif IFD's offset; the width and height in it
+NEW_SUBFILE_TYPE = 254  # TIFF: bit 0 set = a reduced-size copy of another page (a thumbnail)
 PHOTOMETRIC = 262  # TIFF: 0 = MinIsWhite (0 is white)
 PLANAR = 284  # TIFF: 2 = one plane a sample ("per channel"), 1 = interleaved
 EXTRA_SAMPLES = 338  # TIFF: 1 = alpha premultiplied into the colours ("associated"), 2 = not

@@ -17,6 +17,7 @@ from core.options import BatchOptions
 from models.registry import CaptionBackend, Denoiser, ModelError
 
 log = logging.getLogger(__name__)
+UNDENOISED = "the denoiser gave no usable result for this image: the denoised image is the input, unchanged"
 PSNR_CAP = 100.0  # dB: identical images have an infinite PSNR, which JSON cannot carry
 
 
@@ -131,13 +132,15 @@ def add_noise(picture: Picture, sigma: float, seed: int) -> Picture:
 
 def denoise(picture: Picture, sigma: float | None, denoiser: Denoiser, runtime: Runtime) -> tuple[Picture, float]:
     """The denoised picture and the estimated noise level (0-255). sigma (0-255) overrides the estimated map.
-    A result that is not finite everywhere (it never should be) gives the input back rather than black pixels."""
+    A result that is not finite everywhere (it never should be) gives the input back, with a note, rather than
+    black pixels."""
     (pixels,), (level,) = denoiser.many([picture.pixels], [None if sigma is None else sigma / 255.0],
                                         runtime.tile, runtime.overlap)
+    notes = picture.notes
     if not np.isfinite(pixels).all():
         log.warning("the denoiser returned non-finite pixels; keeping the input")
-        pixels = np.clip(np.nan_to_num(picture.pixels), 0, 1)
-    return replace(picture, pixels=pixels), (level * 255.0 if math.isfinite(level) else 0.0)
+        pixels, notes = np.clip(np.nan_to_num(picture.pixels), 0, 1), (*notes, UNDENOISED)
+    return replace(picture, pixels=pixels, notes=notes), (level * 255.0 if math.isfinite(level) else 0.0)
 
 
 def _metrics(noisy: Picture, denoised: Picture, reference: Picture | None) -> dict[str, float | None]:

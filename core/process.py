@@ -154,7 +154,8 @@ class DatabaseSink:
                 brisque_noisy=r.metrics.get("brisque_noisy"), brisque=r.metrics.get("brisque"),
                 caption=r.caption, caption_noisy=r.caption_noisy,
                 denoiser_version=r.denoiser_version, captioner_version=r.captioner_version,
-                denoised_key=f"{prefix}/denoised.png", noisy_key=noisy_key, timings=r.timings))
+                denoised_key=f"{prefix}/denoised.png", noisy_key=noisy_key, timings=r.timings,
+                notes=list(r.denoised.notes)))
             item.state, item.error, item.finished_at = ItemState.done, None, _now()
             return item.batch_id
 

@@ -123,5 +123,6 @@ class Result(Base):
     denoised_key: Mapped[str] = mapped_column(String(255))
     noisy_key: Mapped[str] = mapped_column(String(255))
     timings: Mapped[dict] = mapped_column(JSON, default=dict)
+    notes: Mapped[list[str]] = mapped_column(JSON, default=list)  # what the user is told (only a file's first page)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     item: Mapped[Item] = relationship(back_populates="result")

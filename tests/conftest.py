@@ -93,6 +93,14 @@ def smooth_image(h: int = 64, w: int = 80, channels: int = 3, seed: int = 0) -> 
     return img[..., 0] if channels == 1 else img
 
 
+def many_frames(fmt: str, frames: int = 3, h: int = 64, w: int = 80) -> bytes:
+    """An animation (GIF, PNG, WEBP) or a multi-page TIFF of `frames` different smooth images."""
+    buf = io.BytesIO()
+    first, *rest = (Image.fromarray(smooth_image(h, w, seed=seed)) for seed in range(frames))
+    first.save(buf, format=fmt, save_all=True, append_images=rest, lossless=True)
+    return buf.getvalue()
+
+
 def tenant_id(session: Session, name: str = "tests") -> str:
     """The id of a tenant for service-level tests (made on first use)."""
     return tenants.tenant_named(session, name, create=True).id

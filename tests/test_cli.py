@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import png, smooth_image
+from tests.conftest import many_frames, png, smooth_image
 
 
 def denocap(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -34,6 +34,7 @@ def test_bad_files_fail_alone(env: dict[str, str], tmp_path: Path) -> None:
     (folder / "empty.png").write_bytes(b"")
     (folder / "text.jpg").write_bytes(b"this is not a jpeg")
     (folder / "cut.png").write_bytes(png(smooth_image(128, 128))[:300])
+    (folder / "scan.tif").write_bytes(many_frames("TIFF", 2))  # usable, with a note under the table
     with (folder / "huge.tif").open("wb") as sparse:  # a 2 GiB file that takes no disk
         sparse.truncate(2 * 1024**3)
     measured = ("import resource, subprocess, sys; out = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
@@ -42,7 +43,8 @@ def test_bad_files_fail_alone(env: dict[str, str], tmp_path: Path) -> None:
                          env={**os.environ, **env}, text=True, capture_output=True, timeout=300, check=True)
     code, peak_kib = map(int, out.stdout.split("\n", 1)[0].split())
     assert code == 1
-    assert "1 done, 4 failed" in out.stdout
+    assert "2 done, 4 failed" in out.stdout
+    assert "scan.tif: a TIFF of 2 pages: only the first page was processed" in out.stdout
     assert "empty file" in out.stdout and "not an image" in out.stdout and "truncated" in out.stdout
     assert "file is 2147483648 bytes" in out.stdout
     assert peak_kib < 1.5 * 1024**2, peak_kib  # the file was never read whole
@@ -90,12 +92,15 @@ def test_run_json_gives_one_object_per_image(env: dict[str, str], tmp_path: Path
     (tmp_path / "a.png").write_bytes(png(smooth_image(seed=1)))
     (tmp_path / "b.png").write_bytes(png(smooth_image(seed=2)))
     (tmp_path / "c.png").write_bytes(b"")
+    (tmp_path / "d.gif").write_bytes(many_frames("GIF", 4))
     out = denocap(env, "run", str(tmp_path), "--json")
     assert out.returncode == 1, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [(r["file"], r["state"]) for r in rows] == [("a.png", "done"), ("b.png", "done"), ("c.png", "failed")]
+    assert [(r["file"], r["state"]) for r in rows] == [("a.png", "done"), ("b.png", "done"), ("c.png", "failed"),
+                                                      ("d.gif", "done")]
     assert rows[0]["caption"] and rows[0]["sigma_estimate"] is not None and rows[2]["error"] == "empty file"
-    assert "2 done, 1 failed" in out.stderr
+    assert rows[0]["notes"] == "" and rows[3]["notes"] == "an animated GIF of 4 frames: only the first frame was processed"
+    assert "3 done, 1 failed" in out.stderr
 
 
 HEAVY = ("torch", "torchvision", "skimage", "cv2")

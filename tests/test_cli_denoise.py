@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.conftest import png, smooth_image
+from tests.conftest import many_frames, png, smooth_image
 from tests.test_cli import denocap
 
 
@@ -40,11 +40,13 @@ def test_denoise_reports_the_estimate_and_keeps_going_past_bad_files(env: dict[s
     (tmp_path / "in" / "zero.png").write_bytes(b"")
     (tmp_path / "in" / "huge.png").write_bytes(png(np.zeros((20000, 1), np.uint8)))
     (tmp_path / "in" / "IMG_7.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    (tmp_path / "in" / "scan.tif").write_bytes(many_frames("TIFF", 2))
     out = denocap(env, "denoise", str(tmp_path / "in"), str(tmp_path / "out"), "--sigma", "auto", "--ensemble", "2")
     assert out.returncode == 1
     assert "zero.png: empty file" in out.stderr and "huge.png: image is 1x20000" in out.stderr
     assert "skipped 1 file in the folders without an image suffix (1 .heic)" in out.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0.png", "img1.png"]
+    assert "scan.tif: a TIFF of 2 pages: only the first page was processed" in out.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img0.png", "img1.png", "scan.png"]
     assert Image.open(tmp_path / "out" / "img0.png").size == (96, 64)
     assert "img0.png" in out.stdout
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import png, smooth_image
+from tests.conftest import many_frames, png, smooth_image
 from tests.services import files
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def test_watch_a_batch_then_look_and_search(browser: Browser, stack: str, client
     assert key not in page.url and page.evaluate("document.cookie") == ""  # HttpOnly, never in a URL
 
     body = files(*[(f"photo{i}.png", png(smooth_image(120, 160, seed=20 + i))) for i in range(6)],
-                 ("broken.png", b"not an image"))
+                 ("broken.png", b"not an image"), ("scan.tif", many_frames("TIFF", 2, 120, 160)))
     batch = client.post("/batches", files=body, data={"add_noise": "25"}).json()
     page.reload()
     row = page.locator(f'tr[data-batch="{batch["id"]}"]')
@@ -64,8 +64,10 @@ def test_watch_a_batch_then_look_and_search(browser: Browser, stack: str, client
 
     row.locator("a").click()
     cards = page.locator(".card")
-    expect(cards).to_have_count(7)
+    expect(cards).to_have_count(8)
     expect(page.locator(".card.state-failed .error")).to_have_text("not an image (unknown format)")
+    expect(page.locator(".card .note")).to_have_text("a TIFF of 2 pages: only the first page was processed; save "
+                                                     "each page as its own file to process them all")
     page.wait_for_function("[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)")
     first = cards.first
     thumb = first.locator("img")

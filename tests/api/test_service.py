@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import png, smooth_image
+from tests.conftest import many_frames, png, smooth_image
 from tests.services import files, wait_batch
 
 pytestmark = pytest.mark.slow
@@ -106,13 +106,15 @@ def test_malformed_files_fail_alone_and_names_are_only_labels(client: httpx.Clie
     cut = png(smooth_image(128, 128))
     named = [("../../etc/passwd.png", good), ("ünïcødé 画像.png", good), ("bomb.png", bomb_png()),
              ("zero.png", b""), ("cut.png", cut[: len(cut) // 3]), ("tall.png", png(smooth_image(17000, 1, 1))),
-             ("GIF89a.jpg", b"GIF89a" + b"\x00" * 20), ("ok.png", good)]
+             ("GIF89a.jpg", b"GIF89a" + b"\x00" * 20), ("ok.png", good), ("moving.webp", many_frames("WEBP"))]
     r = client.post("/batches", files=files(*named))
     assert r.status_code == 201, r.text
     batch = wait_batch(client, r.json()["id"])
     items = {i["filename"]: i for i in client.get(f"/batches/{batch['id']}/items").json()["data"]}
     assert {n for n, i in items.items() if i["state"] == "done"} == {"../../etc/passwd.png", "ünïcødé 画像.png",
-                                                                      "ok.png"}
+                                                                      "ok.png", "moving.webp"}
+    assert items["ok.png"]["result"]["notes"] == []
+    assert items["moving.webp"]["result"]["notes"] == ["an animated WEBP of 3 frames: only the first frame was processed"]
     errors = {n: i["error"] for n, i in items.items() if i["state"] == "failed"}
     assert "30000x30000" in errors["bomb.png"] or "decompression bomb" in errors["bomb.png"]
     assert errors["zero.png"] == "empty file"

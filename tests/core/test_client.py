@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from core import bulk
-from core.client import Client, Conflict, Retry, Unauthorized, item_row
+from core.client import ROW_FIELDS, Client, Conflict, Retry, Unauthorized, item_row
 from core.options import BatchOptions
 
 BATCH = {"id": "b" * 32, "created_at": "2026-12-02T00:00:00Z", "options": {}, "total": 0,
@@ -57,7 +57,8 @@ def test_a_row_without_a_result_has_every_field() -> None:
                    deliveries=0, has_reference=False, created_at="2026-12-02T00:00:00Z", started_at=None,
                    finished_at=None, result=None)
     row = item_row(item)
-    assert row["file"] == "x.png" and row["error"] == "empty file" and row["caption"] is None and len(row) == 15
+    assert row["file"] == "x.png" and row["error"] == "empty file" and row["caption"] is None and row["notes"] is None
+    assert list(row) == ROW_FIELDS
 
 
 def test_a_server_whose_request_limit_is_under_the_chunk_gets_it_in_halves(monkeypatch: pytest.MonkeyPatch,

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from core.imageio import ImageError, Limits, decode, encode_png
-from tests.conftest import png, smooth_image
+from tests.conftest import many_frames, png, smooth_image
 
 LIMITS = Limits(max_bytes=5_000_000, max_pixels=4_000_000, max_side=4000)
 
@@ -446,3 +446,31 @@ def test_a_png_whose_metadata_has_a_bad_checksum_is_read_as_browsers_show_it() -
     at = data.index(b"tEXt")
     data[at + 4 + struct.unpack(">I", data[at - 4:at])[0]] ^= 1  # a bit of its checksum flipped: Pillow refused it
     assert np.array_equal(decode(bytes(data), LIMITS).pixels, decode(buf.getvalue(), LIMITS).pixels)
+
+
+@pytest.mark.parametrize("fmt, note", [("GIF", "an animated GIF of 3 frames: only the first frame was processed"),
+                                       ("PNG", "an animated PNG of 3 frames: only the first frame was processed"),
+                                       ("WEBP", "an animated WEBP of 3 frames: only the first frame was processed"),
+                                       ("TIFF", ("a TIFF of 3 pages: only the first page was processed; save each "
+                                                "page as its own file to process them all"))])
+def test_a_file_of_many_pictures_is_read_by_its_first_with_a_note_that_says_so(fmt: str, note: str) -> None:
+    picture = decode(many_frames(fmt), LIMITS)
+    first = Image.open(io.BytesIO(many_frames(fmt))).convert("RGB")
+    np.testing.assert_allclose(picture.pixels, np.asarray(first, np.float32) / 255)
+    assert picture.notes == (note,)
+    assert decode(png(smooth_image()), LIMITS).notes == ()
+
+
+def test_a_tiff_page_with_its_thumbnail_or_a_phones_jpeg_with_its_preview_is_one_picture() -> None:
+    import tifffile
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tif:
+        tif.write(smooth_image(64, 80), photometric="rgb")
+        tif.write(smooth_image(16, 20), photometric="rgb", subfiletype=1)  # a reduced-size copy
+    assert Image.open(io.BytesIO(buf.getvalue())).n_frames == 2
+    assert decode(buf.getvalue(), LIMITS).notes == ()
+    mpo = io.BytesIO()
+    Image.fromarray(smooth_image(64, 80)).save(mpo, format="MPO", save_all=True,
+                                               append_images=[Image.fromarray(smooth_image(16, 20))])
+    assert Image.open(io.BytesIO(mpo.getvalue())).n_frames == 2
+    assert decode(mpo.getvalue(), LIMITS).notes == ()

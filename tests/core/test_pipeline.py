@@ -171,6 +171,7 @@ def test_a_denoiser_that_returns_nan_gives_the_input_back(weights_dir: Path) -> 
     out, estimate = pipeline.denoise(pic, None, denoiser, RUNTIME)
     assert np.isfinite(estimate)
     np.testing.assert_allclose(out.pixels, pic.pixels)
+    assert out.notes == (pipeline.UNDENOISED,)
 
 
 def test_unknown_model_names_are_refused_by_the_options() -> None:
