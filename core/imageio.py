@@ -16,6 +16,9 @@ from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 PROFILE_MOST = 16 * 1024**2  # bytes of a colour profile kept; a printer's can pass Pillow's 1 MB for a PNG chunk
 PngImagePlugin.MAX_TEXT_CHUNK = PROFILE_MOST  # so a PNG with one (its own output, a user's) reads back
+FRAMES_COUNTED = 1000  # of an animation or a multi-page TIFF, for the note that only the first was processed
+DECODER_ERRORS = (OSError, ValueError, SyntaxError, struct.error, KeyError, IndexError, TypeError)  # what Pillow
+# raises on bad bytes; not a time limit, which must reach the worker
 EXIF_MOST = 65_527  # what one JPEG APP1 segment holds
 THUMBNAIL_PROFILE_MOST = 65_519  # one JPEG APP2 segment: a phone's profile is a few KB, a thumbnail stays small
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", ".ppm",
@@ -65,19 +68,35 @@ def decode(data: bytes, limits: Limits) -> Picture:
 def _first_only(img: Image.Image) -> tuple[str, ...]:
     """A note when the file holds more pictures than the first, which is the one read: an animation's frames, a
     multi-page TIFF's full-size pages (not its reduced-size ones, thumbnails). A phone's JPEG that carries a second,
-    smaller picture (Pillow's MPO) is one photo. A frame that cannot be counted stops the count, not the decode."""
+    smaller picture (Pillow's MPO) is one photo. Counted up to FRAMES_COUNTED (Pillow walks a TIFF's pages in
+    quadratic time); a page that cannot be read still counts as one."""
+    if img.format == "TIFF":
+        pages = _tiff_pages(img)
+        note = f"a TIFF of {_count(pages)} pages: only the first page was processed (save each page as its own file"
+        return (f"{note} to process them all)",) if pages > 1 else ()
     try:
-        frames = getattr(img, "n_frames", 1) if img.format in ("GIF", "PNG", "WEBP", "TIFF") else 1
-        if img.format != "TIFF" and frames > 1:
-            return (f"an animated {img.format} of {frames} frames: only the first frame was processed",)
-        pages = 0
-        for frame in range(frames if img.format == "TIFF" else 0):
-            img.seek(frame)
-            pages += not img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1
-    except Exception:  # noqa: BLE001 - a broken later frame of a file whose first one decoded
-        return ()
-    pages_note = f"a TIFF of {pages} pages: only the first page was processed; save each page as its own file"
-    return (f"{pages_note} to process them all",) if pages > 1 else ()
+        frames = getattr(img, "n_frames", 1) if img.format in ("GIF", "PNG", "WEBP") else 1  # each from its header,
+        # or a linear walk (GIF)
+    except DECODER_ERRORS:  # a broken later frame of a file whose first one decoded
+        frames = 2
+    return (f"an animated {img.format} of {_count(frames)} frames: only the first frame was processed",) if frames > 1 else ()
+
+
+def _tiff_pages(img: Image.Image) -> int:
+    pages = 0
+    for page in range(FRAMES_COUNTED + 1):
+        try:
+            img.seek(page)
+        except EOFError:  # no more pages
+            break
+        except DECODER_ERRORS:  # a page there, but broken
+            return pages + 1
+        pages += not img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1
+    return pages
+
+
+def _count(frames: int) -> str:
+    return f"more than {FRAMES_COUNTED:,}" if frames > FRAMES_COUNTED else f"{frames:,}"
 
 
 def _profile(icc: bytes | None) -> bytes | None:

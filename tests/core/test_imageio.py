@@ -451,8 +451,8 @@ def test_a_png_whose_metadata_has_a_bad_checksum_is_read_as_browsers_show_it() -
 @pytest.mark.parametrize("fmt, note", [("GIF", "an animated GIF of 3 frames: only the first frame was processed"),
                                        ("PNG", "an animated PNG of 3 frames: only the first frame was processed"),
                                        ("WEBP", "an animated WEBP of 3 frames: only the first frame was processed"),
-                                       ("TIFF", ("a TIFF of 3 pages: only the first page was processed; save each "
-                                                "page as its own file to process them all"))])
+                                       ("TIFF", ("a TIFF of 3 pages: only the first page was processed (save each "
+                                                "page as its own file to process them all)"))])
 def test_a_file_of_many_pictures_is_read_by_its_first_with_a_note_that_says_so(fmt: str, note: str) -> None:
     picture = decode(many_frames(fmt), LIMITS)
     first = Image.open(io.BytesIO(many_frames(fmt))).convert("RGB")
@@ -474,3 +474,35 @@ def test_a_tiff_page_with_its_thumbnail_or_a_phones_jpeg_with_its_preview_is_one
                                                append_images=[Image.fromarray(smooth_image(16, 20))])
     assert Image.open(io.BytesIO(mpo.getvalue())).n_frames == 2
     assert decode(mpo.getvalue(), LIMITS).notes == ()
+
+
+def tiff_of_pages(pages: int) -> bytes:
+    """A TIFF of `pages` 1x1 gray pages, each a 66-byte IFD: 10 MB holds 160,000 of them."""
+    entries = [(256, 3, 1, 1), (257, 3, 1, 1), (262, 3, 1, 1), (273, 4, 1, 8), (279, 4, 1, 1)]  # width, height,
+    # photometric, the strip's offset and length
+    out = bytearray(b"II*\0" + struct.pack("<I", 12) + b"\x80\0\0\0")
+    for page in range(pages):
+        following = 12 + (page + 1) * 66 if page < pages - 1 else 0
+        out += struct.pack("<H", 5) + b"".join(struct.pack("<HHII", *e) for e in entries) + struct.pack("<I", following)
+    return bytes(out)
+
+
+def test_the_pages_of_a_tiff_are_counted_up_to_a_bound() -> None:
+    """Pillow walks a TIFF's pages in quadratic time: 160,000 pages took 161 s to count."""
+    assert decode(tiff_of_pages(2), LIMITS).notes[0].startswith("a TIFF of 2 pages")
+    assert decode(tiff_of_pages(5000), LIMITS).notes[0].startswith("a TIFF of more than 1,000 pages")
+
+
+def test_a_time_limit_while_counting_pages_reaches_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery's soft time limit is an Exception; run_item finds it as the ImageError's context."""
+    from PIL import TiffImagePlugin
+
+    class TimeLimit(Exception):
+        pass
+
+    def seek(self: Image.Image, frame: int) -> None:
+        raise TimeLimit
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "seek", seek)
+    with pytest.raises(ImageError) as raised:
+        decode(many_frames("TIFF"), LIMITS)
+    assert isinstance(raised.value.__context__, TimeLimit)
