@@ -86,6 +86,11 @@ def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_left_out(name: str) -> bool:
+    """A file a folder walk leaves out and counts: no image suffix, not hidden (.DS_Store is nobody's photo)."""
+    return not is_image_name(name) and not name.startswith(".")
+
+
 def _candidates(top: Path, unnamed: list[Path]) -> Iterator[Path]:
     """A file given by name is sent whatever its suffix; in folders, entries with an image suffix, the other
     files (not hidden ones) added to `unnamed`. A folder named like an image (x.png) is a candidate, not walked:
@@ -103,7 +108,7 @@ def _candidates(top: Path, unnamed: list[Path]) -> Iterator[Path]:
         visited.add((st.st_dev, st.st_ino))
         yield from (here / n for n in sorted(names + dirs) if is_image_name(n))
         if not any(part.startswith(".") for part in here.relative_to(top).parts):  # not a .git's insides
-            unnamed += (here / n for n in sorted(names) if not is_image_name(n) and not n.startswith("."))
+            unnamed += (here / n for n in sorted(names) if is_left_out(n))
         dirs[:] = sorted(d for d in dirs if not is_image_name(d))
 
 

@@ -182,14 +182,14 @@ def _num(value: float | None) -> str:
 def image_files(paths: list[Path]) -> list[Path]:
     """The files named, and those in the folders named (not their subfolders) with an image suffix; the other
     files in the folders are counted in one line on stderr."""
-    from core.bulk import is_image_name, unnamed_note
+    from core.bulk import is_image_name, is_left_out, unnamed_note
     files: list[Path] = []
     unnamed: list[Path] = []
     for path in paths:
         if path.is_dir():
             inside = sorted(p for p in path.iterdir() if p.is_file())
             files += (p for p in inside if is_image_name(p.name))
-            unnamed += (p for p in inside if not is_image_name(p.name) and not p.name.startswith("."))
+            unnamed += (p for p in inside if is_left_out(p.name))
         elif path.is_file():
             files.append(path)
         else:
