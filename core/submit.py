@@ -190,11 +190,12 @@ def open_batch(session: Session, settings: Settings, tenant_id: str, options: Ba
 
 def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, position: int, upload: Sendable,
              reference: bytes | None = None, digest: str | None = None) -> Item:
-    """One file: stored and queued, or a failed item with the reason (a bad file never refuses the batch)."""
+    """One file: stored and queued, or a failed item with the reason (a bad file never refuses the batch). A refused
+    file is not hashed here: a 2 GiB one over the limit would be read whole for nothing."""
     error = upload.check(limits)
     item = Item(batch_id=batch.id, position=position, filename=label(upload.filename, position),
                 state=ItemState.failed if error else ItemState.queued, has_reference=reference is not None,
-                digest=digest or upload.digest())
+                digest=digest or (None if error else upload.digest()))
     session.add(item)
     session.flush()
     if error is None:

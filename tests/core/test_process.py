@@ -234,3 +234,19 @@ def test_a_local_file_gone_before_it_is_read_fails_alone_with_the_reason(session
         kept, gone = batch.items
         assert kept.state == ItemState.queued and storage.get(input_key(kept.id)) == (tmp_path / "a.png").read_bytes()
         assert gone.state == ItemState.failed and gone.error == "cannot read the file: No such file or directory"
+
+
+def test_a_file_refused_by_its_header_is_not_read_to_be_hashed(sessions: sessionmaker, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    (tmp_path / "a.png").write_bytes(png(smooth_image(48, 48)))
+    with (tmp_path / "huge.tif").open("wb") as sparse:
+        sparse.truncate(2 * 1024**3)
+    hashed: list[str] = []
+    digest = service.LocalFile.digest
+    monkeypatch.setattr(service.LocalFile, "digest", lambda self: hashed.append(self.filename) or digest(self))
+    files = [service.LocalFile("a.png", tmp_path / "a.png"), service.LocalFile("huge.tif", tmp_path / "huge.tif")]
+    with sessions.begin() as s:
+        batch, _ = service.submit(s, storage, get_settings(), tenant_id(s), files, BatchOptions())
+        assert [i.state for i in batch.items] == [ItemState.queued, ItemState.failed]
+    assert hashed == ["a.png"]
