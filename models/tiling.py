@@ -81,8 +81,3 @@ def mirrored(x: torch.Tensor, side: int = MIN_SIDE) -> torch.Tensor:
         h, w = x.shape[-2:]
         x = F.pad(x, (0, min(max(side - w, 0), w - 1), 0, min(max(side - h, 0), h - 1)), mode="reflect")
     return x
-
-
-def denoise_tiled(net: FFDNet, x: torch.Tensor, sigma: float | None, tile: int, overlap: int) -> torch.Tensor:
-    """One image, one tile at a time."""
-    return denoise_many(net, [x], [sigma], tile, overlap)[0][0]

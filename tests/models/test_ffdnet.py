@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.tiling import denoise_many, denoise_tiled
+from models.ffdnet import FFDNet
+from models.tiling import denoise_many
 from tests.tiny import tiny_denoiser
+
+
+def denoise_tiled(net: FFDNet, x: torch.Tensor, sigma: float | None, tile: int, overlap: int) -> torch.Tensor:
+    """One image, one tile at a time."""
+    return denoise_many(net, [x], [sigma], tile, overlap)[0][0]
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 33, 47), (2, 1, 16, 15), (1, 3, 1, 1)])
