@@ -1,5 +1,6 @@
 """Safe image decoding and PNG encoding. Every failure a user can cause raises ImageError with a reason."""
 import io
+import numbers
 import os
 import struct
 import warnings
@@ -20,6 +21,7 @@ FRAMES_COUNTED = 1000  # of an animation or a multi-page TIFF, for the note that
 DECODER_ERRORS = (OSError, ValueError, SyntaxError, struct.error, KeyError, IndexError, TypeError)  # what Pillow
 # raises on bad bytes; not a time limit, which must reach the worker
 EXIF_MOST = 65_527  # what one JPEG APP1 segment holds
+DPI_MOST = 1_000_000  # a microscope's or a film scanner's is high; beyond this a resolution is not believed
 THUMBNAIL_PROFILE_MOST = 65_519  # one JPEG APP2 segment: a phone's profile is a few KB, a thumbnail stays small
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", ".ppm",
                   ".pgm", ".pbm", ".pnm"}  # what a folder contributes
@@ -50,6 +52,7 @@ class Picture:
     icc: bytes | None = None  # the source's colour profile (a phone's Display P3, Adobe RGB), written into its PNGs
     exif: bytes | None = None  # the source's EXIF (camera, capture time), orientation 1, written into its PNGs
     notes: tuple[str, ...] = ()  # what the user is told of how it was read or made (only a file's first page)
+    dpi: tuple[float, float] | None = None  # the source's resolution (a 600 dpi scan prints at its size), x and y
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -60,8 +63,10 @@ def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
         icc = _profile(img.info.get("icc_profile"))
+        dpi = _dpi(img.info.get("dpi"), turned=_orientation(img) >= 5)  # before the pixels: Pillow and OpenCV turn
+        # a TIFF by its tag themselves
         picture, orientation = _pixels(img, data, icc)
-        picture = replace(picture, icc=icc, exif=_upright_exif(img.info.get("exif")))
+        picture = replace(picture, icc=icc, exif=_upright_exif(img.info.get("exif")), dpi=dpi)
         return _upright(replace(picture, notes=_first_only(img)), orientation)  # last: it moves to other frames
 
 
@@ -97,6 +102,17 @@ def _tiff_pages(img: Image.Image) -> int:
 
 def _count(frames: int) -> str:
     return f"more than {FRAMES_COUNTED:,}" if frames > FRAMES_COUNTED else f"{frames:,}"
+
+
+def _dpi(dpi: object, turned: bool) -> tuple[float, float] | None:
+    """Pillow's reading of the file's resolution (JFIF or EXIF of a JPEG, a TIFF's tags, a PNG's pHYs), if sane,
+    x and y swapped when the photo is turned a quarter."""
+    if not isinstance(dpi, tuple) or len(dpi) != 2:
+        return None
+    x, y = (float(v) if isinstance(v, numbers.Real) else 0.0 for v in dpi)  # a TIFF's are IFDRational
+    if not (1 <= x <= DPI_MOST and 1 <= y <= DPI_MOST):
+        return None
+    return (y, x) if turned else (x, y)
 
 
 def _profile(icc: bytes | None) -> bytes | None:
@@ -412,6 +428,8 @@ def encode_png(picture: Picture) -> bytes:
         chunks.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(picture.icc)))  # name, method 0 (zlib)
     if picture.exif is not None:
         chunks.append(_chunk(b"eXIf", picture.exif))
+    if picture.dpi is not None:  # pixels a metre (unit 1)
+        chunks.append(_chunk(b"pHYs", struct.pack(">IIB", *(round(d / 0.0254) for d in picture.dpi), 1)))
     png_bytes = png.tobytes()
     return png_bytes[:33] + b"".join(chunks) + png_bytes[33:]  # after the signature (8) and IHDR (25): OpenCV writes none
 

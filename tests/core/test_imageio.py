@@ -506,3 +506,20 @@ def test_a_time_limit_while_counting_pages_reaches_the_worker(monkeypatch: pytes
     with pytest.raises(ImageError) as raised:
         decode(many_frames("TIFF"), LIMITS)
     assert isinstance(raised.value.__context__, TimeLimit)
+
+
+def test_a_scans_resolution_is_kept_in_its_png_turned_with_it() -> None:
+    """A 600 dpi scan written without its resolution prints at 72 dpi: eight times too large."""
+    def png_dpi(data: bytes) -> tuple[float, float] | None:
+        return Image.open(io.BytesIO(encode_png(decode(data, LIMITS)))).info.get("dpi")
+    jpeg, tiff, odd = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    Image.fromarray(smooth_image(6, 10)).save(jpeg, format="JPEG", dpi=(300, 300))
+    Image.fromarray(smooth_image(6, 10)).save(tiff, format="TIFF", dpi=(600, 300), tiffinfo={0x0112: 6})
+    Image.fromarray(smooth_image(6, 10)).save(odd, format="TIFF", dpi=(1e9, 300))
+    deep_png = encode_png(replace(decode(png(smooth_image(6, 10)), LIMITS), bit_depth=16, dpi=(1200.0, 1200.0)))
+    # a 16-bit colour PNG: OpenCV reads its pixels, Pillow its pHYs
+    assert png_dpi(jpeg.getvalue()) == pytest.approx((300, 300), abs=0.01)
+    assert png_dpi(tiff.getvalue()) == pytest.approx((300, 600), abs=0.01)  # a quarter turn: x is the old y
+    assert decode(tiff.getvalue(), LIMITS).pixels.shape[:2] == (10, 6)
+    assert png_dpi(deep_png) == pytest.approx((1200, 1200), abs=0.03) and decode(deep_png, LIMITS).bit_depth == 16
+    assert png_dpi(odd.getvalue()) is None and png_dpi(png(smooth_image())) is None
