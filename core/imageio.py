@@ -2,6 +2,7 @@
 import io
 import numbers
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -22,6 +23,9 @@ DECODER_ERRORS = (OSError, ValueError, SyntaxError, struct.error, KeyError, Inde
 # raises on bad bytes; not a time limit, which must reach the worker
 EXIF_MOST = 65_527  # what one JPEG APP1 segment holds
 DPI_MOST = 1_000_000  # a microscope's or a film scanner's is high; beyond this a resolution is not believed
+XMP_MOST = 4 * 1024**2  # a library's packet with its edit history is some 100 KB
+XMP_ORIENTATION = (re.compile(rb"""(tiff:Orientation\s*=\s*["'])\d(["'])"""),  # as an attribute, and as an element
+                   re.compile(rb"(<tiff:Orientation>)\s*\d\s*(</tiff:Orientation>)"))
 THUMBNAIL_PROFILE_MOST = 65_519  # one JPEG APP2 segment: a phone's profile is a few KB, a thumbnail stays small
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", ".ppm",
                   ".pgm", ".pbm", ".pnm"}  # what a folder contributes
@@ -53,6 +57,7 @@ class Picture:
     exif: bytes | None = None  # the source's EXIF (camera, capture time), orientation 1, written into its PNGs
     notes: tuple[str, ...] = ()  # what the user is told of how it was read or made (only a file's first page)
     dpi: tuple[float, float] | None = None  # the source's resolution (a 600 dpi scan prints at its size), x and y
+    xmp: bytes | None = None  # the source's XMP (a photo library's keywords, rating, title), orientation 1
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -66,7 +71,8 @@ def decode(data: bytes, limits: Limits) -> Picture:
         dpi = _dpi(img.info.get("dpi"), turned=_orientation(img) >= 5)  # before the pixels: Pillow and OpenCV turn
         # a TIFF by its tag themselves
         picture, orientation = _pixels(img, data, icc)
-        picture = replace(picture, icc=icc, exif=_upright_exif(img.info.get("exif")), dpi=dpi)
+        picture = replace(picture, icc=icc, exif=_upright_exif(img.info.get("exif")), dpi=dpi,
+                          xmp=_upright_xmp(img.info.get("xmp")))
         return _upright(replace(picture, notes=_first_only(img)), orientation)  # last: it moves to other frames
 
 
@@ -149,6 +155,20 @@ def _upright_exif(exif: bytes | None) -> bytes | None:
     except struct.error:  # offsets past the end
         return None
     return bytes(out)
+
+
+def _upright_xmp(xmp: object) -> bytes | None:
+    """The photo's XMP packet (what Lightroom and its kind keep: keywords, rating, title, rights), its orientation
+    set to 1 as EXIF's; None if there is none, it is over XMP_MOST or not UTF-8, as XMP must be."""
+    if not isinstance(xmp, bytes) or not xmp or len(xmp) > XMP_MOST:
+        return None
+    try:
+        xmp.decode()
+    except UnicodeDecodeError:
+        return None
+    for pattern in XMP_ORIENTATION:
+        xmp = pattern.sub(rb"\g<1>1\g<2>", xmp)
+    return xmp
 
 
 def _swap_dimensions(tiff: bytes, out: bytearray, order: str, ifd: int) -> None:
@@ -428,6 +448,8 @@ def encode_png(picture: Picture) -> bytes:
         chunks.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(picture.icc)))  # name, method 0 (zlib)
     if picture.exif is not None:
         chunks.append(_chunk(b"eXIf", picture.exif))
+    if picture.xmp is not None:  # iTXt, keyword, uncompressed, no language nor translated keyword (the XMP spec's)
+        chunks.append(_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + picture.xmp))
     if picture.dpi is not None:  # pixels a metre (unit 1)
         chunks.append(_chunk(b"pHYs", struct.pack(">IIB", *(round(d / 0.0254) for d in picture.dpi), 1)))
     png_bytes = png.tobytes()

@@ -523,3 +523,31 @@ def test_a_scans_resolution_is_kept_in_its_png_turned_with_it() -> None:
     assert decode(tiff.getvalue(), LIMITS).pixels.shape[:2] == (10, 6)
     assert png_dpi(deep_png) == pytest.approx((1200, 1200), abs=0.03) and decode(deep_png, LIMITS).bit_depth == 16
     assert png_dpi(odd.getvalue()) is None and png_dpi(png(smooth_image())) is None
+
+
+XMP = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+       'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+       'xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/" tiff:Orientation="6" '
+       'xmp:Rating="4"><dc:subject><rdf:Bag><rdf:li>harbour</rdf:li><rdf:li>Großvater</rdf:li></rdf:Bag></dc:subject>'
+       '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF", "WEBP"])
+def test_a_photos_xmp_keywords_and_rating_are_kept_upright(fmt: str) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(6, 10)).save(buf, format=fmt, **({"tiffinfo": {700: XMP}} if fmt == "TIFF" else
+                                                                  {"xmp": XMP, "lossless": True}))
+    picture = decode(buf.getvalue(), LIMITS)
+    assert picture.pixels.shape[:2] == (10, 6)  # turned by the XMP orientation where there is no EXIF one
+    out = Image.open(io.BytesIO(encode_png(picture)))
+    xmp = out.info["xmp"]
+    assert b'xmp:Rating="4"' in xmp and "Großvater".encode() in xmp and b'tiff:Orientation="6"' not in xmp
+    # (1, or left out: Pillow drops it from a TIFF's XMP as it turns the pixels)
+    assert out.getexif().get(0x0112, 1) == 1  # a viewer does not turn it again
+    assert decode(encode_png(picture), LIMITS).pixels.shape == picture.pixels.shape
+
+
+def test_xmp_that_is_not_utf8_is_dropped_not_copied() -> None:
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(6, 10)).save(buf, format="JPEG", xmp=XMP.replace("ß".encode(), b"\xdf"))
+    assert decode(buf.getvalue(), LIMITS).xmp is None
