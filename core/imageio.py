@@ -71,7 +71,8 @@ def decode(data: bytes, limits: Limits) -> Picture:
         dpi = _dpi(img.info.get("dpi"), turned=_orientation(img) >= 5)  # before the pixels: Pillow and OpenCV turn
         # a TIFF by its tag themselves
         picture, orientation = _pixels(img, data, icc)
-        picture = replace(picture, icc=icc, exif=_upright_exif(img.info.get("exif")), dpi=dpi,
+        exif = img.info.get("exif") or (_tiff_exif(img) if img.format == "TIFF" else None)
+        picture = replace(picture, icc=icc, exif=_upright_exif(exif), dpi=dpi,
                           xmp=_upright_xmp(img.info.get("xmp")))
         return _upright(replace(picture, notes=_first_only(img)), orientation)  # last: it moves to other frames
 
@@ -157,6 +158,25 @@ def _upright_exif(exif: bytes | None) -> bytes | None:
     return bytes(out)
 
 
+def _tiff_exif(img: Image.Image) -> bytes | None:
+    """A TIFF holds its EXIF among its own tags: the descriptive ones (a scanner's or camera's make and model, the
+    date, artist, rights) and the Exif and GPS directories, as the EXIF a JPEG would carry; None if it has none.
+    Not its orientation: the pixels are turned by it already."""
+    tags, exif = img.getexif(), Image.Exif()
+    for tag in DESCRIPTIVE_TAGS:
+        if tag in tags:
+            exif[tag] = tags[tag]
+    directories = {ifd: found for ifd in (EXIF_IFD, GPS_IFD) if (found := tags.get_ifd(ifd))}
+    for ifd, found in directories.items():
+        exif.get_ifd(ifd).update(found)
+    if not len(exif) and not directories:
+        return None
+    try:
+        return exif.tobytes()
+    except DECODER_ERRORS:  # a value Pillow cannot write back
+        return None
+
+
 def _upright_xmp(xmp: object) -> bytes | None:
     """The photo's XMP packet (what Lightroom and its kind keep: keywords, rating, title, rights), its orientation
     set to 1 as EXIF's; None if there is none, it is over XMP_MOST or not UTF-8, as XMP must be."""
@@ -231,6 +251,9 @@ def _upright(picture: Picture, orientation: int) -> Picture:
 
 ORIENTATION = 0x0112  # the EXIF tag, and TIFF's of the same number and meaning
 EXIF_IFD, PIXEL_X, PIXEL_Y = 0x8769, 0xA002, 0xA003  # EXIF: the Exif IFD's offset; the width and height in it
+GPS_IFD = 0x8825
+DESCRIPTIVE_TAGS = (270, 271, 272, 305, 306, 315, 33432)  # TIFF/EXIF: description, make, model, software, date and
+# time, artist, copyright
 NEW_SUBFILE_TYPE = 254  # TIFF: bit 0 set = a reduced-size copy of another page (a thumbnail)
 PHOTOMETRIC = 262  # TIFF: 0 = MinIsWhite (0 is white)
 PLANAR = 284  # TIFF: 2 = one plane a sample ("per channel"), 1 = interleaved

@@ -551,3 +551,30 @@ def test_xmp_that_is_not_utf8_is_dropped_not_copied() -> None:
     buf = io.BytesIO()
     Image.fromarray(smooth_image(6, 10)).save(buf, format="JPEG", xmp=XMP.replace("ß".encode(), b"\xdf"))
     assert decode(buf.getvalue(), LIMITS).xmp is None
+
+
+def test_a_scans_tiff_tags_are_kept_as_the_pngs_exif() -> None:
+    """A TIFF keeps its EXIF among its own tags, not in an EXIF block: a scanner's make and model, the date, rights."""
+    tags = Image.Exif()
+    tags.update({271: "Nikon", 272: "LS-5000", 306: "2001:02:03 04:05:06", 33432: "(c) Ann", 0x0112: 6})
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(6, 10)).save(buf, format="TIFF", exif=tags)
+    picture = decode(buf.getvalue(), LIMITS)
+    out = Image.open(io.BytesIO(encode_png(picture))).getexif()
+    assert {t: out.get(t) for t in (271, 272, 306, 33432)} == {271: "Nikon", 272: "LS-5000", 306: "2001:02:03 04:05:06",
+                                                               33432: "(c) Ann"}
+    assert picture.pixels.shape[:2] == (10, 6) and out.get(0x0112, 1) == 1  # turned once, not again by a viewer
+    assert decode(png(smooth_image()), LIMITS).exif is None
+
+
+def test_a_tiffs_exif_and_gps_directories_come_along() -> None:
+    from core.imageio import _tiff_exif
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(6, 10)).save(buf, format="TIFF")
+    img = Image.open(buf)
+    assert _tiff_exif(img) is None  # no descriptive tags: none
+    img.getexif().get_ifd(0x8769)[0x9003] = "1999:01:01 00:00:00"  # DateTimeOriginal, as a camera's TIFF has it
+    img.getexif().get_ifd(0x8825)[1] = "N"
+    kept = Image.Exif()
+    kept.load(_tiff_exif(img) or b"")
+    assert kept.get_ifd(0x8769)[0x9003] == "1999:01:01 00:00:00" and kept.get_ifd(0x8825)[1] == "N"
