@@ -24,8 +24,7 @@ DECODER_ERRORS = (OSError, ValueError, SyntaxError, struct.error, KeyError, Inde
 EXIF_MOST = 65_527  # what one JPEG APP1 segment holds
 DPI_MOST = 1_000_000  # a microscope's or a film scanner's is high; beyond this a resolution is not believed
 XMP_MOST = 4 * 1024**2  # a library's packet with its edit history is some 100 KB
-XMP_ORIENTATION = (re.compile(rb"""(tiff:Orientation\s*=\s*["'])\d(["'])"""),  # as an attribute, and as an element
-                   re.compile(rb"(<tiff:Orientation>)\s*\d\s*(</tiff:Orientation>)"))
+XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[0-9]')  # as Pillow reads it, attribute or element
 THUMBNAIL_PROFILE_MOST = 65_519  # one JPEG APP2 segment: a phone's profile is a few KB, a thumbnail stays small
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", ".ppm",
                   ".pgm", ".pbm", ".pnm"}  # what a folder contributes
@@ -68,8 +67,8 @@ def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
         icc = _profile(img.info.get("icc_profile"))
-        dpi = _dpi(img.info.get("dpi"), turned=_orientation(img) >= 5)  # before the pixels: Pillow and OpenCV turn
-        # a TIFF by its tag themselves
+        dpi = _dpi(img, turned=_orientation(img) >= 5)  # before the pixels: Pillow and OpenCV turn a TIFF by its
+        # tag themselves
         picture, orientation = _pixels(img, data, icc)
         exif = img.info.get("exif") or (_tiff_exif(img) if img.format == "TIFF" else None)
         picture = replace(picture, icc=icc, exif=_upright_exif(exif), dpi=dpi,
@@ -111,13 +110,15 @@ def _count(frames: int) -> str:
     return f"more than {FRAMES_COUNTED:,}" if frames > FRAMES_COUNTED else f"{frames:,}"
 
 
-def _dpi(dpi: object, turned: bool) -> tuple[float, float] | None:
-    """Pillow's reading of the file's resolution (JFIF or EXIF of a JPEG, a TIFF's tags, a PNG's pHYs), if sane,
-    x and y swapped when the photo is turned a quarter."""
-    if not isinstance(dpi, tuple) or len(dpi) != 2:
+def _dpi(img: Image.Image, turned: bool) -> tuple[float, float] | None:
+    """Pillow's reading of the file's resolution (JFIF or EXIF of a JPEG, a TIFF's tags, a PNG's pHYs), if the file
+    gives one and it is sane, x and y swapped when the photo is turned a quarter. Pillow says 1 dpi for a TIFF
+    without resolution tags (Pillow's and OpenCV's own), which no scan has."""
+    dpi = img.info.get("dpi")
+    if not isinstance(dpi, tuple) or len(dpi) != 2 or img.format == "TIFF" and X_RESOLUTION not in img.tag_v2:
         return None
     x, y = (float(v) if isinstance(v, numbers.Real) else 0.0 for v in dpi)  # a TIFF's are IFDRational
-    if not (1 <= x <= DPI_MOST and 1 <= y <= DPI_MOST):
+    if not (1 < x <= DPI_MOST and 1 < y <= DPI_MOST):
         return None
     return (y, x) if turned else (x, y)
 
@@ -160,21 +161,14 @@ def _upright_exif(exif: bytes | None) -> bytes | None:
 
 def _tiff_exif(img: Image.Image) -> bytes | None:
     """A TIFF holds its EXIF among its own tags: the descriptive ones (a scanner's or camera's make and model, the
-    date, artist, rights) and the Exif and GPS directories, as the EXIF a JPEG would carry; None if it has none.
-    Not its orientation: the pixels are turned by it already."""
+    date, artist, rights) as the EXIF a JPEG would carry; None if it has none. Only text within EXIF_MOST: a tag of
+    another type or size, which Pillow may fail to write, is left out. Not the Exif and GPS directories, whose values
+    Pillow would read whole, however large, nor the orientation: the pixels are turned by it already."""
     tags, exif = img.getexif(), Image.Exif()
     for tag in DESCRIPTIVE_TAGS:
-        if tag in tags:
-            exif[tag] = tags[tag]
-    directories = {ifd: found for ifd in (EXIF_IFD, GPS_IFD) if (found := tags.get_ifd(ifd))}
-    for ifd, found in directories.items():
-        exif.get_ifd(ifd).update(found)
-    if not len(exif) and not directories:
-        return None
-    try:
-        return exif.tobytes()
-    except DECODER_ERRORS:  # a value Pillow cannot write back
-        return None
+        if isinstance(value := tags.get(tag), str) and len(value) < EXIF_MOST // 2:
+            exif[tag] = value
+    return exif.tobytes() if len(exif) else None
 
 
 def _upright_xmp(xmp: object) -> bytes | None:
@@ -186,9 +180,7 @@ def _upright_xmp(xmp: object) -> bytes | None:
         xmp.decode()
     except UnicodeDecodeError:
         return None
-    for pattern in XMP_ORIENTATION:
-        xmp = pattern.sub(rb"\g<1>1\g<2>", xmp)
-    return xmp
+    return XMP_ORIENTATION.sub(rb"\g<1>1", xmp)
 
 
 def _swap_dimensions(tiff: bytes, out: bytearray, order: str, ifd: int) -> None:
@@ -212,7 +204,8 @@ def _pixels(img: Image.Image, data: bytes, icc: bytes | None) -> tuple[Picture, 
         premultiplied = img.tag_v2.get(EXTRA_SAMPLES) in (1, (1,))
         if img.tag_v2.get(PLANAR) == 2:
             return _rgb16(_planar16(data), premultiplied), _orientation(img)
-        return _rgb16(_opencv16(data), premultiplied), 1  # OpenCV turns a TIFF as its tag says
+        tagged = ORIENTATION in img.tag_v2  # OpenCV turns a TIFF as its tag says, not as its XMP does
+        return _rgb16(_opencv16(data), premultiplied), 1 if tagged else _orientation(img)
     if img.format == "TIFF" and img.tag_v2.get(SAMPLE_FORMAT) in (2, (2,)):  # Pillow reads signed gray as unsigned
         raise ImageError(UNSUPPORTED_TIFF)
     white_is_zero = img.format == "TIFF" and img.tag_v2.get(PHOTOMETRIC) == 0  # Pillow inverts 8-bit ones only
@@ -251,10 +244,10 @@ def _upright(picture: Picture, orientation: int) -> Picture:
 
 ORIENTATION = 0x0112  # the EXIF tag, and TIFF's of the same number and meaning
 EXIF_IFD, PIXEL_X, PIXEL_Y = 0x8769, 0xA002, 0xA003  # EXIF: the Exif IFD's offset; the width and height in it
-GPS_IFD = 0x8825
 DESCRIPTIVE_TAGS = (270, 271, 272, 305, 306, 315, 33432)  # TIFF/EXIF: description, make, model, software, date and
 # time, artist, copyright
 NEW_SUBFILE_TYPE = 254  # TIFF: bit 0 set = a reduced-size copy of another page (a thumbnail)
+X_RESOLUTION = 282  # TIFF: without it Pillow reads 1 dpi
 PHOTOMETRIC = 262  # TIFF: 0 = MinIsWhite (0 is white)
 PLANAR = 284  # TIFF: 2 = one plane a sample ("per channel"), 1 = interleaved
 EXTRA_SAMPLES = 338  # TIFF: 1 = alpha premultiplied into the colours ("associated"), 2 = not

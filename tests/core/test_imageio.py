@@ -567,14 +567,43 @@ def test_a_scans_tiff_tags_are_kept_as_the_pngs_exif() -> None:
     assert decode(png(smooth_image()), LIMITS).exif is None
 
 
-def test_a_tiffs_exif_and_gps_directories_come_along() -> None:
-    from core.imageio import _tiff_exif
+def test_a_tiff_tag_of_an_odd_type_or_size_is_left_out_not_a_reason_to_refuse() -> None:
+    import tifffile
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, smooth_image(6, 10), photometric="rgb",
+                     extratags=[(33432, 5, 1, (1, 3)), (271, 2, 0, "x" * 100_000), (272, 2, 0, "LS-5000")])
+    # copyright as a fraction, a make of 100 KB, a model
+    kept = Image.open(io.BytesIO(encode_png(decode(buf.getvalue(), LIMITS)))).getexif()
+    assert 33432 not in kept and 271 not in kept and kept[272] == "LS-5000"
+
+
+def test_a_tiff_without_resolution_tags_gets_none_not_one_dpi() -> None:
+    """Pillow reads 1 dpi for such a TIFF (its own and OpenCV's are written so): a scan 6,000 inches wide."""
     buf = io.BytesIO()
     Image.fromarray(smooth_image(6, 10)).save(buf, format="TIFF")
-    img = Image.open(buf)
-    assert _tiff_exif(img) is None  # no descriptive tags: none
-    img.getexif().get_ifd(0x8769)[0x9003] = "1999:01:01 00:00:00"  # DateTimeOriginal, as a camera's TIFF has it
-    img.getexif().get_ifd(0x8825)[1] = "N"
-    kept = Image.Exif()
-    kept.load(_tiff_exif(img) or b"")
-    assert kept.get_ifd(0x8769)[0x9003] == "1999:01:01 00:00:00" and kept.get_ifd(0x8825)[1] == "N"
+    assert Image.open(io.BytesIO(buf.getvalue())).info.get("dpi") == (1, 1)
+    assert decode(buf.getvalue(), LIMITS).dpi is None
+
+
+def test_a_sixteen_bit_tiff_turned_by_its_xmp_alone_is_turned_like_an_eight_bit_one() -> None:
+    """OpenCV turns a TIFF by its orientation tag, not by its XMP, which Pillow honours for the eight-bit one."""
+    import tifffile
+    pixels = (smooth_image(4, 6).astype(np.uint16) * 257)
+    eight, deep = io.BytesIO(), io.BytesIO()
+    Image.fromarray(smooth_image(4, 6)).save(eight, format="TIFF", tiffinfo={700: XMP})
+    tifffile.imwrite(deep, pixels, photometric="rgb", extratags=[(700, 1, len(XMP), XMP)])
+    turned = decode(deep.getvalue(), LIMITS)
+    assert turned.bit_depth == 16 and turned.pixels.shape[:2] == decode(eight.getvalue(), LIMITS).pixels.shape[:2] == (6, 4)
+
+
+@pytest.mark.parametrize("written, upright", [(b'tiff:Orientation="6"', b'tiff:Orientation="1"'),
+                                              (b"<tiff:Orientation>8</tiff:Orientation>",
+                                               b"<tiff:Orientation>1</tiff:Orientation>"),
+                                              (b'tiff:Orientation="6 "', b'tiff:Orientation="1 "')])
+def test_the_xmp_orientation_pillow_reads_is_the_one_set_upright(written: bytes, upright: bytes) -> None:
+    """Pillow turns by the first digit after '="' or '>'; the output must not be turned by a viewer again."""
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(4, 6)).save(buf, format="JPEG", xmp=XMP.replace(b'tiff:Orientation="6"', written))
+    picture = decode(buf.getvalue(), LIMITS)
+    assert picture.pixels.shape[:2] == (6, 4) and picture.xmp is not None and upright in picture.xmp
+    assert Image.open(io.BytesIO(encode_png(picture))).getexif().get(0x0112, 1) == 1
