@@ -59,7 +59,8 @@ def caption_out(result: Result, item: Item) -> CaptionOut:
     return CaptionOut(item_id=item.id, batch_id=item.batch_id, filename=item.filename, caption=result.caption,
                       caption_noisy=result.caption_noisy, sigma_estimate=result.sigma_estimate, psnr=result.psnr,
                       ssim=result.ssim, psnr_noisy=result.psnr_noisy, brisque=result.brisque,
-                      denoiser_version=result.denoiser_version, captioner_version=result.captioner_version)
+                      denoiser_version=result.denoiser_version, captioner_version=result.captioner_version,
+                      notes=result.notes)
 
 
 def result_png(storage: Storage, item: Item, which: str) -> Response:
@@ -148,7 +149,7 @@ def _csv(rows: Iterator[CaptionOut]) -> Iterator[str]:
     writer = csv.DictWriter(buf, fieldnames=list(CaptionOut.model_fields))
     writer.writeheader()
     for row in rows:
-        writer.writerow(spreadsheet_safe(row.model_dump()))
+        writer.writerow(spreadsheet_safe(row.model_dump() | {"notes": "; ".join(row.notes)}))
         yield buf.getvalue()
         buf.seek(0)
         buf.truncate()

@@ -90,6 +90,7 @@ class CaptionOut(BaseModel):
     brisque: float | None
     denoiser_version: str
     captioner_version: str
+    notes: list[str] = []  # as the item's: only a file's first page was processed
 
 
 class Health(BaseModel):

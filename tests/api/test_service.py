@@ -114,7 +114,13 @@ def test_malformed_files_fail_alone_and_names_are_only_labels(client: httpx.Clie
     assert {n for n, i in items.items() if i["state"] == "done"} == {"../../etc/passwd.png", "ünïcødé 画像.png",
                                                                       "ok.png", "moving.webp"}
     assert items["ok.png"]["result"]["notes"] == []
-    assert items["moving.webp"]["result"]["notes"] == ["an animated WEBP of 3 frames: only the first frame was processed"]
+    note = "an animated WEBP of 3 frames: only the first frame was processed"
+    assert items["moving.webp"]["result"]["notes"] == [note]
+    exported = {r["filename"]: r for r in csv.DictReader(io.StringIO(
+        client.get("/captions/export", params={"batch_id": batch["id"]}).text))}
+    assert exported["moving.webp"]["notes"] == note and exported["ok.png"]["notes"] == ""
+    found = client.get("/captions", params={"batch_id": batch["id"], "q": ""}).json()["data"]
+    assert [c["notes"] for c in found if c["filename"] == "moving.webp"] == [[note]]
     errors = {n: i["error"] for n, i in items.items() if i["state"] == "failed"}
     assert "30000x30000" in errors["bomb.png"] or "decompression bomb" in errors["bomb.png"]
     assert errors["zero.png"] == "empty file"
