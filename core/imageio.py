@@ -18,7 +18,8 @@ from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 PROFILE_MOST = 16 * 1024**2  # bytes of a colour profile kept; a printer's can pass Pillow's 1 MB for a PNG chunk
 PngImagePlugin.MAX_TEXT_CHUNK = PROFILE_MOST  # so a PNG with one (its own output, a user's) reads back
-FRAMES_COUNTED = 1000  # of an animation or a multi-page TIFF, for the note that only the first was processed
+ANIMATED = ("GIF", "PNG", "WEBP", "AVIF")  # formats whose frames Pillow counts from the header (GIF: a quick walk)
+FRAMES_COUNTED = 1000  # a multi-page TIFF's pages counted, at most, for the note that only the first was processed
 DECODER_ERRORS = (OSError, ValueError, SyntaxError, struct.error, KeyError, IndexError, TypeError)  # what Pillow
 # raises on bad bytes; not a time limit, which must reach the worker
 EXIF_MOST = 65_527  # what one JPEG APP1 segment holds
@@ -79,35 +80,39 @@ def decode(data: bytes, limits: Limits) -> Picture:
 def _first_only(img: Image.Image) -> tuple[str, ...]:
     """A note when the file holds more pictures than the first, which is the one read: an animation's frames, a
     multi-page TIFF's full-size pages (not its reduced-size ones, thumbnails). A phone's JPEG that carries a second,
-    smaller picture (Pillow's MPO) is one photo. Counted up to FRAMES_COUNTED (Pillow walks a TIFF's pages in
-    quadratic time); a page that cannot be read still counts as one."""
+    smaller picture (Pillow's MPO) is one photo. A TIFF's pages are counted up to FRAMES_COUNTED (Pillow walks them
+    in quadratic time); a frame or page that cannot be read ends the count with "or more"."""
     if img.format == "TIFF":
-        pages = _tiff_pages(img)
-        note = f"a TIFF of {_count(pages)} pages: only the first page was processed (save each page as its own file"
-        return (f"{note} to process them all)",) if pages > 1 else ()
+        pages, complete = _tiff_pages(img)
+        note = f"a TIFF of {_count(pages, complete)} pages: only the first page was processed (save each page as its"
+        return (f"{note} own file to process them all)",) if pages > 1 else ()
     try:
-        frames = getattr(img, "n_frames", 1) if img.format in ("GIF", "PNG", "WEBP") else 1  # each from its header,
+        frames, complete = (getattr(img, "n_frames", 1) if img.format in ANIMATED else 1), True  # from its header,
         # or a linear walk (GIF)
     except DECODER_ERRORS:  # a broken later frame of a file whose first one decoded
-        frames = 2
-    return (f"an animated {img.format} of {_count(frames)} frames: only the first frame was processed",) if frames > 1 else ()
+        frames, complete = 2, False
+    note = f"an animated {img.format} of {_count(frames, complete)} frames: only the first frame was processed"
+    return (note,) if frames > 1 else ()
 
 
-def _tiff_pages(img: Image.Image) -> int:
+def _tiff_pages(img: Image.Image) -> tuple[int, bool]:
+    """Full-size pages, and whether that is all of them."""
     pages = 0
-    for page in range(FRAMES_COUNTED + 1):
+    for page in range(2 * FRAMES_COUNTED):  # pages and their thumbnails
         try:
             img.seek(page)
         except EOFError:  # no more pages
-            break
+            return pages, True
         except DECODER_ERRORS:  # a page there, but broken
-            return pages + 1
+            return pages + 1, False
         pages += not img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1
-    return pages
+        if pages > FRAMES_COUNTED:
+            break
+    return pages, False
 
 
-def _count(frames: int) -> str:
-    return f"more than {FRAMES_COUNTED:,}" if frames > FRAMES_COUNTED else f"{frames:,}"
+def _count(frames: int, complete: bool) -> str:
+    return f"{frames:,}" if complete else f"{min(frames, FRAMES_COUNTED):,} or more"
 
 
 def _dpi(img: Image.Image, turned: bool) -> tuple[float, float] | None:
@@ -161,13 +166,15 @@ def _upright_exif(exif: bytes | None) -> bytes | None:
 
 def _tiff_exif(img: Image.Image) -> bytes | None:
     """A TIFF holds its EXIF among its own tags: the descriptive ones (a scanner's or camera's make and model, the
-    date, artist, rights) as the EXIF a JPEG would carry; None if it has none. Only text within EXIF_MOST: a tag of
-    another type or size, which Pillow may fail to write, is left out. Not the Exif and GPS directories, whose values
-    Pillow would read whole, however large, nor the orientation: the pixels are turned by it already."""
-    tags, exif = img.getexif(), Image.Exif()
+    date, artist, rights) as the EXIF a JPEG would carry, their bytes as the file has them (a UTF-8 ©); None if it
+    has none. Only text, and within EXIF_MOST: a tag of another type or size, which Pillow may fail to write, is left
+    out. Not the Exif and GPS directories, whose values Pillow would read whole, however large, nor the
+    orientation: the pixels are turned by it already."""
+    tags, exif, room = img.getexif(), Image.Exif(), EXIF_MOST // 2
     for tag in DESCRIPTIVE_TAGS:
-        if isinstance(value := tags.get(tag), str) and len(value) < EXIF_MOST // 2:
-            exif[tag] = value
+        if isinstance(value := tags.get(tag), str) and len(value) < room:
+            exif[tag] = value.encode("latin-1", "replace")  # Pillow read the bytes as Latin-1
+            room -= len(value)
     return exif.tobytes() if len(exif) else None
 
 

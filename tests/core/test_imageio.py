@@ -451,6 +451,7 @@ def test_a_png_whose_metadata_has_a_bad_checksum_is_read_as_browsers_show_it() -
 @pytest.mark.parametrize("fmt, note", [("GIF", "an animated GIF of 3 frames: only the first frame was processed"),
                                        ("PNG", "an animated PNG of 3 frames: only the first frame was processed"),
                                        ("WEBP", "an animated WEBP of 3 frames: only the first frame was processed"),
+                                       ("AVIF", "an animated AVIF of 3 frames: only the first frame was processed"),
                                        ("TIFF", ("a TIFF of 3 pages: only the first page was processed (save each "
                                                 "page as its own file to process them all)"))])
 def test_a_file_of_many_pictures_is_read_by_its_first_with_a_note_that_says_so(fmt: str, note: str) -> None:
@@ -490,7 +491,7 @@ def tiff_of_pages(pages: int) -> bytes:
 def test_the_pages_of_a_tiff_are_counted_up_to_a_bound() -> None:
     """Pillow walks a TIFF's pages in quadratic time: 160,000 pages took 161 s to count."""
     assert decode(tiff_of_pages(2), LIMITS).notes[0].startswith("a TIFF of 2 pages")
-    assert decode(tiff_of_pages(5000), LIMITS).notes[0].startswith("a TIFF of more than 1,000 pages")
+    assert decode(tiff_of_pages(5000), LIMITS).notes[0].startswith("a TIFF of 1,000 or more pages")
 
 
 def test_a_time_limit_while_counting_pages_reaches_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -570,11 +571,22 @@ def test_a_scans_tiff_tags_are_kept_as_the_pngs_exif() -> None:
 def test_a_tiff_tag_of_an_odd_type_or_size_is_left_out_not_a_reason_to_refuse() -> None:
     import tifffile
     buf = io.BytesIO()
-    tifffile.imwrite(buf, smooth_image(6, 10), photometric="rgb",
-                     extratags=[(33432, 5, 1, (1, 3)), (271, 2, 0, "x" * 100_000), (272, 2, 0, "LS-5000")])
-    # copyright as a fraction, a make of 100 KB, a model
+    tifffile.imwrite(buf, smooth_image(6, 10), photometric="rgb", metadata=None,  # no description of its own
+                     extratags=[(33432, 5, 1, (1, 3)), (271, 2, 0, "x" * 100_000), (270, 2, 0, "d" * 30_000),
+                                (272, 2, 0, "LS-5000"), (315, 2, 0, "a" * 5_000)])
+    # copyright as a fraction, a make of 100 KB, a description of 30 KB, a model, an artist that no longer fits
     kept = Image.open(io.BytesIO(encode_png(decode(buf.getvalue(), LIMITS)))).getexif()
-    assert 33432 not in kept and 271 not in kept and kept[272] == "LS-5000"
+    assert 33432 not in kept and 271 not in kept and 315 not in kept
+    assert kept[272] == "LS-5000" and kept[270] == "d" * 30_000
+
+
+def test_a_tiff_tags_text_keeps_its_bytes() -> None:
+    """Pillow reads a TIFF's text as Latin-1 and would write it back as ASCII: a UTF-8 © became '??'."""
+    import tifffile
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, smooth_image(6, 10), photometric="rgb",
+                     extratags=[(33432, 2, 0, "© 2024 Jürgen".encode())])
+    assert "© 2024 Jürgen".encode() in (decode(buf.getvalue(), LIMITS).exif or b"")
 
 
 def test_a_tiff_without_resolution_tags_gets_none_not_one_dpi() -> None:
