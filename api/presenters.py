@@ -149,7 +149,7 @@ def _csv(rows: Iterator[CaptionOut]) -> Iterator[str]:
     writer = csv.DictWriter(buf, fieldnames=list(CaptionOut.model_fields))
     writer.writeheader()
     for row in rows:
-        writer.writerow(spreadsheet_safe(row.model_dump() | {"notes": "; ".join(row.notes)}))
+        writer.writerow(spreadsheet_safe(row.model_dump()))
         yield buf.getvalue()
         buf.seek(0)
         buf.truncate()

@@ -99,7 +99,9 @@ class Health(BaseModel):
 
 
 def spreadsheet_safe(row: dict[str, Any]) -> dict[str, Any]:
-    """A CSV row that a spreadsheet shows as text: a string cell that would start a formula (=, +, -, @, tab, CR;
-    file names and captions come from uploaders) gets a leading apostrophe, as OWASP advises against CSV injection."""
+    """A CSV row that a spreadsheet shows as text: a list (an item's notes) is one cell, joined by "; " (no note has
+    a semicolon); a string cell that would start a formula (=, +, -, @, tab, CR; file names and captions come from
+    uploaders) gets a leading apostrophe, as OWASP advises against CSV injection."""
+    cells = {k: "; ".join(v) if isinstance(v, list) else v for k, v in row.items()}
     return {k: f"'{v}" if isinstance(v, str) and v.startswith(("=", "+", "-", "@", "\t", "\r")) else v
-            for k, v in row.items()}
+            for k, v in cells.items()}

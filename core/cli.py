@@ -171,8 +171,9 @@ def read_image(path: Path, limits: Limits) -> Picture:
 
 
 def tell(path: Path, picture: Picture) -> None:
+    """The notes on stderr under the path as given: `compare` reads two folders of the same names."""
     for note in picture.notes:
-        typer.echo(f"{path.name}: {note}", err=True)
+        typer.echo(f"{path}: {note}", err=True)
 
 
 def _num(value: float | None) -> str:

@@ -168,4 +168,4 @@ def item_row(item: ItemOut) -> dict[str, object]:
     r = item.result
     scores = {k: getattr(r, k) if r else None for k in ROW_FIELDS[2:13]}
     return {"file": item.filename, "state": item.state.value, **scores, "error": item.error,
-            "notes": "; ".join(r.notes) if r else None, "item_id": item.id}
+            "notes": r.notes if r else None, "item_id": item.id}

@@ -99,7 +99,7 @@ def test_run_json_gives_one_object_per_image(env: dict[str, str], tmp_path: Path
     assert [(r["file"], r["state"]) for r in rows] == [("a.png", "done"), ("b.png", "done"), ("c.png", "failed"),
                                                       ("d.gif", "done")]
     assert rows[0]["caption"] and rows[0]["sigma_estimate"] is not None and rows[2]["error"] == "empty file"
-    assert rows[0]["notes"] == "" and rows[3]["notes"] == "an animated GIF of 4 frames: only the first frame was processed"
+    assert rows[0]["notes"] == [] and rows[3]["notes"] == ["an animated GIF of 4 frames: only the first frame was processed"]
     assert "3 done, 1 failed" in out.stderr
 
 

@@ -1,5 +1,6 @@
 """`denocap submit/status/results` against a real server and worker, as a user runs them: killed mid-upload and
 run again, unreadable files, a wrong key."""
+import csv
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import numpy as np
 from sqlalchemy import create_engine, func, select
 
 from core.tables import Batch
-from tests.conftest import api_key, png
+from tests.conftest import api_key, many_frames, png
 from tests.test_cli import denocap as run_denocap
 
 UPLOADED = re.compile(r"uploaded (\d+)/(\d+) files")
@@ -140,15 +141,18 @@ def test_results_name_collisions_and_failed_rows(stack: str, postgres_url: str, 
     photos(tmp_path / "b", 1, start=4001)
     (tmp_path / "b" / "p4000.png").write_bytes((tmp_path / "b" / "p4001.png").read_bytes()[:40])  # truncated
     (tmp_path / "b" / "p4001.png").rename(tmp_path / "b" / "p4000.jpg")
+    (tmp_path / "a" / "scan.tif").write_bytes(many_frames("TIFF", 2))
     env = client_env(tmp_path, stack, key)
     sent = denocap(env, "submit", str(tmp_path / "a"), str(tmp_path / "b"), "--wait")
     assert sent.returncode == 1 and "p4000.png: not an image" in sent.stderr, sent.stderr
     out = tmp_path / "out"
     got = denocap(env, "results", sent.stdout.strip(), "--out", str(out))
     assert got.returncode == 0, got.stderr
-    assert sorted(p.name for p in out.glob("*.png")) == ["p4000 (2).png", "p4000.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["p4000 (2).png", "p4000.png", "scan.png"]
     rows = (out / "results.csv").read_text().splitlines()
-    assert len(rows) == 4 and sum(",failed," in r for r in rows) == 1
+    assert len(rows) == 5 and sum(",failed," in r for r in rows) == 1
+    notes = {r["file"]: r["notes"] for r in csv.DictReader(rows)}
+    assert notes["scan.tif"].startswith("a TIFF of 2 pages: only the first page") and notes["p4000.png"] == ""
     batch_id = sent.stdout.strip()
     mine = tmp_path / "mine"  # a folder that holds a photo of that name, the user's own
     mine.mkdir()
