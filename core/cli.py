@@ -25,13 +25,16 @@ from core import logs
 from core.config import get_settings
 
 if TYPE_CHECKING:  # the rest loads inside the commands that need it, keeping `--help` light
+    from collections.abc import Iterable
+
     from sqlalchemy.orm import sessionmaker
 
+    from api.schemas import ItemOut
     from core import bulk, submit
     from core.client import Client
     from core.imageio import Limits, Picture
     from core.options import BatchOptions
-    from core.tables import Batch
+    from core.tables import Batch, Item
 
 app = typer.Typer(help="Denoise photos with a deep network, then describe each in a sentence.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -114,7 +117,7 @@ def run(
             print_rows(batch)
         else:
             console.print(result_table(batch))
-            print_notes(batch)
+            print_notes(batch.items)
         failed = sum(i.state == ItemState.failed for i in batch.items)
     (err if as_json else console).print(
         f"batch {batch_id}: {len(uploads) - failed} done, {failed} failed; database {settings.database_url}")
@@ -155,11 +158,11 @@ def result_table(batch: Batch) -> Table:
     return table
 
 
-def print_notes(batch: Batch) -> None:
-    """Under the table, what the user should know of an image (only a file's first page was processed)."""
-    for item in batch.items:
+def print_notes(items: Iterable[Item | ItemOut], to: Console = console) -> None:
+    """What the user should know of each image (only a file's first page was processed), a line each."""
+    for item in items:
         for note in item.result.notes if item.result else ():
-            console.print(escape(f"{item.filename}: {note}"))
+            to.print(escape(f"{item.filename}: {note}"))
 
 
 def read_image(path: Path, limits: Limits) -> Picture:
@@ -787,12 +790,14 @@ def _wait(api: Client, batch_id: str, poll: float = 1.0) -> int:
     failed = list(api.items(batch_id, state="failed"))
     for item in failed:
         err.print(escape(f"{item.filename}: {item.error}"))
+    print_notes(api.items(batch_id, noted=True), err)
     return len(failed)
 
 
 @app.command("status")
 def status_cmd(batch_id: str, url: Url = None, key: Key = None) -> None:
-    """A batch's items per state, whether it is sealed and finished, and its failed items with their reasons."""
+    """A batch's items per state, whether it is sealed and finished, its failed items with their reasons and the
+    notes of the others (only a file's first page was processed)."""
     from core.client import NotFound
     from core.tables import ItemState
     with _client(url, key) as api:
@@ -807,6 +812,7 @@ def status_cmd(batch_id: str, url: Url = None, key: Key = None) -> None:
         console.print(table)
         for item in api.items(batch_id, state="failed"):
             console.print(escape(f"{item.filename}: {item.error}"))
+        print_notes(api.items(batch_id, noted=True))
 
 
 @app.command("results")

@@ -137,10 +137,12 @@ class Client:
     def batch(self, batch_id: str) -> BatchOut:
         return BatchOut.model_validate(self._send("GET", f"/batches/{batch_id}").json())
 
-    def items(self, batch_id: str, state: str | None = None, page: int = 1000) -> Iterator[ItemOut]:
-        """Every item of the batch in upload order, fetched a page at a time."""
+    def items(self, batch_id: str, state: str | None = None, page: int = 1000,
+              noted: bool = False) -> Iterator[ItemOut]:
+        """Every item of the batch in upload order (of a state; with a note), fetched a page at a time."""
         for offset in itertools.count(0, page):
-            params: dict[str, Any] = {"limit": page, "offset": offset} | ({"state": state} if state else {})
+            params: dict[str, Any] = ({"limit": page, "offset": offset} | ({"state": state} if state else {})
+                                      | ({"noted": "true"} if noted else {}))
             rows = Page[ItemOut].model_validate(self._send("GET", f"/batches/{batch_id}/items", params=params).json())
             yield from rows.data
             if offset + page >= rows.count or not rows.data:

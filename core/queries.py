@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, func, or_, select, tuple_
+from sqlalchemy import Select, String, and_, cast, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from core.tables import Batch, Item, ItemState, Result
@@ -83,10 +83,13 @@ def caption_page(session: Session, tenant_id: str, f: CaptionFilter, limit: int,
 
 
 def batch_items(session: Session, batch_id: str, state: ItemState | None, limit: int,
-                offset: int) -> tuple[list[Item], int]:
+                offset: int, noted: bool = False) -> tuple[list[Item], int]:
+    """noted: only items whose result has a note (only a file's first page was processed)."""
     stmt = select(Item).where(Item.batch_id == batch_id)
     if state is not None:
         stmt = stmt.where(Item.state == state)
+    if noted:  # the JSON as stored: '[]' when there is none
+        stmt = stmt.join(Result, Result.item_id == Item.id).where(cast(Result.notes, String) != "[]")
     count = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     return list(session.scalars(stmt.order_by(Item.position).limit(limit).offset(offset))), count
 

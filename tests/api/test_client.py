@@ -145,6 +145,7 @@ def test_results_name_collisions_and_failed_rows(stack: str, postgres_url: str, 
     env = client_env(tmp_path, stack, key)
     sent = denocap(env, "submit", str(tmp_path / "a"), str(tmp_path / "b"), "--wait")
     assert sent.returncode == 1 and "p4000.png: not an image" in sent.stderr, sent.stderr
+    assert "scan.tif: a TIFF of 2 pages: only the first page was processed" in sent.stderr
     out = tmp_path / "out"
     got = denocap(env, "results", sent.stdout.strip(), "--out", str(out))
     assert got.returncode == 0, got.stderr
@@ -154,6 +155,8 @@ def test_results_name_collisions_and_failed_rows(stack: str, postgres_url: str, 
     notes = {r["file"]: r["notes"] for r in csv.DictReader(rows)}
     assert notes["scan.tif"].startswith("a TIFF of 2 pages: only the first page") and notes["p4000.png"] == ""
     batch_id = sent.stdout.strip()
+    status = denocap(env, "status", batch_id)
+    assert "p4000.png: not an image" in status.stdout and "scan.tif: a TIFF of 2 pages" in status.stdout
     mine = tmp_path / "mine"  # a folder that holds a photo of that name, the user's own
     mine.mkdir()
     (mine / "p4000.png").write_bytes(b"my own")

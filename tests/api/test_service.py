@@ -116,6 +116,8 @@ def test_malformed_files_fail_alone_and_names_are_only_labels(client: httpx.Clie
     assert items["ok.png"]["result"]["notes"] == []
     note = "an animated WEBP of 3 frames: only the first frame was processed"
     assert items["moving.webp"]["result"]["notes"] == [note]
+    noted = client.get(f"/batches/{batch['id']}/items", params={"noted": "true"}).json()
+    assert noted["count"] == 1 and [i["filename"] for i in noted["data"]] == ["moving.webp"]
     exported = {r["filename"]: r for r in csv.DictReader(io.StringIO(
         client.get("/captions/export", params={"batch_id": batch["id"]}).text))}
     assert exported["moving.webp"]["notes"] == note and exported["ok.png"]["notes"] == ""
