@@ -159,10 +159,11 @@ def result_table(batch: Batch) -> Table:
 
 
 def print_notes(items: Iterable[Item | ItemOut], to: Console = console) -> None:
-    """What the user should know of each image (only a file's first page was processed), a line each."""
+    """What the user should know of each image (only a file's first page was processed, the denoiser gave nothing
+    usable), a whole line each, however narrow a log is."""
     for item in items:
         for note in item.result.notes if item.result else ():
-            to.print(escape(f"{item.filename}: {note}"))
+            to.print(escape(f"{item.filename}: {note}"), soft_wrap=True)
 
 
 def read_image(path: Path, limits: Limits) -> Picture:
@@ -771,7 +772,8 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
 
 
 def _wait(api: Client, batch_id: str, poll: float = 1.0) -> int:
-    """Processing progress until the batch finishes; lists failed items with their reasons; returns how many."""
+    """Processing progress until the batch finishes; lists failed items with their reasons, then the others' notes;
+    returns how many failed."""
     last = ""
     with Progress(TextColumn("process"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
                   TimeRemainingColumn(), console=err) as progress:
@@ -789,7 +791,7 @@ def _wait(api: Client, batch_id: str, poll: float = 1.0) -> int:
             time.sleep(poll)
     failed = list(api.items(batch_id, state="failed"))
     for item in failed:
-        err.print(escape(f"{item.filename}: {item.error}"))
+        err.print(escape(f"{item.filename}: {item.error}"), soft_wrap=True)
     print_notes(api.items(batch_id, noted=True), err)
     return len(failed)
 
@@ -797,7 +799,7 @@ def _wait(api: Client, batch_id: str, poll: float = 1.0) -> int:
 @app.command("status")
 def status_cmd(batch_id: str, url: Url = None, key: Key = None) -> None:
     """A batch's items per state, whether it is sealed and finished, its failed items with their reasons and the
-    notes of the others (only a file's first page was processed)."""
+    notes of the others (only a file's first page was processed, the denoiser gave nothing usable)."""
     from core.client import NotFound
     from core.tables import ItemState
     with _client(url, key) as api:

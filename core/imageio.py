@@ -81,38 +81,39 @@ def _first_only(img: Image.Image) -> tuple[str, ...]:
     """A note when the file holds more pictures than the first, which is the one read: an animation's frames, a
     multi-page TIFF's full-size pages (not its reduced-size ones, thumbnails). A phone's JPEG that carries a second,
     smaller picture (Pillow's MPO) is one photo. A TIFF's pages are counted up to FRAMES_COUNTED (Pillow walks them
-    in quadratic time); a frame or page that cannot be read ends the count with "or more"."""
+    in quadratic time)."""
     if img.format == "TIFF":
-        pages, complete = _tiff_pages(img)
-        note = f"a TIFF of {_count(pages, complete)} pages: only the first page was processed (save each page as its"
-        return (f"{note} own file to process them all)",) if pages > 1 else ()
+        return _tiff_note(*_tiff_pages(img))
     try:
-        frames, complete = (getattr(img, "n_frames", 1) if img.format in ANIMATED else 1), True  # from its header,
-        # or a linear walk (GIF)
+        frames = getattr(img, "n_frames", 1) if img.format in ANIMATED else 1  # from its header, or a walk (GIF)
     except DECODER_ERRORS:  # a broken later frame of a file whose first one decoded
-        frames, complete = 2, False
-    note = f"an animated {img.format} of {_count(frames, complete)} frames: only the first frame was processed"
-    return (note,) if frames > 1 else ()
+        return (f"an animated {img.format} whose later frames could not be read: only the first frame was processed",)
+    return (f"an animated {img.format} of {frames:,} frames: only the first frame was processed",) if frames > 1 else ()
 
 
-def _tiff_pages(img: Image.Image) -> tuple[int, bool]:
-    """Full-size pages, and whether that is all of them."""
+def _tiff_pages(img: Image.Image) -> tuple[int, str]:
+    """Full-size pages, and whether that is "all" of them, the count stopped at a "broken" entry or was "capped"."""
     pages = 0
     for page in range(2 * FRAMES_COUNTED):  # pages and their thumbnails
         try:
             img.seek(page)
         except EOFError:  # no more pages
-            return pages, True
-        except DECODER_ERRORS:  # a page there, but broken
-            return pages + 1, False
+            return pages, "all"
+        except DECODER_ERRORS:  # an entry there, but broken: a page or a thumbnail
+            return pages, "broken"
         pages += not img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1
         if pages > FRAMES_COUNTED:
             break
-    return pages, False
+    return min(pages, FRAMES_COUNTED), "capped"
 
 
-def _count(frames: int, complete: bool) -> str:
-    return f"{frames:,}" if complete else f"{min(frames, FRAMES_COUNTED):,} or more"
+def _tiff_note(pages: int, ended: str) -> tuple[str, ...]:
+    what = {"all": f"a TIFF of {pages:,} pages", "capped": f"a TIFF of {pages:,} or more pages",
+            "broken": f"a TIFF of {pages:,} readable pages and more that could not be read" if pages > 1 else
+                      "a TIFF whose later pages could not be read"}[ended]
+    if pages < 2 and ended != "broken":
+        return ()
+    return (f"{what}: only the first page was processed (save each page as its own file to process them all)",)
 
 
 def _dpi(img: Image.Image, turned: bool) -> tuple[float, float] | None:
@@ -251,8 +252,8 @@ def _upright(picture: Picture, orientation: int) -> Picture:
 
 ORIENTATION = 0x0112  # the EXIF tag, and TIFF's of the same number and meaning
 EXIF_IFD, PIXEL_X, PIXEL_Y = 0x8769, 0xA002, 0xA003  # EXIF: the Exif IFD's offset; the width and height in it
-DESCRIPTIVE_TAGS = (270, 271, 272, 305, 306, 315, 33432)  # TIFF/EXIF: description, make, model, software, date and
-# time, artist, copyright
+DESCRIPTIVE_TAGS = (33432, 315, 271, 272, 306, 270, 305)  # TIFF/EXIF: copyright, artist, make, model, date and
+# time, description, software: in this order they take the room of one EXIF block (a machine's description is long)
 NEW_SUBFILE_TYPE = 254  # TIFF: bit 0 set = a reduced-size copy of another page (a thumbnail)
 X_RESOLUTION = 282  # TIFF: without it Pillow reads 1 dpi
 PHOTOMETRIC = 262  # TIFF: 0 = MinIsWhite (0 is white)

@@ -84,7 +84,7 @@ def caption_page(session: Session, tenant_id: str, f: CaptionFilter, limit: int,
 
 def batch_items(session: Session, batch_id: str, state: ItemState | None, limit: int,
                 offset: int, noted: bool = False) -> tuple[list[Item], int]:
-    """noted: only items whose result has a note (only a file's first page was processed)."""
+    """noted: only items whose result has a note (only a file's first page was processed, and the like)."""
     stmt = select(Item).where(Item.batch_id == batch_id)
     if state is not None:
         stmt = stmt.where(Item.state == state)

@@ -208,11 +208,14 @@ def get_batch(session: SessionDep, batch: BatchDep) -> BatchOut:
     return presenters.batch_out(session, batch)
 
 
+Noted = Annotated[bool, Query(description="only items whose result has a note (only a file's first page was "
+                                          "processed; the denoiser gave nothing usable)")]
+
+
 @list_router.get("/{batch_id}/items", response_model=Page[ItemOut], operation_id="batches-items")
 def batch_items(session: SessionDep, batch: BatchDep, state: ItemState | None = None,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Offset = 0,
-                noted: Annotated[bool, Query(description="only items whose result has a note (only a file's "
-                                                         "first page was processed)")] = False) -> Page[ItemOut]:
+                noted: Noted = False) -> Page[ItemOut]:
     items, count = queries.batch_items(session, batch.id, state, limit, offset, noted)
     return Page(data=[presenters.item_out(i) for i in items], count=count)
 

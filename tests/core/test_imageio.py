@@ -494,6 +494,14 @@ def test_the_pages_of_a_tiff_are_counted_up_to_a_bound() -> None:
     assert decode(tiff_of_pages(5000), LIMITS).notes[0].startswith("a TIFF of 1,000 or more pages")
 
 
+def test_a_tiff_whose_later_pages_are_cut_off_says_so() -> None:
+    three = tiff_of_pages(3)
+    assert decode(three[:12 + 66 + 4], LIMITS).notes[0].startswith("a TIFF whose later pages could not be read: only")
+    assert decode(three[:12 + 2 * 66 + 4], LIMITS).notes[0].startswith(
+        "a TIFF of 2 readable pages and more that could not be read: only the first page was processed")
+    assert decode(tiff_of_pages(1), LIMITS).notes == ()
+
+
 def test_a_time_limit_while_counting_pages_reaches_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     """Celery's soft time limit is an Exception; run_item finds it as the ImageError's context."""
     from PIL import TiffImagePlugin
@@ -574,10 +582,10 @@ def test_a_tiff_tag_of_an_odd_type_or_size_is_left_out_not_a_reason_to_refuse() 
     tifffile.imwrite(buf, smooth_image(6, 10), photometric="rgb", metadata=None,  # no description of its own
                      extratags=[(33432, 5, 1, (1, 3)), (271, 2, 0, "x" * 100_000), (270, 2, 0, "d" * 30_000),
                                 (272, 2, 0, "LS-5000"), (315, 2, 0, "a" * 5_000)])
-    # copyright as a fraction, a make of 100 KB, a description of 30 KB, a model, an artist that no longer fits
+    # copyright as a fraction, a make of 100 KB, a description of 30 KB that no longer fits after the artist, a model
     kept = Image.open(io.BytesIO(encode_png(decode(buf.getvalue(), LIMITS)))).getexif()
-    assert 33432 not in kept and 271 not in kept and 315 not in kept
-    assert kept[272] == "LS-5000" and kept[270] == "d" * 30_000
+    assert 33432 not in kept and 271 not in kept and 270 not in kept
+    assert kept[272] == "LS-5000" and kept[315] == "a" * 5_000
 
 
 def test_a_tiff_tags_text_keeps_its_bytes() -> None:
