@@ -67,10 +67,11 @@ class Picture:
 def decode(data: bytes, limits: Limits) -> Picture:
     with _reasons():
         img = _open(data, limits)
+        page = _first_full_page(img, limits)
         icc = _profile(img.info.get("icc_profile"))
         dpi = _dpi(img, turned=_orientation(img) >= 5)  # before the pixels: Pillow and OpenCV turn a TIFF by its
         # tag themselves
-        picture, orientation = _pixels(img, data, icc)
+        picture, orientation = _pixels(img, data, icc, page)
         exif = img.info.get("exif") or (_tiff_exif(img) if img.format == "TIFF" else None)
         picture = replace(picture, icc=icc, exif=_upright_exif(exif), dpi=dpi,
                           xmp=_upright_xmp(img.info.get("xmp")))
@@ -200,7 +201,24 @@ def _swap_dimensions(tiff: bytes, out: bytearray, order: str, ifd: int) -> None:
         out[x + 2:x + 12], out[y + 2:y + 12] = tiff[y + 2:y + 12], tiff[x + 2:x + 12]  # type, count and value
 
 
-def _pixels(img: Image.Image, data: bytes, icc: bytes | None) -> tuple[Picture, int]:
+def _first_full_page(img: Image.Image, limits: Limits) -> int:
+    """The page read: a TIFF's first that is not a reduced-size copy (a writer may put the thumbnail first). The
+    image is moved to it, and its size checked, as the header's was."""
+    if img.format != "TIFF" or not img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1:
+        return 0
+    for page in range(1, 16):
+        try:
+            img.seek(page)
+        except (EOFError, *DECODER_ERRORS):
+            break
+        if not img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1:
+            _check_size(img.size, limits)
+            return page
+    img.seek(0)
+    return 0
+
+
+def _pixels(img: Image.Image, data: bytes, icc: bytes | None, page: int) -> tuple[Picture, int]:
     """The pixels and alpha as stored, in the depth stored, and the EXIF orientation that turns them upright."""
     if _is_deep(img, data):
         if img.format == "PPM":
@@ -211,9 +229,9 @@ def _pixels(img: Image.Image, data: bytes, icc: bytes | None) -> tuple[Picture, 
             return _rgb16(deep, False), _orientation(img)
         premultiplied = img.tag_v2.get(EXTRA_SAMPLES) in (1, (1,))
         if img.tag_v2.get(PLANAR) == 2:
-            return _rgb16(_planar16(data), premultiplied), _orientation(img)
+            return _rgb16(_planar16(data, page), premultiplied), _orientation(img)
         tagged = ORIENTATION in img.tag_v2  # OpenCV turns a TIFF as its tag says, not as its XMP does
-        return _rgb16(_opencv16(data), premultiplied), 1 if tagged else _orientation(img)
+        return _rgb16(_opencv16(data, page), premultiplied), 1 if tagged else _orientation(img)
     if img.format == "TIFF" and img.tag_v2.get(SAMPLE_FORMAT) in (2, (2,)):  # Pillow reads signed gray as unsigned
         raise ImageError(UNSUPPORTED_TIFF)
     white_is_zero = img.format == "TIFF" and img.tag_v2.get(PHOTOMETRIC) == 0  # Pillow inverts 8-bit ones only
@@ -277,21 +295,26 @@ def _is_deep(img: Image.Image, data: bytes) -> bool:
     return img.format == "TIFF" and img.mode in ("RGB", "RGBA") and set(img.tag_v2.get(BITS_PER_SAMPLE, ())) == {16}
 
 
-def _opencv16(data: bytes) -> np.ndarray:
-    """(H, W, 3 or 4) uint16 RGB(A) of a 16-bit colour PNG or interleaved TIFF."""
+def _opencv16(data: bytes, page: int = 0) -> np.ndarray:
+    """(H, W, 3 or 4) uint16 RGB(A) of a 16-bit colour PNG or interleaved TIFF (that page of it)."""
     import cv2  # only here: the API and the CLI start without OpenCV
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # no EXIF turn
+    buf = np.frombuffer(data, np.uint8)
+    if page:
+        ok, pages = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED)
+        arr = pages[page] if ok and len(pages) > page else None
+    else:
+        arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # no EXIF turn
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
         raise ImageError("broken 16-bit colour image")
     return np.concatenate([arr[..., 2::-1], arr[..., 3:]], axis=2)  # BGR(A) -> RGB(A)
 
 
-def _planar16(data: bytes) -> np.ndarray:
-    """The same of a planar ("per channel") 16-bit TIFF, by tifffile: OpenCV reads one as noise and memory left
-    from an earlier decode."""
+def _planar16(data: bytes, number: int) -> np.ndarray:
+    """The same of a planar ("per channel") 16-bit TIFF's page, by tifffile: OpenCV reads one as noise and memory
+    left from an earlier decode."""
     import tifffile  # only here, as OpenCV
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
-        page = tif.pages[0]
+        page = tif.pages[number]
         try:
             arr = page.asarray()
         except ValueError:  # a compression tifffile undoes only with imagecodecs (LZW, say), not installed

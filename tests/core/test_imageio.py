@@ -627,3 +627,17 @@ def test_the_xmp_orientation_pillow_reads_is_the_one_set_upright(written: bytes,
     picture = decode(buf.getvalue(), LIMITS)
     assert picture.pixels.shape[:2] == (6, 4) and picture.xmp is not None and upright in picture.xmp
     assert Image.open(io.BytesIO(encode_png(picture))).getexif().get(0x0112, 1) == 1
+
+
+@pytest.mark.parametrize("depth", [8, 16])  # pages of one layout: Pillow cannot move from an interleaved page to a
+# planar one (IndexError), and such a file is still read by its thumbnail
+def test_a_tiff_whose_first_page_is_its_thumbnail_is_read_by_its_full_size_page(depth: int) -> None:
+    import tifffile
+    full = smooth_image(64, 80).astype(np.uint16) * 257 if depth == 16 else smooth_image(64, 80)
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tif:
+        tif.write(full[::4, ::4], photometric="rgb", subfiletype=1)  # the reduced-size copy, first
+        tif.write(full, photometric="rgb")
+    picture = decode(buf.getvalue(), LIMITS)
+    assert picture.bit_depth == depth and picture.notes == ()
+    np.testing.assert_allclose(picture.pixels, full.astype(np.float32) / (65535 if depth == 16 else 255))
