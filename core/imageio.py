@@ -206,6 +206,8 @@ def _first_full_page(img: Image.Image, limits: Limits) -> int:
     image is moved to it, and its size checked, as the header's was."""
     if img.format != "TIFF" or not img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1:
         return 0
+    for key in PAGE_INFO:  # Pillow sets them anew only where the next page has them
+        img.info.pop(key, None)
     for page in range(1, 16):
         try:
             img.seek(page)
@@ -272,6 +274,7 @@ ORIENTATION = 0x0112  # the EXIF tag, and TIFF's of the same number and meaning
 EXIF_IFD, PIXEL_X, PIXEL_Y = 0x8769, 0xA002, 0xA003  # EXIF: the Exif IFD's offset; the width and height in it
 DESCRIPTIVE_TAGS = (33432, 315, 271, 272, 306, 270, 305)  # TIFF/EXIF: copyright, artist, make, model, date and
 # time, description, software: in this order they take the room of one EXIF block (a machine's description is long)
+PAGE_INFO = ("icc_profile", "dpi", "resolution", "xmp", "exif")  # what Pillow reads of a TIFF page into info
 NEW_SUBFILE_TYPE = 254  # TIFF: bit 0 set = a reduced-size copy of another page (a thumbnail)
 X_RESOLUTION = 282  # TIFF: without it Pillow reads 1 dpi
 PHOTOMETRIC = 262  # TIFF: 0 = MinIsWhite (0 is white)
@@ -299,9 +302,9 @@ def _opencv16(data: bytes, page: int = 0) -> np.ndarray:
     """(H, W, 3 or 4) uint16 RGB(A) of a 16-bit colour PNG or interleaved TIFF (that page of it)."""
     import cv2  # only here: the API and the CLI start without OpenCV
     buf = np.frombuffer(data, np.uint8)
-    if page:
-        ok, pages = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED)
-        arr = pages[page] if ok and len(pages) > page else None
+    if page:  # that page alone: the others are not decoded, nor held to the limits
+        ok, pages = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED, None, (page, page + 1))
+        arr = pages[0] if ok and len(pages) == 1 else None
     else:
         arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # no EXIF turn
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:

@@ -3,6 +3,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -641,3 +642,39 @@ def test_a_tiff_whose_first_page_is_its_thumbnail_is_read_by_its_full_size_page(
     picture = decode(buf.getvalue(), LIMITS)
     assert picture.bit_depth == depth and picture.notes == ()
     np.testing.assert_allclose(picture.pixels, full.astype(np.float32) / (65535 if depth == 16 else 255))
+
+
+def test_the_full_size_page_keeps_its_own_profile_and_resolution_not_the_thumbnails() -> None:
+    """Pillow keeps the thumbnail's profile and resolution in `info` when the page it moves to has none."""
+    import tifffile
+    from PIL import ImageCms
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tif:
+        tif.write(smooth_image(16, 20), photometric="rgb", subfiletype=1, resolution=(300, 300), resolutionunit="INCH",
+                  iccprofile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+        tif.write(smooth_image(64, 80), photometric="rgb", metadata=None)
+    picture = decode(buf.getvalue(), LIMITS)
+    assert picture.pixels.shape == (64, 80, 3) and picture.icc is None and picture.dpi is None
+
+
+def test_the_full_size_page_is_decoded_alone(tmp_path: Path) -> None:
+    """OpenCV decoded every page to keep one: four compressed 4000x4000 16-bit pages after the photo (200 KB of
+    file) took 400 MB."""
+    import subprocess
+    import sys
+
+    import tifffile
+    full = smooth_image(64, 80).astype(np.uint16) * 257
+    with tifffile.TiffWriter(tmp_path / "scan.tif") as tif:
+        tif.write(full[::4, ::4], photometric="rgb", subfiletype=1)
+        tif.write(full, photometric="rgb")
+        for _ in range(4):
+            tif.write(np.zeros((4000, 4000, 3), np.uint16), photometric="rgb", compression="zlib")
+    decode_it = ("import sys; from core.imageio import Limits, decode; "
+                 "print(decode(open(sys.argv[1], 'rb').read(), Limits(10**8, 10**8, 10**5)).pixels.shape)")
+    measured = ("import resource, subprocess, sys; out = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+                "print(out.stdout.strip(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # a child of a
+    # small process: one of this one would inherit its high-water mark
+    out = subprocess.run([sys.executable, "-c", measured, sys.executable, "-c", decode_it, str(tmp_path / "scan.tif")],
+                         capture_output=True, text=True, check=True, timeout=120).stdout.rsplit(" ", 1)
+    assert out[0] == "(64, 80, 3)" and int(out[1]) < 300 * 1024, out  # KiB
