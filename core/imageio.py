@@ -26,6 +26,7 @@ EXIF_MOST = 65_527  # what one JPEG APP1 segment holds
 DPI_MOST = 1_000_000  # a microscope's or a film scanner's is high; beyond this a resolution is not believed
 XMP_MOST = 4 * 1024**2  # a library's packet with its edit history is some 100 KB
 XMP_ORIENTATION = re.compile(rb'(tiff:Orientation(?:="|>))[0-9]')  # as Pillow reads it, attribute or element
+XMP_DIMENSIONS = ((b"tiff:ImageWidth", b"tiff:ImageLength"), (b"exif:PixelXDimension", b"exif:PixelYDimension"))
 THUMBNAIL_PROFILE_MOST = 65_519  # one JPEG APP2 segment: a phone's profile is a few KB, a thumbnail stays small
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", ".ppm",
                   ".pgm", ".pbm", ".pnm"}  # what a folder contributes
@@ -69,12 +70,13 @@ def decode(data: bytes, limits: Limits) -> Picture:
         img = _open(data, limits)
         page = _first_full_page(img, limits)
         icc = _profile(img.info.get("icc_profile"))
-        dpi = _dpi(img, turned=_orientation(img) >= 5)  # before the pixels: Pillow and OpenCV turn a TIFF by its
-        # tag themselves
+        turned = _orientation(img) >= 5  # a quarter turn; read before the pixels: Pillow and OpenCV turn a TIFF by
+        # its tag themselves
+        dpi = _dpi(img, turned)
         picture, orientation = _pixels(img, data, icc, page)
         exif = img.info.get("exif") or (_tiff_exif(img) if img.format == "TIFF" else None)
         picture = replace(picture, icc=icc, exif=_upright_exif(exif), dpi=dpi,
-                          xmp=_upright_xmp(img.info.get("xmp")))
+                          xmp=_upright_xmp(img.info.get("xmp"), turned))
         return _upright(replace(picture, notes=_first_only(img)), orientation)  # last: it moves to other frames
 
 
@@ -180,15 +182,22 @@ def _tiff_exif(img: Image.Image) -> bytes | None:
     return exif.tobytes() if len(exif) else None
 
 
-def _upright_xmp(xmp: object) -> bytes | None:
+def _upright_xmp(xmp: object, turned: bool) -> bytes | None:
     """The photo's XMP packet (what Lightroom and its kind keep: keywords, rating, title, rights), its orientation
-    set to 1 as EXIF's; None if there is none, it is over XMP_MOST or not UTF-8, as XMP must be."""
+    set to 1 as EXIF's, and after a quarter turn its width and height swapped, as EXIF's; None if there is none, it
+    is over XMP_MOST or not UTF-8, as XMP must be."""
     if not isinstance(xmp, bytes) or not xmp or len(xmp) > XMP_MOST:
         return None
     try:
         xmp.decode()
     except UnicodeDecodeError:
         return None
+    for width, height in XMP_DIMENSIONS if turned else ():
+        found = [re.search(rb"(" + name + rb'(?:="|>))(\d+)', xmp) for name in (width, height)]
+        if found[0] and found[1]:
+            (w, w_at), (h, h_at) = ((m.group(2), m.span(2)) for m in found)
+            for (start, end), value in sorted([(w_at, h), (h_at, w)], reverse=True):  # the later one first
+                xmp = xmp[:start] + value + xmp[end:]
     return XMP_ORIENTATION.sub(rb"\g<1>1", xmp)
 
 

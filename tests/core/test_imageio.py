@@ -538,6 +538,7 @@ def test_a_scans_resolution_is_kept_in_its_png_turned_with_it() -> None:
 XMP = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
        'xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/" tiff:Orientation="6" '
+       'tiff:ImageWidth="10" tiff:ImageLength="6" '
        'xmp:Rating="4"><dc:subject><rdf:Bag><rdf:li>harbour</rdf:li><rdf:li>Großvater</rdf:li></rdf:Bag></dc:subject>'
        '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
 
@@ -553,6 +554,7 @@ def test_a_photos_xmp_keywords_and_rating_are_kept_upright(fmt: str) -> None:
     xmp = out.info["xmp"]
     assert b'xmp:Rating="4"' in xmp and "Großvater".encode() in xmp and b'tiff:Orientation="6"' not in xmp
     # (1, or left out: Pillow drops it from a TIFF's XMP as it turns the pixels)
+    assert b'tiff:ImageWidth="6" tiff:ImageLength="10"' in xmp  # turned a quarter, as the pixels
     assert out.getexif().get(0x0112, 1) == 1  # a viewer does not turn it again
     assert decode(encode_png(picture), LIMITS).pixels.shape == picture.pixels.shape
 
