@@ -91,6 +91,9 @@ def _first_only(img: Image.Image) -> tuple[str, ...]:
         frames = getattr(img, "n_frames", 1) if img.format in ANIMATED else 1  # from its header, or a walk (GIF)
     except DECODER_ERRORS:  # a broken later frame of a file whose first one decoded
         return (f"an animated {img.format} whose later frames could not be read: only the first frame was processed",)
+    if frames > 1 and img.format == "PNG" and img.info.get("default_image"):  # a still for viewers without APNG
+        animated = f"{frames - 1:,} frame{'s' if frames > 2 else ''}"
+        return (f"an animated PNG of {animated}: its still image was processed, not the animation",)
     return (f"an animated {img.format} of {frames:,} frames: only the first frame was processed",) if frames > 1 else ()
 
 

@@ -680,3 +680,12 @@ def test_the_full_size_page_is_decoded_alone(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", measured, sys.executable, "-c", decode_it, str(tmp_path / "scan.tif")],
                          capture_output=True, text=True, check=True, timeout=120).stdout.rsplit(" ", 1)
     assert out[0] == "(64, 80, 3)" and int(out[1]) < 300 * 1024, out  # KiB
+
+
+def test_an_animated_png_whose_still_image_is_not_a_frame_says_the_still_was_processed() -> None:
+    first, *rest = (Image.fromarray(smooth_image(8, 8, seed=seed)) for seed in range(3))
+    buf = io.BytesIO()
+    first.save(buf, format="PNG", save_all=True, append_images=rest, default_image=True)  # the still, then 2 frames
+    picture = decode(buf.getvalue(), LIMITS)
+    assert picture.notes == ("an animated PNG of 2 frames: its still image was processed, not the animation",)
+    np.testing.assert_allclose(picture.pixels, np.asarray(first, np.float32) / 255)
