@@ -294,6 +294,47 @@ def denoise(
         raise typer.Exit(1)
 
 
+@app.command()
+def pages(
+    paths: Annotated[list[Path], typer.Argument(help="multi-page TIFFs or folders, then the output folder last")],
+) -> None:
+    """Split multi-page TIFFs (a document feeder's scans) into one PNG a full-size page, OUT/NAME page N.png, with
+    each page's metadata, so that `denocap run OUT` or `submit OUT` processes them all."""
+    from core import submit
+    from core.bulk import png_names, write_file
+    from core.imageio import ImageError, decode, encode_png, full_pages, probe_file
+    if len(paths) < 2:
+        fail("give at least one input and the output folder")
+    *inputs, out = paths
+    limits = submit.limits_of(get_settings())
+    files = image_files(inputs)
+    out_dir(out, files)
+    failed, taken, stems = 0, 0, []
+    for path in files:
+        try:
+            with path.open("rb") as file:
+                probe_file(file, os.fstat(file.fileno()).st_size, limits)
+                file.seek(0)
+                data = file.read()
+            numbers = full_pages(data, limits)
+        except (ImageError, OSError) as e:
+            typer.echo(f"{path}: {_reason(e)}", err=True)
+            failed += 1
+            continue
+        stems += [f"{path.stem} page {n}" for n in range(1, len(numbers) + 1)]
+        names = png_names(stems)[-len(numbers):]  # `scan page 1 (2).png` for a second scan.tif
+        for n, (page, name) in enumerate(zip(numbers, names, strict=True), 1):
+            try:
+                write_file(out / name, encode_png(decode(data, limits, page)))
+                taken += 1
+            except (ImageError, OSError) as e:
+                typer.echo(f"{path} page {n}: {_reason(e)}", err=True)
+                failed += 1
+    console.print(escape(f"{taken} pages in {out}"))
+    if failed:
+        raise typer.Exit(1)
+
+
 def _reason(e: Exception) -> str:
     """An ImageError says why; an OSError (unreadable, a folder where the output goes) says it and where."""
     return f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)

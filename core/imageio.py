@@ -65,10 +65,14 @@ class Picture:
         return self.pixels.shape[0], self.pixels.shape[1]
 
 
-def decode(data: bytes, limits: Limits) -> Picture:
+def decode(data: bytes, limits: Limits, page: int | None = None) -> Picture:
+    """The picture a file holds: a TIFF's first full-size page, with a note when it has more pages or frames than
+    that one; or with `page` (one of full_pages), that page of a TIFF, without the note."""
     with _reasons():
         img = _open(data, limits)
-        page = _first_full_page(img, limits)
+        whole = page is None
+        page = (_full_pages(img, 1)[0] if _reduced(img) else 0) if page is None else page
+        img = _at_page(data, limits, page) if page else img
         icc = _profile(img.info.get("icc_profile"))
         turned = _orientation(img) >= 5  # a quarter turn; read before the pixels: Pillow and OpenCV turn a TIFF by
         # its tag themselves
@@ -77,7 +81,8 @@ def decode(data: bytes, limits: Limits) -> Picture:
         exif = img.info.get("exif") or (_tiff_exif(img) if img.format == "TIFF" else None)
         picture = replace(picture, icc=icc, exif=_upright_exif(exif), dpi=dpi,
                           xmp=_upright_xmp(img.info.get("xmp"), turned))
-        return _upright(replace(picture, notes=_first_only(img)), orientation)  # last: it moves to other frames
+        notes = _first_only(img) if whole else ()  # last: it moves to other frames
+        return _upright(replace(picture, notes=notes), orientation)
 
 
 def _first_only(img: Image.Image) -> tuple[str, ...]:
@@ -119,7 +124,7 @@ def _tiff_note(pages: int, ended: str) -> tuple[str, ...]:
                       "a TIFF whose later pages could not be read"}[ended]
     if pages < 2 and ended != "broken":
         return ()
-    return (f"{what}: only the first page was processed (save each page as its own file to process them all)",)
+    return (f"{what}: only the first page was processed (`denocap pages` splits it into a file a page)",)
 
 
 def _dpi(img: Image.Image, turned: bool) -> tuple[float, float] | None:
@@ -213,23 +218,43 @@ def _swap_dimensions(tiff: bytes, out: bytearray, order: str, ifd: int) -> None:
         out[x + 2:x + 12], out[y + 2:y + 12] = tiff[y + 2:y + 12], tiff[x + 2:x + 12]  # type, count and value
 
 
-def _first_full_page(img: Image.Image, limits: Limits) -> int:
-    """The page read: a TIFF's first that is not a reduced-size copy (a writer may put the thumbnail first). The
-    image is moved to it, and its size checked, as the header's was."""
-    if img.format != "TIFF" or not img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1:
-        return 0
-    for key in PAGE_INFO:  # Pillow sets them anew only where the next page has them
-        img.info.pop(key, None)
-    for page in range(1, 16):
+def full_pages(data: bytes, limits: Limits) -> list[int]:
+    """The pages of a TIFF that are not reduced-size copies (thumbnails), at most FRAMES_COUNTED, as decode's
+    `page`: a document feeder's scans, one a page; [0] for any other file."""
+    with _reasons():
+        return _full_pages(_open(data, limits), FRAMES_COUNTED)
+
+
+def _full_pages(img: Image.Image, most: int) -> list[int]:
+    if img.format != "TIFF":
+        return [0]
+    found: list[int] = []
+    for page in range(2 * FRAMES_COUNTED):  # pages and their thumbnails
         try:
             img.seek(page)
         except (EOFError, *DECODER_ERRORS):
             break
-        if not img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1:
-            _check_size(img.size, limits)
-            return page
-    img.seek(0)
-    return 0
+        if not _reduced(img):
+            found.append(page)
+            if len(found) == most:
+                break
+    return found or [0]  # a thumbnail alone: that, then
+
+
+def _reduced(img: Image.Image) -> bool:
+    """A TIFF page that is a reduced-size copy of another (a writer may put the thumbnail first)."""
+    return img.format == "TIFF" and bool(img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1)
+
+
+def _at_page(data: bytes, limits: Limits, page: int) -> Image.Image:
+    """The TIFF opened anew at that page, its size checked as the header's was. Anew, as Pillow sets a page's
+    profile and resolution only where the page has them, keeping the earlier page's otherwise."""
+    img = _open(data, limits)
+    for key in PAGE_INFO:
+        img.info.pop(key, None)
+    img.seek(page)
+    _check_size(img.size, limits)
+    return img
 
 
 def _pixels(img: Image.Image, data: bytes, icc: bytes | None, page: int) -> tuple[Picture, int]:

@@ -1,4 +1,5 @@
 """noise -> denoise -> compare on real files through the real command line."""
+import io
 import json
 import math
 import os
@@ -109,3 +110,17 @@ def test_a_file_name_that_is_not_utf8_keeps_its_bytes(env: dict[str, str], tmp_p
     out = denocap(env, "noise", str(tmp_path / "in"), str(tmp_path / "out"))
     assert out.returncode == 0, out.stderr
     assert sorted(os.listdir(os.fsencode(tmp_path / "out"))) == [b".hidden.png", b"caf\xe9.png", b"img0.png"]
+
+
+def test_pages_splits_scans_into_a_png_a_page_named_apart(env: dict[str, str], tmp_path: Path) -> None:
+    for folder in ("box1", "box2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "scan.tif").write_bytes(many_frames("TIFF", 2 if folder == "box1" else 3))
+    (tmp_path / "box2" / "cut.tif").write_bytes(many_frames("TIFF", 2)[:100])
+    out = denocap(env, "pages", str(tmp_path / "box1"), str(tmp_path / "box2"), str(tmp_path / "out"))
+    assert out.returncode == 1 and "cut.tif: " in out.stderr and "5 pages in" in out.stdout, out.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "scan page 1 (2).png", "scan page 1.png", "scan page 2 (2).png", "scan page 2.png", "scan page 3.png"]
+    third = Image.open(io.BytesIO(many_frames("TIFF", 3)))
+    third.seek(2)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "scan page 3.png")), np.asarray(third.convert("RGB")))

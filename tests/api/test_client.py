@@ -146,8 +146,8 @@ def test_results_name_collisions_and_failed_rows(stack: str, postgres_url: str, 
     env = client_env(tmp_path, stack, key)
     sent = denocap(env, "submit", str(tmp_path / "a"), str(tmp_path / "b"), "--wait")
     assert sent.returncode == 1 and "p4000.png: not an image" in sent.stderr, sent.stderr
-    assert (f"{scan}: a TIFF of 2 pages: only the first page was processed (save each page as its own file to "
-            "process them all)") in sent.stderr
+    assert (f"{scan}: a TIFF of 2 pages: only the first page was processed (`denocap pages` splits it into a file "
+            "a page)") in sent.stderr
     out = tmp_path / "out"
     got = denocap(env, "results", sent.stdout.strip(), "--out", str(out))
     assert got.returncode == 0, got.stderr

@@ -66,8 +66,8 @@ def test_watch_a_batch_then_look_and_search(browser: Browser, stack: str, client
     cards = page.locator(".card")
     expect(cards).to_have_count(8)
     expect(page.locator(".card.state-failed .error")).to_have_text("not an image (unknown format)")
-    expect(page.locator(".card .note")).to_have_text("a TIFF of 2 pages: only the first page was processed (save "
-                                                     "each page as its own file to process them all)")
+    expect(page.locator(".card .note")).to_have_text("a TIFF of 2 pages: only the first page was processed "
+                                                     "(`denocap pages` splits it into a file a page)")
     page.wait_for_function("[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)")
     first = cards.first
     thumb = first.locator("img")

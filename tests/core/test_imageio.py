@@ -453,8 +453,8 @@ def test_a_png_whose_metadata_has_a_bad_checksum_is_read_as_browsers_show_it() -
                                        ("PNG", "an animated PNG of 3 frames: only the first frame was processed"),
                                        ("WEBP", "an animated WEBP of 3 frames: only the first frame was processed"),
                                        ("AVIF", "an animated AVIF of 3 frames: only the first frame was processed"),
-                                       ("TIFF", ("a TIFF of 3 pages: only the first page was processed (save each "
-                                                "page as its own file to process them all)"))])
+                                       ("TIFF", ("a TIFF of 3 pages: only the first page was processed (`denocap "
+                                                "pages` splits it into a file a page)"))])
 def test_a_file_of_many_pictures_is_read_by_its_first_with_a_note_that_says_so(fmt: str, note: str) -> None:
     picture = decode(many_frames(fmt), LIMITS)
     first = Image.open(io.BytesIO(many_frames(fmt))).convert("RGB")
@@ -689,3 +689,21 @@ def test_an_animated_png_whose_still_image_is_not_a_frame_says_the_still_was_pro
     picture = decode(buf.getvalue(), LIMITS)
     assert picture.notes == ("an animated PNG of 2 frames: its still image was processed, not the animation",)
     np.testing.assert_allclose(picture.pixels, np.asarray(first, np.float32) / 255)
+
+
+def test_each_full_size_page_of_a_tiff_is_read_by_its_number() -> None:
+    import tifffile
+
+    from core.imageio import full_pages
+    shots = [smooth_image(64, 80, seed=seed) for seed in range(3)]
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tif:
+        tif.write(shots[0], photometric="rgb")
+        tif.write(shots[0][::4, ::4], photometric="rgb", subfiletype=1)  # the first page's thumbnail
+        tif.write(shots[1], photometric="rgb")
+        tif.write(shots[2], photometric="rgb")
+    assert full_pages(buf.getvalue(), LIMITS) == [0, 2, 3] and full_pages(png(shots[0]), LIMITS) == [0]
+    for page, shot in zip([0, 2, 3], shots, strict=True):
+        picture = decode(buf.getvalue(), LIMITS, page)
+        np.testing.assert_allclose(picture.pixels, shot.astype(np.float32) / 255)
+        assert picture.notes == ()
