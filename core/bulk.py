@@ -211,14 +211,14 @@ def output_names(items: list[ItemOut]) -> dict[str, str]:
     return dict(zip((i.id for i in items), png_names(stems), strict=True))
 
 
-def png_names(stems: list[str], most: int = 200) -> list[str]:
+def png_names(stems: list[str], most: int = 200, taken: set[str] | None = None) -> list[str]:
     """`stem.png` for each, `stem (2).png` for the second of a stem (case-insensitively: one folder may not tell
-    them apart), a stem cut to `most` bytes (a name a file system takes, with room for a temporary suffix)."""
+    them apart; also apart from the names in `taken`, which grows), a stem cut to `most` bytes (a name a file system
+    takes, with room for a temporary suffix)."""
     names: list[str] = []
-    taken: set[str] = set()
+    taken = set() if taken is None else taken
     for stem in stems:
-        while len(os.fsencode(stem)) > most:  # cut on a character; a name's bytes that are not UTF-8 kept as they are
-            stem = stem[:-1]
+        stem = cut(stem, most)
         name, n = f"{stem}.png", 1
         while name.lower() in taken:
             n += 1
@@ -226,6 +226,13 @@ def png_names(stems: list[str], most: int = 200) -> list[str]:
         taken.add(name.lower())
         names.append(name)
     return names
+
+
+def cut(name: str, most: int) -> str:
+    """The name cut on a character to at most `most` bytes; a name's bytes that are not UTF-8 kept as they are."""
+    while len(os.fsencode(name)) > most:
+        name = name[:-1]
+    return name
 
 
 def write_file(path: Path, data: bytes) -> None:

@@ -301,36 +301,44 @@ def pages(
     """Split multi-page TIFFs (a document feeder's scans) into one PNG a full-size page, OUT/NAME page N.png, with
     each page's metadata, so that `denocap run OUT` or `submit OUT` processes them all."""
     from core import submit
-    from core.bulk import png_names, write_file
-    from core.imageio import ImageError, decode, encode_png, full_pages, probe_file
+    from core.bulk import cut, png_names, write_file
+    from core.imageio import FRAMES_COUNTED, ImageError, decode, encode_png, full_pages, probe_file
     if len(paths) < 2:
         fail("give at least one input and the output folder")
     *inputs, out = paths
     limits = submit.limits_of(get_settings())
     files = image_files(inputs)
     out_dir(out, files)
-    failed, taken, stems = 0, 0, []
+    failed, written = 0, 0
+    taken: set[str] = set()  # the names written, across the files
     for path in files:
         try:
             with path.open("rb") as file:
                 probe_file(file, os.fstat(file.fileno()).st_size, limits)
                 file.seek(0)
                 data = file.read()
-            numbers = full_pages(data, limits)
+            numbers, ended = full_pages(data, limits)
         except (ImageError, OSError) as e:
             typer.echo(f"{path}: {_reason(e)}", err=True)
             failed += 1
             continue
-        stems += [f"{path.stem} page {n}" for n in range(1, len(numbers) + 1)]
-        names = png_names(stems)[-len(numbers):]  # `scan page 1 (2).png` for a second scan.tif
+        stem = cut(path.stem, 150)  # room for " page 1000 (2)" in a name the file system takes
+        names = png_names([f"{stem} page {n}" for n in range(1, len(numbers) + 1)], taken=taken)
         for n, (page, name) in enumerate(zip(numbers, names, strict=True), 1):
             try:
-                write_file(out / name, encode_png(decode(data, limits, page)))
-                taken += 1
+                picture = decode(data, limits, page)
+                tell(path, picture)  # an animation: only its first frame
+                write_file(out / name, encode_png(picture))
+                written += 1
             except (ImageError, OSError) as e:
                 typer.echo(f"{path} page {n}: {_reason(e)}", err=True)
                 failed += 1
-    console.print(escape(f"{taken} pages in {out}"))
+        if ended != "all":
+            typer.echo(f"{path}: " + (f"the pages after page {len(numbers)} could not be read" if ended == "broken"
+                                      else f"more than {FRAMES_COUNTED:,} pages; the first {FRAMES_COUNTED:,} were "
+                                           "written"), err=True)
+            failed += 1
+    console.print(escape(f"{written} pages in {out}"))
     if failed:
         raise typer.Exit(1)
 

@@ -71,8 +71,12 @@ def decode(data: bytes, limits: Limits, page: int | None = None) -> Picture:
     with _reasons():
         img = _open(data, limits)
         whole = page is None
-        page = (_full_pages(img, 1)[0] if _reduced(img) else 0) if page is None else page
-        img = _at_page(data, limits, page) if page else img
+        if page is None and _reduced(img):  # a writer may put the thumbnail first
+            page = next(iter(_walk_pages(img, 1)[0]), 0)
+            img = _at_page(data, limits, page)  # anew, also when it is the thumbnail after all
+        elif page:
+            img = _at_page(data, limits, page)
+        page = page or 0
         icc = _profile(img.info.get("icc_profile"))
         turned = _orientation(img) >= 5  # a quarter turn; read before the pixels: Pillow and OpenCV turn a TIFF by
         # its tag themselves
@@ -81,7 +85,8 @@ def decode(data: bytes, limits: Limits, page: int | None = None) -> Picture:
         exif = img.info.get("exif") or (_tiff_exif(img) if img.format == "TIFF" else None)
         picture = replace(picture, icc=icc, exif=_upright_exif(exif), dpi=dpi,
                           xmp=_upright_xmp(img.info.get("xmp"), turned))
-        notes = _first_only(img) if whole else ()  # last: it moves to other frames
+        notes = _first_only(img) if whole or img.format != "TIFF" else ()  # last: it moves to other frames; an
+        # animation asked for its first frame still says it has more
         return _upright(replace(picture, notes=notes), orientation)
 
 
@@ -91,7 +96,8 @@ def _first_only(img: Image.Image) -> tuple[str, ...]:
     smaller picture (Pillow's MPO) is one photo. A TIFF's pages are counted up to FRAMES_COUNTED (Pillow walks them
     in quadratic time)."""
     if img.format == "TIFF":
-        return _tiff_note(*_tiff_pages(img))
+        pages, ended = _walk_pages(img)
+        return _tiff_note(len(pages), ended)
     try:
         frames = getattr(img, "n_frames", 1) if img.format in ANIMATED else 1  # from its header, or a walk (GIF)
     except DECODER_ERRORS:  # a broken later frame of a file whose first one decoded
@@ -102,24 +108,26 @@ def _first_only(img: Image.Image) -> tuple[str, ...]:
     return (f"an animated {img.format} of {frames:,} frames: only the first frame was processed",) if frames > 1 else ()
 
 
-def _tiff_pages(img: Image.Image) -> tuple[int, str]:
-    """Full-size pages, and whether that is "all" of them, the count stopped at a "broken" entry or was "capped"."""
-    pages = 0
+def _walk_pages(img: Image.Image, most: int = FRAMES_COUNTED) -> tuple[list[int], str]:
+    """A TIFF's full-size pages (not its reduced-size copies), at most `most`, and whether that is "all" of them, the
+    walk stopped at a "broken" entry, or it was "capped" (Pillow walks pages in quadratic time)."""
+    found: list[int] = []
     for page in range(2 * FRAMES_COUNTED):  # pages and their thumbnails
         try:
             img.seek(page)
         except EOFError:  # no more pages
-            return pages, "all"
+            return found, "all"
         except DECODER_ERRORS:  # an entry there, but broken: a page or a thumbnail
-            return pages, "broken"
-        pages += not img.tag_v2.get(NEW_SUBFILE_TYPE, 0) & 1
-        if pages > FRAMES_COUNTED:
-            break
-    return min(pages, FRAMES_COUNTED), "capped"
+            return found, "broken"
+        if not _reduced(img):
+            if len(found) == most:
+                return found, "capped"
+            found.append(page)
+    return found, "capped"
 
 
 def _tiff_note(pages: int, ended: str) -> tuple[str, ...]:
-    what = {"all": f"a TIFF of {pages:,} pages", "capped": f"a TIFF of {pages:,} or more pages",
+    what = {"all": f"a TIFF of {pages:,} pages", "capped": f"a TIFF of more than {pages:,} pages",
             "broken": f"a TIFF of {pages:,} readable pages and more that could not be read" if pages > 1 else
                       "a TIFF whose later pages could not be read"}[ended]
     if pages < 2 and ended != "broken":
@@ -218,27 +226,13 @@ def _swap_dimensions(tiff: bytes, out: bytearray, order: str, ifd: int) -> None:
         out[x + 2:x + 12], out[y + 2:y + 12] = tiff[y + 2:y + 12], tiff[x + 2:x + 12]  # type, count and value
 
 
-def full_pages(data: bytes, limits: Limits) -> list[int]:
+def full_pages(data: bytes, limits: Limits) -> tuple[list[int], str]:
     """The pages of a TIFF that are not reduced-size copies (thumbnails), at most FRAMES_COUNTED, as decode's
-    `page`: a document feeder's scans, one a page; [0] for any other file."""
+    `page` (a document feeder's scans, one a page), and how the walk ended ("all", "broken", "capped"); [0] and
+    "all" for any other file."""
     with _reasons():
-        return _full_pages(_open(data, limits), FRAMES_COUNTED)
-
-
-def _full_pages(img: Image.Image, most: int) -> list[int]:
-    if img.format != "TIFF":
-        return [0]
-    found: list[int] = []
-    for page in range(2 * FRAMES_COUNTED):  # pages and their thumbnails
-        try:
-            img.seek(page)
-        except (EOFError, *DECODER_ERRORS):
-            break
-        if not _reduced(img):
-            found.append(page)
-            if len(found) == most:
-                break
-    return found or [0]  # a thumbnail alone: that, then
+        img = _open(data, limits)
+        return _walk_pages(img) if img.format == "TIFF" else ([0], "all")
 
 
 def _reduced(img: Image.Image) -> bool:
@@ -250,10 +244,11 @@ def _at_page(data: bytes, limits: Limits, page: int) -> Image.Image:
     """The TIFF opened anew at that page, its size checked as the header's was. Anew, as Pillow sets a page's
     profile and resolution only where the page has them, keeping the earlier page's otherwise."""
     img = _open(data, limits)
-    for key in PAGE_INFO:
-        img.info.pop(key, None)
-    img.seek(page)
-    _check_size(img.size, limits)
+    if page:  # seek(0) on a fresh image is no move, and would not set the keys again
+        for key in PAGE_INFO:
+            img.info.pop(key, None)
+        img.seek(page)
+        _check_size(img.size, limits)
     return img
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from tests.conftest import many_frames, png, smooth_image
+from tests.core.test_imageio import tiff_of_pages
 from tests.test_cli import denocap
 
 
@@ -117,10 +118,15 @@ def test_pages_splits_scans_into_a_png_a_page_named_apart(env: dict[str, str], t
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "scan.tif").write_bytes(many_frames("TIFF", 2 if folder == "box1" else 3))
     (tmp_path / "box2" / "cut.tif").write_bytes(many_frames("TIFF", 2)[:100])
+    (tmp_path / "box2" / "torn.tif").write_bytes(tiff_of_pages(5)[:12 + 3 * 66 + 4])  # the 4th page's entry cut
+    (tmp_path / "box2" / "moving.gif").write_bytes(many_frames("GIF", 3))
     out = denocap(env, "pages", str(tmp_path / "box1"), str(tmp_path / "box2"), str(tmp_path / "out"))
-    assert out.returncode == 1 and "cut.tif: " in out.stderr and "5 pages in" in out.stdout, out.stderr
+    assert out.returncode == 1 and "cut.tif: " in out.stderr and "9 pages in" in out.stdout, out.stderr
+    assert "torn.tif: the pages after page 3 could not be read" in out.stderr
+    assert "moving.gif: an animated GIF of 3 frames: only the first frame was processed" in out.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "scan page 1 (2).png", "scan page 1.png", "scan page 2 (2).png", "scan page 2.png", "scan page 3.png"]
+        "moving page 1.png", "scan page 1 (2).png", "scan page 1.png", "scan page 2 (2).png", "scan page 2.png",
+        "scan page 3.png", "torn page 1.png", "torn page 2.png", "torn page 3.png"]
     third = Image.open(io.BytesIO(many_frames("TIFF", 3)))
     third.seek(2)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "scan page 3.png")), np.asarray(third.convert("RGB")))

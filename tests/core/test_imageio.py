@@ -492,7 +492,8 @@ def tiff_of_pages(pages: int) -> bytes:
 def test_the_pages_of_a_tiff_are_counted_up_to_a_bound() -> None:
     """Pillow walks a TIFF's pages in quadratic time: 160,000 pages took 161 s to count."""
     assert decode(tiff_of_pages(2), LIMITS).notes[0].startswith("a TIFF of 2 pages")
-    assert decode(tiff_of_pages(5000), LIMITS).notes[0].startswith("a TIFF of 1,000 or more pages")
+    assert decode(tiff_of_pages(5000), LIMITS).notes[0].startswith("a TIFF of more than 1,000 pages")
+    assert decode(tiff_of_pages(1000), LIMITS).notes[0].startswith("a TIFF of 1,000 pages")
 
 
 def test_a_tiff_whose_later_pages_are_cut_off_says_so() -> None:
@@ -702,8 +703,18 @@ def test_each_full_size_page_of_a_tiff_is_read_by_its_number() -> None:
         tif.write(shots[0][::4, ::4], photometric="rgb", subfiletype=1)  # the first page's thumbnail
         tif.write(shots[1], photometric="rgb")
         tif.write(shots[2], photometric="rgb")
-    assert full_pages(buf.getvalue(), LIMITS) == [0, 2, 3] and full_pages(png(shots[0]), LIMITS) == [0]
+    assert full_pages(buf.getvalue(), LIMITS) == ([0, 2, 3], "all") and full_pages(png(shots[0]), LIMITS) == ([0], "all")
+    assert full_pages(tiff_of_pages(5)[:12 + 3 * 66 + 4], LIMITS) == ([0, 1, 2], "broken")
     for page, shot in zip([0, 2, 3], shots, strict=True):
         picture = decode(buf.getvalue(), LIMITS, page)
         np.testing.assert_allclose(picture.pixels, shot.astype(np.float32) / 255)
         assert picture.notes == ()
+
+
+def test_a_tiff_of_thumbnails_alone_is_read_by_its_first() -> None:
+    import tifffile
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tif:
+        tif.write(smooth_image(10, 12), photometric="rgb", subfiletype=1)
+        tif.write(smooth_image(20, 24), photometric="rgb", subfiletype=1)
+    assert decode(buf.getvalue(), LIMITS).pixels.shape == (10, 12, 3)
