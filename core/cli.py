@@ -302,7 +302,7 @@ def pages(
     each page's metadata, so that `denocap run OUT` or `submit OUT` processes them all."""
     from core import submit
     from core.bulk import cut, png_names, write_file
-    from core.imageio import FRAMES_COUNTED, ImageError, decode, encode_png, full_pages, probe_file
+    from core.imageio import FRAMES_COUNTED, ImageError, decode, encode_png, full_pages, read_file
     if len(paths) < 2:
         fail("give at least one input and the output folder")
     *inputs, out = paths
@@ -313,10 +313,7 @@ def pages(
     taken: set[str] = set()  # the names written, across the files
     for path in files:
         try:
-            with path.open("rb") as file:
-                probe_file(file, os.fstat(file.fileno()).st_size, limits)
-                file.seek(0)
-                data = file.read()
+            data = read_file(path, limits)
             numbers, ended = full_pages(data, limits)
         except (ImageError, OSError) as e:
             typer.echo(f"{path}: {_reason(e)}", err=True)

@@ -71,10 +71,9 @@ def decode(data: bytes, limits: Limits, page: int | None = None) -> Picture:
     with _reasons():
         img = _open(data, limits)
         whole = page is None
-        if page is None and _reduced(img):  # a writer may put the thumbnail first
+        if whole and _reduced(img):  # a writer may put the thumbnail first
             page = next(iter(_walk_pages(img, 1)[0]), 0)
-            img = _at_page(data, limits, page)  # anew, also when it is the thumbnail after all
-        elif page:
+        if page is not None:  # asked for, or found by the walk: opened anew at it
             img = _at_page(data, limits, page)
         page = page or 0
         icc = _profile(img.info.get("icc_profile"))
@@ -387,11 +386,15 @@ def _rgb16(arr: np.ndarray, premultiplied: bool) -> Picture:
 
 
 def decode_file(path: Path, limits: Limits) -> Picture:
-    """decode() of a file, refused by its header (size in bytes and pixels) before it is read whole."""
+    return decode(read_file(path, limits), limits)
+
+
+def read_file(path: Path, limits: Limits) -> bytes:
+    """A file's bytes, refused by its header (size in bytes and pixels) before it is read whole."""
     with path.open("rb") as file:
         probe_file(file, os.fstat(file.fileno()).st_size, limits)
         file.seek(0)
-        return decode(file.read(), limits)
+        return file.read()
 
 
 def probe(data: bytes, limits: Limits) -> tuple[int, int]:
