@@ -6,8 +6,7 @@ mosaicked (Bayer, a random phase), given shot and read noise whose levels follow
 the noise demosaicked bilinearly (so it is spatially correlated, as in CBDNet, Guo et al., CVPR 2019), often
 low-passed (in-camera noise reduction and resampling leave blotchy noise, as BSRGAN's shuffle of noise and resizing
 does), taken back through the same curve and, often, JPEG-compressed. The other samples get white Gaussian noise, the case the
-network handled before, so synthetic-noise scores do not fall, and a few are left clean: a photo without noise must
-come back as it is, not smoothed. Every range is stated once, in `Ranges`.
+network handled before, so synthetic-noise scores do not fall. Every range is stated once, in `Ranges`.
 """
 import math
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from torchvision.io import decode_jpeg, encode_jpeg
 @dataclass(frozen=True)
 class Ranges:
     gaussian_share: float = 0.4  # samples with white Gaussian noise instead of camera noise
-    clean_share: float = 0.1  # samples with no noise at all, of either kind
     gaussian_sigma: tuple[float, float] = (0.0, 75.0 / 255.0)  # uniform
     gamma: tuple[float, float] = (1.8, 2.6)  # response curve x ** (1 / gamma), uniform
     ccm_mix: tuple[float, float] = (0.0, 0.4)  # camera matrix = (1 - w) I + w (random row-stochastic)
@@ -113,8 +111,7 @@ def jpeg(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
 
 def degrade(clean: torch.Tensor, gen: torch.Generator, ranges: Ranges = Ranges()) -> torch.Tensor:
     """clean: (n, C, h, w) in [0, 1], C = 1 or 3 (gray is taken through the colour model, then averaged).
-    Returns the noisy batch: Gaussian samples are not clipped (the papers' protocol), camera ones are, clean ones
-    are the input."""
+    Returns the noisy batch: Gaussian samples are not clipped (the papers' protocol), camera ones are."""
     n, channels = clean.shape[:2]
     dev = clean.device
     rgb = clean.expand(-1, 3, -1, -1)
@@ -128,8 +125,7 @@ def degrade(clean: torch.Tensor, gen: torch.Generator, ranges: Ranges = Ranges()
     sigma = _uniform(n, ranges.gaussian_sigma, gen, dev).view(-1, 1, 1, 1)
     gaussian = clean + torch.randn(clean.shape, generator=gen, device=dev) * sigma
     pick = (torch.rand(n, generator=gen, device=dev) < ranges.gaussian_share).view(-1, 1, 1, 1)
-    keep = (torch.rand(n, generator=gen, device=dev) < ranges.clean_share).view(-1, 1, 1, 1)
-    return torch.where(keep, clean, torch.where(pick, gaussian, noisy))
+    return torch.where(pick, gaussian, noisy)
 
 
 def level_map(noisy: torch.Tensor, clean: torch.Tensor, window: int = 5) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Train the blind denoiser and its noise estimator on random patches with synthetic camera noise or white
-Gaussian noise or none (models/noise.py), resumable; a new run fine-tunes from the shipped weights.
+Gaussian noise (models/noise.py), resumable; a new run fine-tunes from the shipped weights.
 
 denocap denoiser train --channels 3 --hours 3
 """
@@ -17,7 +17,7 @@ from PIL import Image
 
 from models import checkpoint, training
 from models.ffdnet import FFDNet, FFDNetConfig
-from models.noise import Ranges, degrade, level_map
+from models.noise import degrade, level_map
 from models.precision import training_dtype
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,6 @@ def load_images(folder: Path, channels: int) -> list[np.ndarray]:
     mode = "RGB" if channels == 3 else "L"
     arrays = [np.asarray(Image.open(p).convert(mode)) for p in files]
     return [a if a.ndim == 3 else a[..., None] for a in arrays]  # (H, W, C) uint8
-
-
-def halved(image: np.ndarray) -> np.ndarray:
-    """The image at half size (means of 2x2 pixels): a phone photo's downscaled copy has this much detail a pixel,
-    and a scan's grain is halved. Trained on left clean, they teach the net to keep detail that is not noise."""
-    h, w, c = image.shape
-    blocks = image[:h // 2 * 2, :w // 2 * 2].reshape(h // 2, 2, w // 2, 2, c).astype(np.float32)
-    return blocks.mean((1, 3)).round().astype(np.uint8)
 
 
 class Patches:
@@ -75,32 +67,25 @@ class Patches:
         return torch.where(flips[:, 2], crops.flip(-2), crops)
 
 
-def crops(images: list[np.ndarray], size: int) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(im[:size, :size].copy()).permute(2, 0, 1).float() / 255.0 for im in images])
-
-
-Validation = list[tuple[torch.Tensor, torch.Tensor]]  # (clean, noisy) groups
-
-
-def validation_set(images: list[np.ndarray], crop: int = 192) -> Validation:
-    """The held-out crops with Gaussian noise of sigma 25 and with synthetic camera (or Gaussian) noise, and their
-    half-size copies left clean."""
-    clean, small = crops(images, crop), crops([halved(im) for im in images], crop // 2)
+def validation_set(images: list[np.ndarray], crop: int = 192) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out crops twice: with Gaussian noise of sigma 25, and with synthetic camera noise."""
+    clean = torch.stack([
+        torch.from_numpy(im[:crop, :crop].copy()).permute(2, 0, 1).float() / 255.0 for im in images
+    ])
     gen = torch.Generator().manual_seed(0)
     gaussian = clean + torch.randn(clean.shape, generator=gen) * VAL_SIGMA / 255.0
-    return [(clean, gaussian), (clean, degrade(clean, gen, Ranges(clean_share=0.0))), (small, small)]
+    camera = degrade(clean, gen)
+    return torch.cat([clean, clean]), torch.cat([gaussian, camera])
 
 
 @torch.inference_mode()
-def validate(model: FFDNet, groups: Validation) -> list[float]:
-    """Each group's mean PSNR of blind denoising (the estimator's map), an image's capped at 60 dB."""
+def validate(model: FFDNet, clean: torch.Tensor, noisy: torch.Tensor) -> float:
+    """Mean PSNR of blind denoising (the estimator's map) over the validation set."""
     model.eval()
-    scores = []
-    for clean, noisy in groups:
-        mse = ((model(noisy, model.estimate(noisy)).clamp(0, 1) - clean) ** 2).flatten(1).mean(1)
-        scores.append(float((10 * torch.log10(1.0 / mse.clamp(min=1e-6))).mean()))
+    out = model(noisy, model.estimate(noisy)).clamp(0, 1)
     model.train()
-    return scores
+    mse = ((out - clean) ** 2).flatten(1).mean(1)
+    return float((10 * torch.log10(1.0 / mse)).mean())
 
 
 def asymmetric_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -149,9 +134,8 @@ def train(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest kernels once
     images = load_images(data, channels)
-    val = [(c.to(device), n.to(device)) for c, n in validation_set(images[-VAL_IMAGES:])]
-    halves = [h for h in map(halved, images[:-VAL_IMAGES]) if min(h.shape[:2]) >= patch]
-    patches = Patches(images[:-VAL_IMAGES] + halves, device)
+    val_clean, val_noisy = (t.to(device) for t in validation_set(images[-VAL_IMAGES:]))
+    patches = Patches(images[:-VAL_IMAGES], device)
     last = run_dir / "last.pt"
     state = training.saved(last)
     shipped = checkpoint.load(init) if init and not state else None
@@ -161,7 +145,7 @@ def train(
     if shipped:
         model.load_state_dict(from_single_level(shipped["state"], model))
     run = training.Run(last, "step", model, torch.optim.Adam(model.parameters(), lr=lr),
-                       float(np.mean(validate(model, val))) if shipped else -math.inf, {"lr_scale": 1.0})
+                       validate(model, val_clean, val_noisy) if shipped else -math.inf, {"lr_scale": 1.0})
     if shipped:
         log.info("starting from %s (its step %d): val %.2f dB", init, shipped["step"], run.best)
     if run.resume(state):
@@ -178,8 +162,7 @@ def train(
             with torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 loss = training_loss(model, clean, gen)
             run.step(loss, run.extra["lr_scale"] * learning_rate(step, steps, lr))
-        scores = validate(model, val)
-        psnr = float(np.mean(scores))
+        psnr = validate(model, val_clean, val_noisy)
         if not psnr >= run.best - COLLAPSE_DB and run.rollback():  # also catches NaN
             run.extra["lr_scale"] /= 2
             log.warning("validation %.2f dB, best %.2f: back to step %d, learning rate x%g", psnr, run.best, run.done,
@@ -187,8 +170,8 @@ def train(
             continue
         rate = (end - start) * batch / (time.monotonic() - tick)
         run.keep(end, psnr, partial(export_weights, model, export, end, psnr))
-        log.info("step %d  patches/s %.1f  loss %.6f  val PSNR (blind; sigma 25 / camera / clean halves: %s) %.2f dB  "
-                 "best %.2f", end, rate, loss.item(), " / ".join(f"{s:.2f}" for s in scores), psnr, run.best)
+        log.info("step %d  patches/s %.1f  loss %.6f  val PSNR (blind; sigma 25, camera) %.2f dB  best %.2f",
+                 end, rate, loss.item(), psnr, run.best)
     return run.best
 
 

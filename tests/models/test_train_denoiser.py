@@ -8,7 +8,7 @@ from PIL import Image
 
 from models import checkpoint, train_denoiser
 from models.ffdnet import FFDNet, FFDNetConfig
-from models.train_denoiser import Patches, from_single_level, halved, train, validation_set
+from models.train_denoiser import Patches, from_single_level, train
 
 
 def coordinate_images() -> list[np.ndarray]:
@@ -70,7 +70,7 @@ def test_training_exports_and_resumes_from_its_last_checkpoint(tmp_path: Path) -
 def test_a_collapsed_run_goes_back_to_its_last_checkpoint_at_half_the_rate(
         tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     scores = iter([20.0, 10.0, 21.0, float("nan"), 22.0])  # evaluations at steps 3, 6, 6, 9, 9
-    monkeypatch.setattr(train_denoiser, "validate", lambda *_: [next(scores)])
+    monkeypatch.setattr(train_denoiser, "validate", lambda *_: next(scores))
     data = write_folder(tmp_path / "train")
     config = FFDNetConfig(channels=3, features=8, blocks=1)
     best = train(data, tmp_path / "run", tmp_path / "w.pt", patch=16, batch=4, steps=9, eval_every=3, config=config)
@@ -109,14 +109,3 @@ def test_the_learning_rate_warms_up_then_falls_to_its_floor() -> None:
     assert rate(49, 1000, 1e-3, warmup=100) < rate(99, 1000, 1e-3, warmup=100) <= 1e-3
     assert rate(99, 1000, 1e-3, warmup=100) == pytest.approx(1e-3, rel=0.03)
     assert rate(1000, 1000, 1e-3, warmup=100) == pytest.approx(1e-5)
-
-
-def test_half_size_copies_are_the_means_of_2x2_pixels_and_are_validated_clean() -> None:
-    image = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
-    half = halved(image)
-    assert half.shape == (2, 3, 3) and half.dtype == np.uint8
-    assert half[1, 2, 0] == round(image[2:4, 4:6, 0].mean())
-    images = [np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8) for i in range(3)]
-    (clean, gaussian), (_, camera), (small, small_noisy) = validation_set(images, crop=32)
-    assert gaussian.shape == camera.shape == (3, 3, 32, 32) and not torch.equal(camera, clean)
-    assert small.shape == (3, 3, 16, 16) and torch.equal(small, small_noisy)
