@@ -1,13 +1,16 @@
 """Real camera noise, side by side in one run: PolyU (Xu et al. 2018; 100 real noisy/clean 512x512 crops; PSNR and
 SSIM against the clean mean, per image and mean), RNI15 (BRISQUE, no reference), CBSD68 blind at sigma 15/25/50,
-and the time per 512x512 color image.
+how much a clean photo is changed (CBSD68 at half size, its grain halved and its detail dense, as a phone photo's
+downscaled copy: PSNR of the output against the input, which the denoiser should leave alone), and the time per
+512x512 color image.
 
-python -m bench.real_noise [--peers old,pd,ffdnet-oracle,dncnn-b,cbm3d-oracle] [--old-weights DIR] [--limit N]
-    [--cbsd68-limit N]
+python -m bench.real_noise [--peers old,pd,before,ffdnet-oracle,dncnn-b,cbm3d-oracle] [--old-weights DIR]
+    [--before DIR] [--limit N] [--cbsd68-limit N]
     [--sheet docs/results/polyu_sheet.png] [--json docs/results/real_noise.json]
 
 Rows: ours (the shipped blind default: the estimated noise map); `old`: the previous shipped weights (Gaussian
-training, wavelet estimate) from --old-weights; `pd`: pixel-shuffle down-sampling (Zhou et al., 2019, "When
+training, wavelet estimate) from --old-weights; `before`: the blind default with the weights in --before (the
+ones a candidate would replace); `pd`: pixel-shuffle down-sampling (Zhou et al., 2019, "When
 AWGN-based denoiser meets real noises") around the old network; `ffdnet-oracle` / `cbm3d-oracle`: official FFDNet
 and CBM3D told the one sigma that is best on PolyU (an oracle they do not have in use); `dncnn-b`: official blind
 CDnCNN-B. Peers need the bench extra and $DENOCAP_SHARED_DATA/peers. PolyU is never used for training.
@@ -38,14 +41,20 @@ def read(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
 
 
+def halved(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) in [0, 1] at half size, each pixel the mean of 2x2: the detail of a downscaled photo, half the grain."""
+    h, w, c = image.shape
+    return image[:h // 2 * 2, :w // 2 * 2].reshape(h // 2, 2, w // 2, 2, c).mean((1, 3), dtype=np.float32)
+
+
 def polyu(root: Path, limit: int | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
     names = sorted(p.name for p in (root / "noisy").iterdir())[:limit]
     return [(n, read(root / "noisy" / n), read(root / "clean" / n)) for n in names]
 
 
-def ours() -> Denoise:
+def blind_default(weights: Path) -> Denoise:
     settings = get_settings()
-    net = load_denoiser("ffdnet", settings.weights_dir, "cpu")
+    net = load_denoiser("ffdnet", weights, "cpu")
     return lambda x: net(x, None, settings.tile_size, settings.tile_overlap)
 
 
@@ -99,12 +108,14 @@ def oracle(run: Callable[[np.ndarray, float], np.ndarray], pairs: list[tuple[str
 
 def score(rows: dict[str, Denoise], pairs: list[tuple[str, np.ndarray, np.ndarray]], rni15: list[np.ndarray],
           cbsd68: list[np.ndarray], sigmas: list[int], gaussian_rows: set[str]) -> dict[str, dict]:
-    """PolyU and RNI15 for every row; CBSD68 with white Gaussian noise for the rows in `gaussian_rows`."""
+    """PolyU and RNI15 for every row; CBSD68 with white Gaussian noise, and clean at half size, for the rows in
+    `gaussian_rows`."""
     results: dict[str, dict] = {"input": {
         "polyu_psnr": [quality.psnr(c, n) for _, n, c in pairs], "polyu_ssim": [quality.ssim(c, n) for _, n, c in pairs],
         "rni15_brisque": [quality.brisque(x) for x in rni15]}}
     gen = np.random.default_rng(0)
     noise = {s: [gen.standard_normal(c.shape).astype(np.float32) * s / 255 for c in cbsd68] for s in sigmas}
+    halves = [halved(c) for c in cbsd68]
     for name, run in rows.items():
         t = time.perf_counter()
         outs = [run(noisy) for _, noisy, _ in pairs]
@@ -116,6 +127,8 @@ def score(rows: dict[str, Denoise], pairs: list[tuple[str, np.ndarray, np.ndarra
             "seconds_512": seconds,
             **{f"cbsd68_{s}": float(np.mean([quality.psnr(c, run(c + n)) for c, n in zip(cbsd68, noise[s], strict=True)]))
                for s in (sigmas if name in gaussian_rows else [])}}
+        if name in gaussian_rows:
+            results[name]["clean_half_psnr"] = [quality.psnr(h, run(h)) for h in halves]
     return results
 
 
@@ -133,7 +146,7 @@ def sheet(pairs: list[tuple[str, np.ndarray, np.ndarray]], run: Denoise, out: Pa
 
 def table(results: dict[str, dict], sigmas: list[int]) -> str:
     head = ["row", "PolyU PSNR", "SSIM", "worse than input", "RNI15 BRISQUE", *[f"CBSD68 s{s}" for s in sigmas],
-            "s / 512x512"]
+            "clean 1/2: PSNR to input, mean (min)", "s / 512x512"]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     base = results["input"]["polyu_psnr"]
     for name, r in results.items():
@@ -141,6 +154,7 @@ def table(results: dict[str, dict], sigmas: list[int]) -> str:
         brisque = [b for b in r["rni15_brisque"] if b is not None]
         cells = [name, f"{np.mean(r['polyu_psnr']):.2f}", f"{np.mean(r['polyu_ssim']):.4f}", str(worse),
                  f"{np.mean(brisque):.1f}", *[f"{r[f'cbsd68_{s}']:.2f}" if f"cbsd68_{s}" in r else "" for s in sigmas],
+                 f"{np.mean(c):.2f} ({np.min(c):.2f})" if (c := r.get("clean_half_psnr")) else "",
                  f"{r['seconds_512']:.3f}" if "seconds_512" in r else ""]
         lines.append(" | ".join(cells))
     return "\n".join(lines)
@@ -148,12 +162,15 @@ def table(results: dict[str, dict], sigmas: list[int]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--peers", default="old,pd", help="comma-separated: old, pd, ffdnet-oracle, dncnn-b, cbm3d-oracle")
+    p.add_argument("--peers", default="old,pd", help="comma-separated: old, pd, before, ffdnet-oracle, dncnn-b, "
+                   "cbm3d-oracle")
     p.add_argument("--old-weights", type=Path, help="folder with the previous ffdnet_color.pt (for old, pd)")
+    p.add_argument("--before", type=Path, help="folder with the weights a candidate replaces (for before)")
     p.add_argument("--limit", type=int, help="first N PolyU pairs")
     p.add_argument("--cbsd68-limit", type=int, help="first N CBSD68 images")
     p.add_argument("--sigmas", default="15,25,50")
-    p.add_argument("--gaussian-rows", default="ours,old", help="rows also scored on CBSD68 with Gaussian noise")
+    p.add_argument("--gaussian-rows", default="ours,old,before", help="rows also scored on CBSD68 (Gaussian noise, "
+                   "clean)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--sheet", type=Path)
     p.add_argument("--json", type=Path)
@@ -165,7 +182,9 @@ def main() -> None:
     cbsd68 = [read(f) for f in sorted((data / "denoise" / "test" / "cbsd68").iterdir())[:a.cbsd68_limit]]
     sigmas = [int(s) for s in a.sigmas.split(",") if s]
     peers = [s for s in a.peers.split(",") if s]
-    rows: dict[str, Denoise] = {"ours": ours()}
+    rows: dict[str, Denoise] = {"ours": blind_default(get_settings().weights_dir)}
+    if "before" in peers:
+        rows["before"] = blind_default(a.before)
     if "old" in peers:
         rows["old (Gaussian-trained, wavelet sigma)"] = old(a.old_weights)
     if "pd" in peers:
