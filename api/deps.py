@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import queries
@@ -18,7 +18,8 @@ from core.tables import Batch, Item, Result
 from core.tenants import ID, authenticate, session_tenant
 
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="rows to skip")]
-Score = Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9)]
+Blank = BeforeValidator(lambda v: None if v == "" else v)  # a form's empty box or "all" choice: no filter
+Score = Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9), Blank]
 
 
 @lru_cache
@@ -68,10 +69,10 @@ def get_tenant(request: Request, session: SessionDep, key: Annotated[str | None,
     if tenant_id := getattr(request.state, "tenant_id", None):
         return tenant_id
     presented = presented_key(key, token)
-    tenant_id = authenticate(session, presented) if presented else None
-    if tenant_id is None:
+    found = authenticate(session, presented) if presented else None
+    if found is None:
         raise unauthorized(bool(presented))
-    return tenant_id
+    return found.tenant_id
 
 
 def get_gallery_tenant(session: SessionDep, cookie: Annotated[str | None, Depends(session_cookie)]) -> str:

@@ -46,14 +46,18 @@ class ApiKey(Base):
 
 
 class GallerySession(Base):
-    """A signed-in browser: the cookie holds `<id>.<secret>`; only the SHA-256 of the secret is kept."""
+    """A signed-in browser: the cookie holds `<id>.<secret>`; only the SHA-256 of the secret is kept. It lives while
+    the key it was opened with does (sessions opened before keys were recorded have none, and are over)."""
     __tablename__ = "gallery_sessions"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE",
+                                                              name="fk_gallery_sessions_api_key"))
     digest: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    api_key: Mapped[ApiKey | None] = relationship()
 
 
 class Batch(Base):

@@ -75,8 +75,8 @@ def list_keys(session: Session, tenant_name: str | None = None) -> list[ApiKey]:
     return list(session.scalars(stmt))
 
 
-def authenticate(session: Session, presented: str) -> str | None:
-    """The tenant id of a valid, unrevoked key; None for anything else."""
+def authenticate(session: Session, presented: str) -> ApiKey | None:
+    """The key presented, when it is valid and not revoked; None for anything else."""
     prefix, _, rest = presented.partition("_")
     key_id, _, secret = rest.partition("_")
     if prefix != PREFIX or not ID.fullmatch(key_id) or not secret:
@@ -84,13 +84,14 @@ def authenticate(session: Session, presented: str) -> str | None:
     key = session.get(ApiKey, key_id)
     if key is None or key.revoked_at is not None or not hmac.compare_digest(key.digest, _digest(secret)):
         return None
-    return key.tenant_id
+    return key
 
 
-def start_session(session: Session, tenant_id: str) -> str:
-    """A gallery sign-in: the cookie value `<id>.<secret>`, valid for SESSION_HOURS or until ended."""
+def start_session(session: Session, key: ApiKey) -> str:
+    """A gallery sign-in with this key: the cookie value `<id>.<secret>`, valid for SESSION_HOURS, until ended, or
+    until the key is revoked."""
     secret = secrets.token_urlsafe(32)
-    row = GallerySession(tenant_id=tenant_id, digest=_digest(secret),
+    row = GallerySession(tenant_id=key.tenant_id, api_key_id=key.id, digest=_digest(secret),
                          expires_at=datetime.now(UTC) + timedelta(hours=SESSION_HOURS))
     session.add(row)
     session.flush()
@@ -103,6 +104,8 @@ def _live_session(session: Session, cookie: str) -> GallerySession | None:
         return None
     row = session.get(GallerySession, session_id)
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.digest, _digest(secret)):
+        return None
+    if row.api_key is None or row.api_key.revoked_at is not None:  # a leaked key's revocation signs its browsers out
         return None
     expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)  # SQLite drops it
     return row if expires > datetime.now(UTC) else None

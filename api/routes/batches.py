@@ -38,14 +38,15 @@ LISTS = {"files", "references"}  # the only form fields that may repeat
 
 def _key_of(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
-    return request.headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else None)
+    return request.headers.get("x-api-key") or (auth[7:].strip() if auth.lower().startswith("bearer ") else None)
 
 
 def _tenant_of(key: str | None) -> str | None:
     if not key:
         return None
     with sessions_for(get_settings().database_url)() as session:
-        return authenticate(session, key)
+        found = authenticate(session, key)
+        return found.tenant_id if found else None
 
 
 class UploadRoute(APIRoute):

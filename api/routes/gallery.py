@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from api import presenters
 from api.deps import (
     COOKIE,
+    Blank,
     FilterDep,
     GalleryBatchDep,
     GalleryItemDep,
@@ -95,15 +96,15 @@ def login_form(request: Request, next: str = "/gallery") -> HTMLResponse:
 @router.post("/login", operation_id="gallery-login", response_model=None, dependencies=[SameOrigin])
 def login(request: Request, session: SessionDep, key: Annotated[str, Form(max_length=200)],
           next: Annotated[str, Form(max_length=300)] = "/gallery") -> Response:
-    tenant_id = tenants.authenticate(session, key.strip())
-    if tenant_id is None:
+    found = tenants.authenticate(session, key.strip())
+    if found is None:
         return login_page(request, next, INVALID, 401)
-    cookie = tenants.start_session(session, tenant_id)
+    cookie = tenants.start_session(session, found)
     session.commit()
     target = next if next.startswith("/gallery") and "//" not in next else "/gallery"  # no open redirect
     response = RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(COOKIE, cookie, httponly=True, samesite="strict", secure=request.url.scheme == "https",
-                        path="/gallery", max_age=tenants.SESSION_HOURS * 3600)
+                        path="/gallery")  # a browser-session cookie, as the page says; the server ends it too
     return response
 
 
@@ -118,8 +119,8 @@ def logout(session: SessionDep, cookie: Annotated[str | None, Depends(session_co
 
 
 @router.get("/batches/{batch_id}", operation_id="gallery-batch")
-def batch_page(request: Request, session: SessionDep, batch: GalleryBatchDep, state: ItemState | None = None,
-               page: PageNo = 1) -> HTMLResponse:
+def batch_page(request: Request, session: SessionDep, batch: GalleryBatchDep,
+               state: Annotated[ItemState | None, Blank] = None, page: PageNo = 1) -> HTMLResponse:
     items, count = queries.batch_items(session, batch.id, state, PAGE, (page - 1) * PAGE)
     counts = queries.batch_counts(session, [batch.id])[batch.id]
     _, progress, _ = queries.progress(counts)

@@ -36,3 +36,19 @@ def test_every_batch_is_on_some_page(stack: str, postgres_url: str) -> None:
     assert [b["id"] for b in polled["data"]] == [ids[-1], ids[0]] and polled["count"] == 2  # not another's id
     assert past_the_end.status_code == 200 and "data-batch=" not in past_the_end.text
     assert "No batches yet" not in past_the_end.text
+
+
+def test_an_empty_filter_means_all_and_the_cookie_ends_with_the_browser(stack: str, postgres_url: str) -> None:
+    key = api_key(postgres_url, "filters")
+    engine = make_engine(postgres_url)
+    with session_factory(engine).begin() as session:
+        tenant = session.scalar(select(Tenant.id).where(Tenant.name == "filters"))
+        session.add(Batch(id="e" * 32, tenant_id=tenant, options={}, denoiser="ffdnet", captioner="attention"))
+    engine.dispose()
+    with httpx.Client(base_url=stack, timeout=60, headers={"Origin": stack}) as browser:
+        signed = browser.post("/gallery/login", data={"key": key})
+        assert signed.status_code == 303
+        assert not {"max-age", "expires"} & set(re.split(r"[=;]\s*", signed.headers["set-cookie"].lower()))
+        assert browser.get(f"/gallery/batches/{'e' * 32}", params={"state": ""}).status_code == 200  # "all"
+        assert browser.get(f"/gallery/batches/{'e' * 32}", params={"state": "lost"}).status_code == 422
+        assert browser.get("/gallery/search", params={"q": "", "min_psnr": "", "max_sigma": ""}).status_code == 200

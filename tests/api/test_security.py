@@ -67,6 +67,12 @@ def test_keys_are_made_listed_and_revoked_from_the_cli(stack: str, postgres_url:
     assert key.startswith("dc_") and "not shown again" in made.stderr
     key_id = key.split("_")[1]
     assert httpx.get(f"{stack}/batches", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    spaced = httpx.post(f"{stack}/batches/open", json={}, headers={"Authorization": f"Bearer  {key}"})
+    assert spaced.status_code == 201, spaced.text  # an upload route reads the header as the others do
+    second = cli(postgres_url, "apikey", "create", "gamma").stdout.strip()
+    browsers = [httpx.Client(base_url=stack, timeout=60, headers={"Origin": stack}) for _ in range(2)]
+    for browser, signed_with in zip(browsers, (key, second), strict=True):
+        assert browser.post("/gallery/login", data={"key": signed_with}).status_code == 303
 
     listed = cli(postgres_url, "apikey", "list", "gamma")
     assert listed.returncode == 0, listed.stderr
@@ -80,6 +86,9 @@ def test_keys_are_made_listed_and_revoked_from_the_cli(stack: str, postgres_url:
     assert cli(postgres_url, "apikey", "revoke", key_id).returncode == 0
     r = httpx.get(f"{stack}/batches", headers={"X-API-Key": key})
     assert r.status_code == 401 and r.json()["detail"] == "invalid or revoked API key"
+    assert [b.get("/gallery").status_code for b in browsers] == [401, 200]  # the revoked key's browser is signed out
+    for browser in browsers:
+        browser.close()
     missing = cli(postgres_url, "apikey", "revoke", "nosuchkey")
     assert missing.returncode == 2 and missing.stderr.strip() == "error: no key 'nosuchkey'"
 
