@@ -18,8 +18,8 @@ from core.tables import Batch, Item, Result
 from core.tenants import ID, authenticate, session_tenant
 
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="rows to skip")]
-Blank = BeforeValidator(lambda v: None if v == "" else v)  # a form's empty box or "all" choice: no filter
-Score = Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9), Blank]
+Blank = BeforeValidator(lambda v: None if v == "" else v)  # a gallery form's "all" choice: no filter
+Score = Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9)]
 
 
 @lru_cache

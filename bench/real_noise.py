@@ -184,6 +184,8 @@ def main() -> None:
     peers = [s for s in a.peers.split(",") if s]
     rows: dict[str, Denoise] = {"ours": blind_default(get_settings().weights_dir)}
     if "before" in peers:
+        if a.before is None:
+            p.error("--peers before needs --before DIR")
         rows["before"] = blind_default(a.before)
     if "old" in peers:
         rows["old (Gaussian-trained, wavelet sigma)"] = old(a.old_weights)

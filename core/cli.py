@@ -946,7 +946,7 @@ def apikey_list(tenant: Annotated[str | None, typer.Argument(help="only this ten
 
 @apikey.command("revoke")
 def apikey_revoke(key_id: str) -> None:
-    """Revoke a key at once: its next request gets 401."""
+    """Revoke a key at once: its next request gets 401, and the gallery sessions signed in with it end."""
     from core import tenants
     with _key_sessions().begin() as session:
         try:
