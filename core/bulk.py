@@ -60,7 +60,7 @@ def walk(paths: Iterable[Path]) -> Found:
     for top in paths:
         if not top.exists() and not top.is_symlink():
             raise FileNotFoundError(f"no such file or folder: {top}")
-        for path in _candidates(top, found.unnamed):
+        for path in _candidates(top, found.unnamed, found.unreadable):
             absolute = path.absolute()  # not resolved: a link is sent under its own name
             if absolute in seen:
                 continue
@@ -91,16 +91,18 @@ def is_left_out(name: str) -> bool:
     return not is_image_name(name) and not name.startswith(".")
 
 
-def _candidates(top: Path, unnamed: list[Path]) -> Iterator[Path]:
+def _candidates(top: Path, unnamed: list[Path], unreadable: list[tuple[Path, str]]) -> Iterator[Path]:
     """A file given by name is sent whatever its suffix; in folders, entries with an image suffix, the other
     files (not hidden ones) added to `unnamed`. A folder named like an image (x.png) is a candidate, not walked:
-    it is reported as unreadable rather than vanish. Linked folders are walked, each folder once (a link to a
-    folder above is no loop)."""
+    it is reported as unreadable rather than vanish, as is a folder that cannot be listed. Linked folders are walked,
+    each folder once (a link to a folder above is no loop)."""
     if not top.is_dir():
         yield top
         return
     visited: set[tuple[int, int]] = set()
-    for folder, dirs, names in os.walk(top, followlinks=True):
+    def cannot_list(e: OSError) -> None:
+        unreadable.append((Path(e.filename), f"a folder that cannot be listed: {e.strerror or type(e).__name__}"))
+    for folder, dirs, names in os.walk(top, followlinks=True, onerror=cannot_list):
         here, st = Path(folder), os.stat(folder)
         if (st.st_dev, st.st_ino) in visited:
             dirs[:] = []
@@ -127,10 +129,33 @@ def state_file(folder: Path, url: str, paths: list[Path], options: BatchOptions)
     return folder / f"{hashlib.sha256(what.encode()).hexdigest()[:32]}.json"
 
 
+class StateError(ValueError):
+    """The state of an earlier run cannot be read, or another run holds it."""
+
+
 def load_state(path: Path, url: str) -> State:
     if path.exists():
-        return State.model_validate_json(path.read_text())
+        try:
+            return State.model_validate_json(path.read_bytes())
+        except ValueError as e:
+            raise StateError(f"the state of an earlier run of these paths ({path}) is unreadable ({type(e).__name__}); "
+                             "add --new for a new batch") from e
     return State(url=url, idempotency_key=f"denocap-submit-{uuid.uuid4().hex}")
+
+
+@contextmanager
+def only_run(path: Path) -> Iterator[None]:
+    """One run at a time per state file: a second `submit` of the same paths would open a second batch."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StateError("another denocap submit of these paths is running; let it finish") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def save_state(path: Path, state: State) -> None:
@@ -164,6 +189,7 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
     """Opens (or finds) the batch, appends what the state does not list yet chunk by chunk, saving the state
     after each, and seals it. Returns the batch id."""
     if state.batch_id is None:
+        save_state(path, state)  # the key first: a run killed while opening finds the same batch again
         state.batch_id = api.open_batch(options, state.idempotency_key).id
         save_state(path, state)
     todo = [f for f in found.files if key(f) not in state.done]

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -768,17 +770,27 @@ def submit_cmd(
     settings = get_settings()
     base = url or settings.url
     state_path = bulk.state_file(settings.data_dir / "submits", base, [p.absolute() for p in paths], options)
-    if new:
-        state_path.unlink(missing_ok=True)
-    state = bulk.load_state(state_path, base)
-    if state.sealed and any(bulk.key(f) not in state.done for f in found.files):
-        fail(f"batch {state.batch_id} of these paths is sealed and new files appeared; add --new for a new batch")
-    with _client(url, key) as api:
-        batch_id = _upload(api, found, options, state, state_path, chunk)
+    with _client(url, key) as api, _state_error():
+        with bulk.only_run(state_path):
+            if new:
+                state_path.unlink(missing_ok=True)
+            state = bulk.load_state(state_path, base)
+            if state.sealed and any(bulk.key(f) not in state.done for f in found.files):
+                fail(f"batch {state.batch_id} of these paths is sealed and new files appeared; add --new for a new batch")
+            batch_id = _upload(api, found, options, state, state_path, chunk)
         typer.echo(batch_id)
         failed = _wait(api, batch_id) if wait else 0
     if found.unreadable or failed:  # those of the walk, and those skipped while uploading
         raise typer.Exit(1)
+
+
+@contextmanager
+def _state_error() -> Iterator[None]:
+    from core.bulk import StateError
+    try:
+        yield
+    except StateError as e:
+        fail(str(e))
 
 
 def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.State, state_path: Path,
@@ -812,14 +824,30 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
             fail(f"batch {state.batch_id} of an earlier run of these paths is not on {api.http.base_url} for this key; "
                  "add --new for a new batch")
             raise
-        except (ApiError, httpx.HTTPError, OSError) as e:  # one line; the state file keeps what got in
+        except ApiError as e:
+            if e.status != 409:
+                fail(f"upload stopped ({type(e).__name__}: {e}); run the same command again to resume", 1)
+            fail(f"batch {state.batch_id} of an earlier run of these paths is sealed ({e}); add --new for a new batch")
+            raise
+        except (httpx.HTTPError, OSError) as e:  # one line; the state file keeps what got in
             fail(f"upload stopped ({type(e).__name__}: {e}); run the same command again to resume", 1)
             raise
 
 
 def _wait(api: Client, batch_id: str, poll: float = 1.0) -> int:
     """Processing progress until the batch finishes; lists failed items with their reasons, then the others' notes;
-    returns how many failed."""
+    returns how many failed. The server gone for longer than the client retries: one line, exit 1."""
+    import httpx
+
+    from core.client import ApiError
+    try:
+        return _watch(api, batch_id, poll)
+    except (ApiError, httpx.HTTPError) as e:
+        fail(f"waiting stopped ({type(e).__name__}: {e}); the batch goes on: denocap status {batch_id}", 1)
+        raise
+
+
+def _watch(api: Client, batch_id: str, poll: float) -> int:
     last = ""
     with Progress(TextColumn("process"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
                   TimeRemainingColumn(), console=err) as progress:

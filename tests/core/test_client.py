@@ -158,3 +158,73 @@ def test_files_in_folders_without_an_image_suffix_are_counted_not_lost_silently(
     assert sorted(p.name for p in found.unnamed) == ["IMG_1.HEIC", "IMG_2.heic", "README", "c.heic"]
     assert bulk.unnamed_note(found.unnamed).startswith(
         "skipped 4 files in the folders without an image suffix (3 .heic, 1 no suffix)")
+
+
+def test_a_run_killed_while_opening_its_batch_saved_its_key_first(tmp_path: Path) -> None:
+    """The rerun opens with the same Idempotency-Key, so the server gives the batch the killed run opened."""
+    (tmp_path / "a.png").write_bytes(b"x")
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["Idempotency-Key"])
+        raise KeyboardInterrupt  # the kill, after the server opened the batch
+    path = tmp_path / "state.json"
+    state = bulk.load_state(path, "http://api")
+    with pytest.raises(KeyboardInterrupt):
+        bulk.upload(Client("http://api", "key", transport=httpx.MockTransport(handler)), bulk.walk([tmp_path]),
+                    BatchOptions(), state, path, 10, lambda _: None, lambda *_: None)
+    assert bulk.load_state(path, "http://api").idempotency_key == sent[0]
+
+
+def test_one_run_at_a_time_holds_a_state_file_and_a_broken_one_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "submits" / "s.json"
+    busy = pytest.raises(bulk.StateError, match="another denocap submit of these paths is running")
+    with bulk.only_run(path), busy, bulk.only_run(path):
+        pass
+    with bulk.only_run(path):  # released
+        pass
+    for broken in (b"", b"{", b'{"url": 1}'):
+        path.write_bytes(broken)
+        with pytest.raises(bulk.StateError, match=re.escape(f"({path}) is unreadable") + ".*add --new"):
+            bulk.load_state(path, "http://api")
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(tmp_path: Path) -> None:
+    """Root reads a chmod 000 folder, so the walk is made to go past PATH_MAX (4,096 bytes) instead."""
+    (tmp_path / "top.png").write_bytes(b"x")
+    fd = os.open(tmp_path, os.O_RDONLY)
+    for _ in range(20):  # 20 x 251 bytes
+        os.mkdir("d" * 250, dir_fd=fd)
+        inner = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    found = bulk.walk([tmp_path])
+    assert [p.name for p in found.files] == ["top.png"]
+    [(path, why)] = found.unreadable
+    assert why.startswith("a folder that cannot be listed") and str(path).startswith(str(tmp_path / ("d" * 250)))
+
+
+def test_a_sealed_batch_and_a_server_gone_while_waiting_are_one_line_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from core import cli
+    (tmp_path / "a.png").write_bytes(b"x")
+    monkeypatch.setattr("core.client.time.sleep", lambda _: None)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/files"):
+            return httpx.Response(409, json={"detail": "the batch is sealed; open a new batch to add files"})
+        raise httpx.ConnectError("refused")
+    api = Client("http://api", "key", retry=Retry(attempts=2, base=0.1), transport=httpx.MockTransport(handler))
+    state = bulk.State(url="http://api", idempotency_key="k", batch_id="b" * 32)
+    with pytest.raises(typer.Exit) as sealed:
+        cli._upload(api, bulk.walk([tmp_path]), BatchOptions(), state, tmp_path / "s.json", 10)
+    with pytest.raises(typer.Exit) as gone:
+        cli._wait(api, "b" * 32)
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]  # not the bars
+    assert (sealed.value.exit_code, gone.value.exit_code) == (2, 1)
+    assert errors[0].startswith(f"error: batch {'b' * 32} of an earlier run of these paths is sealed (")
+    assert errors[0].endswith("; add --new for a new batch")
+    assert errors[1:] == [f"error: waiting stopped (ConnectError: refused); the batch goes on: denocap status {'b' * 32}"]
