@@ -120,6 +120,7 @@ class State(BaseModel):
     idempotency_key: str  # opening again with it gives the same batch, even if the kill came before batch_id was saved
     batch_id: str | None = None
     done: dict[str, str] = {}  # file path -> item id
+    too_large: dict[str, str] = {}  # file path -> why the server refused it in a request of its own: not sent again
     sealed: bool = False
 
 
@@ -192,7 +193,9 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
         save_state(path, state)  # the key first: a run killed while opening finds the same batch again
         state.batch_id = api.open_batch(options, state.idempotency_key).id
         save_state(path, state)
-    todo = [f for f in found.files if key(f) not in state.done]
+    for f in (f for f in found.files if key(f) in state.too_large):  # this run leaves it out too, and says so
+        on_unreadable(f, state.too_large[key(f)])
+    todo = [f for f in found.files if key(f) not in state.done and key(f) not in state.too_large]
     for part in chunks(todo, found.sizes, min(chunk, open_files() - 64)):  # a part holds each file open
         sendable = []
         for f in part:  # a file may have gone since the walk
@@ -220,7 +223,9 @@ def _append(api: Client, state: State, path: Path, files: list[Path], sizes: dic
         if e.status != 413:
             raise
         if len(files) == 1:
-            on_unreadable(files[0], f"larger than the server takes in one request: {e}")
+            state.too_large[key(files[0])] = f"larger than the server takes in one request: {e}"
+            save_state(path, state)
+            on_unreadable(files[0], state.too_large[key(files[0])])
             return
         for half in (files[:len(files) // 2], files[len(files) // 2:]):
             _append(api, state, path, half, sizes, on_chunk, on_unreadable)

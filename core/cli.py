@@ -775,7 +775,8 @@ def submit_cmd(
             if new:
                 state_path.unlink(missing_ok=True)
             state = bulk.load_state(state_path, base)
-            if state.sealed and any(bulk.key(f) not in state.done for f in found.files):
+            sent = state.done.keys() | state.too_large.keys()
+            if state.sealed and any(bulk.key(f) not in sent for f in found.files):
                 fail(f"batch {state.batch_id} of these paths is sealed and new files appeared; add --new for a new batch")
             batch_id = _upload(api, found, options, state, state_path, chunk)
         typer.echo(batch_id)

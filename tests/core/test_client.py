@@ -70,11 +70,13 @@ def test_a_server_whose_request_limit_is_under_the_chunk_gets_it_in_halves(monke
         (tmp_path / name).write_bytes(b"x" * size)
     found = bulk.walk([tmp_path])
     sent: list[list[str]] = []
+    tried: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/batches/open" or request.url.path.endswith("/seal"):
             return httpx.Response(200, json=BATCH)
         names = re.findall(rb'filename="([^"]+)"', request.content)
+        tried.extend(n.decode() for n in names)
         if len(request.content) > 500:
             return httpx.Response(413, json={"detail": "request larger than 500 bytes"})
         sent.append([n.decode() for n in names])
@@ -92,6 +94,10 @@ def test_a_server_whose_request_limit_is_under_the_chunk_gets_it_in_halves(monke
     [(name, why)] = [(p.name, why) for p, why in skipped]
     assert name == "big.png" and why.startswith("larger than the server takes in one request")
     assert sorted(Path(p).name for p in state.done) == ["a.png", "b.png", "c.png"] and state.sealed
+    tried.clear()
+    bulk.upload(api, found, BatchOptions(), bulk.load_state(tmp_path / "state.json", "http://api"),
+                tmp_path / "state.json", 10, lambda _: None, lambda p, why: skipped.append((p, why)))
+    assert tried == [] and [p.name for p, _ in skipped] == ["big.png", "big.png"]  # not sent again, reported again
 
 
 def test_pipes_are_not_regular_files_and_names_that_are_not_utf8_keep_their_key(tmp_path: Path) -> None:
