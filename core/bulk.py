@@ -101,7 +101,9 @@ def _candidates(top: Path, unnamed: list[Path], unreadable: list[tuple[Path, str
         return
     visited: set[tuple[int, int]] = set()
     def cannot_list(e: OSError) -> None:
-        unreadable.append((Path(e.filename), f"a folder that cannot be listed: {e.strerror or type(e).__name__}"))
+        entry = (Path(e.filename), f"a folder that cannot be listed: {e.strerror or type(e).__name__}")
+        if entry not in unreadable:  # the folder given twice, or reached by two links
+            unreadable.append(entry)
     for folder, dirs, names in os.walk(top, followlinks=True, onerror=cannot_list):
         here, st = Path(folder), os.stat(folder)
         if (st.st_dev, st.st_ino) in visited:
@@ -120,7 +122,7 @@ class State(BaseModel):
     idempotency_key: str  # opening again with it gives the same batch, even if the kill came before batch_id was saved
     batch_id: str | None = None
     done: dict[str, str] = {}  # file path -> item id
-    too_large: dict[str, str] = {}  # file path -> why the server refused it in a request of its own: not sent again
+    too_large: dict[str, int] = {}  # file path -> its size when the server refused it in a request of its own
     sealed: bool = False
 
 
@@ -138,7 +140,7 @@ def load_state(path: Path, url: str) -> State:
     if path.exists():
         try:
             return State.model_validate_json(path.read_bytes())
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             raise StateError(f"the state of an earlier run of these paths ({path}) is unreadable ({type(e).__name__}); "
                              "add --new for a new batch") from e
     return State(url=url, idempotency_key=f"denocap-submit-{uuid.uuid4().hex}")
@@ -147,8 +149,12 @@ def load_state(path: Path, url: str) -> State:
 @contextmanager
 def only_run(path: Path) -> Iterator[None]:
     """One run at a time per state file: a second `submit` of the same paths would open a second batch."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise StateError(f"cannot keep the state of this run in {path.parent}: {e.strerror or e}; "
+                         "set DENOCAP_DATA_DIR to a folder you can write") from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -193,9 +199,10 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
         save_state(path, state)  # the key first: a run killed while opening finds the same batch again
         state.batch_id = api.open_batch(options, state.idempotency_key).id
         save_state(path, state)
-    for f in (f for f in found.files if key(f) in state.too_large):  # this run leaves it out too, and says so
-        on_unreadable(f, state.too_large[key(f)])
-    todo = [f for f in found.files if key(f) not in state.done and key(f) not in state.too_large]
+    refused = {f for f in found.files if found.sizes[f] >= state.too_large.get(key(f), found.sizes[f] + 1)}
+    for f in refused:  # not sent again unless it shrank; reported again
+        on_unreadable(f, "larger than the server took in one request in an earlier run")
+    todo = [f for f in found.files if key(f) not in state.done and f not in refused]
     for part in chunks(todo, found.sizes, min(chunk, open_files() - 64)):  # a part holds each file open
         sendable = []
         for f in part:  # a file may have gone since the walk
@@ -223,9 +230,11 @@ def _append(api: Client, state: State, path: Path, files: list[Path], sizes: dic
         if e.status != 413:
             raise
         if len(files) == 1:
-            state.too_large[key(files[0])] = f"larger than the server takes in one request: {e}"
+            if not str(e).startswith("request body"):  # a full batch: no smaller request gets in
+                raise
+            state.too_large[key(files[0])] = sizes[files[0]]
             save_state(path, state)
-            on_unreadable(files[0], state.too_large[key(files[0])])
+            on_unreadable(files[0], f"larger than the server takes in one request: {e}")
             return
         for half in (files[:len(files) // 2], files[len(files) // 2:]):
             _append(api, state, path, half, sizes, on_chunk, on_unreadable)

@@ -775,8 +775,9 @@ def submit_cmd(
             if new:
                 state_path.unlink(missing_ok=True)
             state = bulk.load_state(state_path, base)
-            sent = state.done.keys() | state.too_large.keys()
-            if state.sealed and any(bulk.key(f) not in sent for f in found.files):
+            sent = state.done.keys()
+            if state.sealed and any(bulk.key(f) not in sent and found.sizes[f] < state.too_large.get(bulk.key(f), float("inf"))
+                                    for f in found.files):
                 fail(f"batch {state.batch_id} of these paths is sealed and new files appeared; add --new for a new batch")
             batch_id = _upload(api, found, options, state, state_path, chunk)
         typer.echo(batch_id)
@@ -828,7 +829,8 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
         except ApiError as e:
             if e.status != 409:
                 fail(f"upload stopped ({type(e).__name__}: {e}); run the same command again to resume", 1)
-            fail(f"batch {state.batch_id} of an earlier run of these paths is sealed ({e}); add --new for a new batch")
+            what = f"batch {state.batch_id} of an earlier run of these paths" if state.batch_id else "opening the batch"
+            fail(f"{what}: {e}; add --new for a new batch")
             raise
         except (httpx.HTTPError, OSError) as e:  # one line; the state file keeps what got in
             fail(f"upload stopped ({type(e).__name__}: {e}); run the same command again to resume", 1)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from core import bulk
-from core.client import ROW_FIELDS, Client, Conflict, Retry, Unauthorized, item_row
+from core.client import ROW_FIELDS, ApiError, Client, Conflict, Retry, Unauthorized, item_row
 from core.options import BatchOptions
 
 BATCH = {"id": "b" * 32, "created_at": "2026-12-02T00:00:00Z", "options": {}, "total": 0,
@@ -78,7 +78,7 @@ def test_a_server_whose_request_limit_is_under_the_chunk_gets_it_in_halves(monke
         names = re.findall(rb'filename="([^"]+)"', request.content)
         tried.extend(n.decode() for n in names)
         if len(request.content) > 500:
-            return httpx.Response(413, json={"detail": "request larger than 500 bytes"})
+            return httpx.Response(413, json={"detail": f"request body is {len(request.content)} bytes, the limit is 500"})
         sent.append([n.decode() for n in names])
         item = {"id": "i" * 32, "batch_id": "b" * 32, "position": 0, "filename": "f", "state": "queued",
                 "error": None, "deliveries": 0, "has_reference": False, "created_at": BATCH["created_at"],
@@ -98,6 +98,10 @@ def test_a_server_whose_request_limit_is_under_the_chunk_gets_it_in_halves(monke
     bulk.upload(api, found, BatchOptions(), bulk.load_state(tmp_path / "state.json", "http://api"),
                 tmp_path / "state.json", 10, lambda _: None, lambda p, why: skipped.append((p, why)))
     assert tried == [] and [p.name for p, _ in skipped] == ["big.png", "big.png"]  # not sent again, reported again
+    (tmp_path / "big.png").write_bytes(b"x" * 20)  # shrunk: sent
+    bulk.upload(api, bulk.walk([tmp_path]), BatchOptions(), bulk.load_state(tmp_path / "state.json", "http://api"),
+                tmp_path / "state.json", 10, lambda _: None, lambda p, why: skipped.append((p, why)))
+    assert tried == ["big.png"] and len(skipped) == 2
 
 
 def test_pipes_are_not_regular_files_and_names_that_are_not_utf8_keep_their_key(tmp_path: Path) -> None:
@@ -205,7 +209,7 @@ def test_a_folder_that_cannot_be_listed_is_reported(tmp_path: Path) -> None:
         os.close(fd)
         fd = inner
     os.close(fd)
-    found = bulk.walk([tmp_path])
+    found = bulk.walk([tmp_path, tmp_path])  # given twice: reported once
     assert [p.name for p in found.files] == ["top.png"]
     [(path, why)] = found.unreadable
     assert why.startswith("a folder that cannot be listed") and str(path).startswith(str(tmp_path / ("d" * 250)))
@@ -231,6 +235,29 @@ def test_a_sealed_batch_and_a_server_gone_while_waiting_are_one_line_each(tmp_pa
         cli._wait(api, "b" * 32)
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]  # not the bars
     assert (sealed.value.exit_code, gone.value.exit_code) == (2, 1)
-    assert errors[0].startswith(f"error: batch {'b' * 32} of an earlier run of these paths is sealed (")
-    assert errors[0].endswith("; add --new for a new batch")
+    assert errors[0] == (f"error: batch {'b' * 32} of an earlier run of these paths: the batch is sealed; open a new "
+                         "batch to add files; add --new for a new batch")
     assert errors[1:] == [f"error: waiting stopped (ConnectError: refused); the batch goes on: denocap status {'b' * 32}"]
+
+
+def test_a_full_batch_is_not_taken_for_files_too_large(tmp_path: Path) -> None:
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(b"x")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(413, json={"detail": "a batch holds at most 1 files"})
+    state = bulk.State(url="http://api", idempotency_key="k", batch_id="b" * 32)
+    with pytest.raises(ApiError, match="a batch holds at most 1 files"):
+        bulk.upload(Client("http://api", "key", transport=httpx.MockTransport(handler)), bulk.walk([tmp_path]),
+                    BatchOptions(), state, tmp_path / "s.json", 10, lambda _: None, lambda *_: None)
+    assert state.too_large == {}
+
+
+def test_a_state_folder_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file where the folder should be")
+    with pytest.raises(bulk.StateError, match="cannot keep the state of this run in .*DENOCAP_DATA_DIR"), \
+            bulk.only_run(tmp_path / "file" / "submits" / "s.json"):
+        pass
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(bulk.StateError, match="is unreadable"):
+        bulk.load_state(tmp_path / "dir.json", "http://api")
