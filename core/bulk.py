@@ -191,6 +191,17 @@ class Uploaded:
     duplicates: int  # the server had them already (a chunk sent before a kill, or the same content twice)
 
 
+def too_large(state: State, found: Found) -> list[Path]:
+    """Files the server refused as too large for a request in an earlier run, and no smaller since: not sent again."""
+    return [f for f in found.files if found.sizes[f] >= state.too_large.get(key(f), found.sizes[f] + 1)]
+
+
+def unsent(state: State, found: Found) -> list[Path]:
+    """What a run still has to send."""
+    refused = set(too_large(state, found))
+    return [f for f in found.files if key(f) not in state.done and f not in refused]
+
+
 def upload(api: Client, found: Found, options: BatchOptions, state: State, path: Path, chunk: int,
            on_chunk: Callable[[Uploaded], None], on_unreadable: Callable[[Path, str], None]) -> str:
     """Opens (or finds) the batch, appends what the state does not list yet chunk by chunk, saving the state
@@ -199,10 +210,9 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
         save_state(path, state)  # the key first: a run killed while opening finds the same batch again
         state.batch_id = api.open_batch(options, state.idempotency_key).id
         save_state(path, state)
-    refused = {f for f in found.files if found.sizes[f] >= state.too_large.get(key(f), found.sizes[f] + 1)}
-    for f in refused:  # not sent again unless it shrank; reported again
+    for f in too_large(state, found):  # reported again
         on_unreadable(f, "larger than the server took in one request in an earlier run")
-    todo = [f for f in found.files if key(f) not in state.done and f not in refused]
+    todo = unsent(state, found)
     for part in chunks(todo, found.sizes, min(chunk, open_files() - 64)):  # a part holds each file open
         sendable = []
         for f in part:  # a file may have gone since the walk

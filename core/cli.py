@@ -775,9 +775,7 @@ def submit_cmd(
             if new:
                 state_path.unlink(missing_ok=True)
             state = bulk.load_state(state_path, base)
-            sent = state.done.keys()
-            if state.sealed and any(bulk.key(f) not in sent and found.sizes[f] < state.too_large.get(bulk.key(f), float("inf"))
-                                    for f in found.files):
+            if state.sealed and bulk.unsent(state, found):
                 fail(f"batch {state.batch_id} of these paths is sealed and new files appeared; add --new for a new batch")
             batch_id = _upload(api, found, options, state, state_path, chunk)
         typer.echo(batch_id)
