@@ -240,17 +240,48 @@ def test_a_sealed_batch_and_a_server_gone_while_waiting_are_one_line_each(tmp_pa
     assert errors[1:] == [f"error: waiting stopped (ConnectError: refused); the batch goes on: denocap status {'b' * 32}"]
 
 
-def test_a_full_batch_is_not_taken_for_files_too_large(tmp_path: Path) -> None:
+def test_a_full_batch_is_not_taken_for_files_too_large(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from core import cli
     for name in ("a.png", "b.png"):
         (tmp_path / name).write_bytes(b"x")
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(413, json={"detail": "a batch holds at most 1 files"})
+    api = Client("http://api", "key", transport=httpx.MockTransport(handler))
     state = bulk.State(url="http://api", idempotency_key="k", batch_id="b" * 32)
     with pytest.raises(ApiError, match="a batch holds at most 1 files"):
-        bulk.upload(Client("http://api", "key", transport=httpx.MockTransport(handler)), bulk.walk([tmp_path]),
-                    BatchOptions(), state, tmp_path / "s.json", 10, lambda _: None, lambda *_: None)
+        bulk.upload(api, bulk.walk([tmp_path]), BatchOptions(), state, tmp_path / "s.json", 10, lambda _: None,
+                    lambda *_: None)
     assert state.too_large == {}
+    with pytest.raises(typer.Exit):
+        cli._upload(api, bulk.walk([tmp_path]), BatchOptions(), state, tmp_path / "s.json", 10)
+    assert ("error: upload stopped (a batch holds at most 1 files); the files not sent need another batch: submit them "
+            "with other paths") in capsys.readouterr().err
+
+
+def test_a_server_that_parses_fewer_files_a_form_gets_the_chunk_in_halves(tmp_path: Path) -> None:
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(b"x")
+    sent: list[list[str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/seal"):
+            return httpx.Response(200, json=BATCH)
+        names = [n.decode() for n in re.findall(rb'filename="([^"]+)"', request.content)]
+        if len(names) > 1:  # Starlette's multipart parser under a low open-file limit
+            return httpx.Response(400, json={"detail": "Too many files. Maximum number of files is 1."})
+        sent.append(names)
+        item = {"id": "i" * 32, "batch_id": "b" * 32, "position": 0, "filename": "f", "state": "queued",
+                "error": None, "deliveries": 0, "has_reference": False, "created_at": BATCH["created_at"],
+                "started_at": None, "finished_at": None, "result": None}
+        return httpx.Response(200, json={"batch": BATCH, "files": [{"filename": names[0], "duplicate": False,
+                                                                    "item": item}]})
+    state = bulk.State(url="http://api", idempotency_key="k", batch_id="b" * 32)
+    bulk.upload(Client("http://api", "key", transport=httpx.MockTransport(handler)), bulk.walk([tmp_path]),
+                BatchOptions(), state, tmp_path / "s.json", 10, lambda _: None, lambda *_: None)
+    assert sent == [["a.png"], ["b.png"], ["c.png"]] and state.sealed
 
 
 def test_a_state_folder_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
