@@ -22,6 +22,14 @@ Blank = BeforeValidator(lambda v: None if v == "" else v)  # a gallery form's "a
 Score = Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9)]
 
 
+class Refused(HTTPException):
+    """A refusal that clients act on by its `code`, given in the JSON body beside the message (`detail`)."""
+
+    def __init__(self, status_code: int, detail: str, code: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code, detail, headers)
+        self.code = code
+
+
 @lru_cache
 def sessions_for(url: str) -> sessionmaker:
     return session_factory(make_engine(url))

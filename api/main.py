@@ -13,7 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import SessionDep, SettingsDep, sessions_for
+from api.deps import Refused, SessionDep, SettingsDep, sessions_for
 from api.metrics import ItemStates
 from api.routes import batches, captions, gallery, items
 from api.schemas import Health
@@ -52,7 +52,8 @@ class BodyLimit:
         limit = get_settings().max_request_bytes
         length = Headers(scope=scope).get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            too_large = JSONResponse({"detail": f"request body is {length} bytes, the limit is {limit}"}, 413)
+            too_large = JSONResponse({"detail": f"request body is {length} bytes, the limit is {limit}",
+                                      "code": "request_too_large"}, 413)
             return await too_large(scope, receive, send)
         seen = 0
 
@@ -61,7 +62,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise HTTPException(413, f"request body is larger than the limit of {limit} bytes")
+                raise Refused(413, f"request body is larger than the limit of {limit} bytes", "request_too_large")
             return message
         await self.app(scope, counted, send)
 
@@ -74,6 +75,10 @@ def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI
     app.add_exception_handler(HTTPException, gallery.login_page_on_401)  # type: ignore[arg-type]
 
     app.add_middleware(BodyLimit)
+
+    @app.exception_handler(Refused)
+    async def refusal(_: Request, exc: Refused) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "code": exc.code}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(OperationalError)
     async def database_down(_: Request, exc: OperationalError) -> JSONResponse:

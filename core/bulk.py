@@ -229,20 +229,19 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
 
 def _append(api: Client, state: State, path: Path, files: list[Path], sizes: dict[Path, int],
             on_chunk: Callable[[Uploaded], None], on_unreadable: Callable[[Path, str], None]) -> None:
-    """One request; a server whose request limit is under the chunk's size (413), or whose form parser takes fewer
-    files (400 "Too many files", under a low open-file limit), gets it in halves; a file alone over the limit is
-    reported and skipped."""
+    """One request; a server or proxy whose request limit is under the chunk's size or file count (413; a full
+    batch is 409 "batch_full"), or whose form parser takes fewer files (Starlette's 400 "Too many files", under a low open-file limit), gets it in halves; a
+    file alone over the limit is reported and skipped."""
     if not files:
         return
     assert state.batch_id is not None
     try:
         answer = api.append(state.batch_id, files)
     except ApiError as e:
-        if e.status != 413 and not (e.status == 400 and str(e).startswith("Too many files")):
+        too_many = e.status == 400 and str(e).startswith("Too many files")
+        if e.status != 413 and not (too_many and len(files) > 1):  # 413: ours, or a proxy's with a lower limit
             raise
         if len(files) == 1:
-            if not str(e).startswith("request body"):  # a full batch: no smaller request gets in
-                raise
             state.too_large[key(files[0])] = sizes[files[0]]
             save_state(path, state)
             on_unreadable(files[0], f"larger than the server takes in one request: {e}")

@@ -825,7 +825,7 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
                  "add --new for a new batch")
             raise
         except ApiError as e:
-            if e.status == 413:  # the batch is full: a rerun would stop here again
+            if e.code == "batch_full":  # a rerun would stop here again
                 fail(f"upload stopped ({e}); the files not sent need another batch: submit them with other paths", 1)
             if e.status != 409:
                 fail(f"upload stopped ({type(e).__name__}: {e}); run the same command again to resume", 1)

@@ -29,11 +29,12 @@ RETRY_STATUS = {429, 500, 502, 503, 504}  # the server asks to come back later, 
 
 
 class ApiError(Exception):
-    """The API refused the request; `status` is its HTTP status, the message its detail."""
+    """The API refused the request; `status` is its HTTP status, `code` what the refusal was when the API says
+    (e.g. "request_too_large", "batch_full"), the message its detail."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, code: str | None = None) -> None:
         super().__init__(detail)
-        self.status = status
+        self.status, self.code = status, code
 
 
 class Unauthorized(ApiError):
@@ -41,7 +42,7 @@ class Unauthorized(ApiError):
 
 
 class Conflict(ApiError):
-    """A sealed batch, or an Idempotency-Key used with other options (409)."""
+    """A sealed or full batch, or an Idempotency-Key used with other options (409)."""
 
 
 class NotFound(ApiError):
@@ -108,7 +109,7 @@ class Client:
                 time.sleep(pause)
                 continue
             if response.is_error:
-                raise ERRORS.get(response.status_code, ApiError)(response.status_code, _detail(response))
+                raise ERRORS.get(response.status_code, ApiError)(response.status_code, *_detail(response))
             return response
         raise AssertionError("unreachable")
 
@@ -152,12 +153,15 @@ class Client:
         return self._send("GET", path).content
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: httpx.Response) -> tuple[str, str | None]:
+    """The message and the code of an error answer (a proxy's page has neither)."""
     try:
-        detail = response.json().get("detail")
+        body = response.json()
     except ValueError:
-        detail = None
-    return detail if isinstance(detail, str) else f"HTTP {response.status_code}: {response.text[:200]}"
+        body = None
+    detail, code = (body.get("detail"), body.get("code")) if isinstance(body, dict) else (None, None)
+    return (detail if isinstance(detail, str) else f"HTTP {response.status_code}: {response.text[:200]}",
+            code if isinstance(code, str) else None)
 
 
 ROW_FIELDS = ["file", "state", "sigma_estimate", "psnr_noisy", "psnr", "ssim_noisy", "ssim", "brisque_noisy",

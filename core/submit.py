@@ -20,23 +20,34 @@ from core.tables import Batch, Item, ItemState, Tenant
 
 
 class SubmitError(ValueError):
-    """The batch as a whole is refused (bad options, no files); the API answers 422."""
+    """The batch as a whole is refused (bad options, no files); the API answers 422. `code` is what a client
+    tells refusals apart by (the API's JSON gives it beside the message)."""
+    code = "invalid"
 
 
 class RequestTooLarge(SubmitError):
-    """More files than a batch may hold, or the one file of a single-image request is over a limit (413)."""
+    """More files in one request than a batch may hold (413): fewer at a time get in."""
+    code = "request_too_large"
+
+
+class BatchFull(SubmitError):
+    """The open batch holds as many files as a batch may (409): no request adds more."""
+    code = "batch_full"
 
 
 class TooManyInFlight(SubmitError):
     """The tenant has as many unfinished batches as the settings allow (429)."""
+    code = "too_many_batches"
 
 
 class IdempotencyConflict(SubmitError):
     """The Idempotency-Key was used before with a different request (409)."""
+    code = "idempotency_conflict"
 
 
 class BatchSealed(SubmitError):
     """Files were sent to a batch that is sealed (409)."""
+    code = "batch_sealed"
 
 
 @dataclass(frozen=True)
@@ -257,7 +268,7 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
             out.append(Appended(earlier, True))
             continue
         if position >= settings.max_batch_items:
-            raise RequestTooLarge(f"a batch holds at most {settings.max_batch_items} files")
+            raise BatchFull(f"a batch holds at most {settings.max_batch_items} files")
         out.append(Appended(add_item(session, storage, limits, locked, position, upload,
                                      references.get(upload.filename), digest), False))
         position += 1

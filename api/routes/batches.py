@@ -3,7 +3,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, File, Form, Header, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, Body, File, Form, Header, Query, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -15,6 +15,7 @@ from api.deps import (
     BatchDep,
     EnqueueDep,
     Offset,
+    Refused,
     SessionDep,
     SettingsDep,
     StorageDep,
@@ -95,6 +96,7 @@ def spooled(upload: UploadFile) -> service.SpooledUpload:
 
 
 STATUS = {service.RequestTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
+          service.BatchFull: status.HTTP_409_CONFLICT,
           service.TooManyInFlight: status.HTTP_429_TOO_MANY_REQUESTS,
           service.IdempotencyConflict: status.HTTP_409_CONFLICT,
           service.BatchSealed: status.HTTP_409_CONFLICT}
@@ -103,12 +105,12 @@ IdempotencyKey = Annotated[str | None, Header(max_length=255, pattern=r"^[\x21-\
 OptionsForm = Annotated[BatchOptions, Form()]
 
 
-def refused(session: Session, error: service.SubmitError) -> HTTPException:
-    """Rolls back what the refused request wrote; the status says which refusal it was."""
+def refused(session: Session, error: service.SubmitError) -> Refused:
+    """Rolls back what the refused request wrote; the status and the code say which refusal it was."""
     session.rollback()
     code = STATUS.get(type(error), status.HTTP_422_UNPROCESSABLE_CONTENT)
     headers = {"Retry-After": "60"} if code == status.HTTP_429_TOO_MANY_REQUESTS else None
-    return HTTPException(code, str(error), headers=headers)
+    return Refused(code, str(error), error.code, headers)
 
 
 def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: str,
@@ -163,8 +165,8 @@ def append(session: Session, settings: Settings, storage: Storage, enqueue: Call
            files: list[UploadFile], refs: dict[str, bytes]) -> AppendOut:
     """Stores the files one by one, commits, then queues the new valid items (they start before the seal)."""
     if len(files) > settings.max_files_per_batch:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                            f"{len(files)} files, the limit is {settings.max_files_per_batch} per request")
+        raise Refused(status.HTTP_413_CONTENT_TOO_LARGE,
+                      f"{len(files)} files, the limit is {settings.max_files_per_batch} per request", "request_too_large")
     try:
         added = service.append(session, storage, settings, batch, (spooled(f) for f in files), refs)
         session.commit()
@@ -237,7 +239,7 @@ async def create_image(
     ref = await read_upload(reference, settings.max_file_bytes) if reference else None
     for part, what in ((upload, "file"), (ref, "reference")):
         if part is not None and isinstance(error := service.precheck(part, limits), TooLarge):
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{what}: {error}")
+            raise Refused(status.HTTP_413_CONTENT_TOO_LARGE, f"{what}: {error}", "file_too_large")
     refs = {upload.filename: ref.data} if ref else {}
     return await run_in_threadpool(submit, session, settings, storage, enqueue, tenant, [upload], refs, options,
                                    idempotency_key, response)

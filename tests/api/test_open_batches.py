@@ -53,8 +53,27 @@ def test_an_open_batch_is_unfinished_until_sealed_and_refuses_appends_after(app:
     assert sealed.status_code == 200 and sealed.json()["finished"] is True and sealed.json()["sealed"] is True
     assert client.post(f"/batches/{batch}/seal").status_code == 200  # a retried seal changes nothing
     late = client.post(f"/batches/{batch}/files", files=files(("late.png", png(smooth_image(16, 16)))))
-    assert late.status_code == 409 and "sealed" in late.json()["detail"]
+    assert late.status_code == 409 and "sealed" in late.json()["detail"] and late.json()["code"] == "batch_sealed"
     assert client.get(f"/batches/{batch}").json()["total"] == 1
+
+
+def test_a_full_batch_is_409_batch_full_and_a_request_over_the_file_limit_413(
+        app: tuple[TestClient, list], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client halves a 413 request and stops at a full batch: the two are told apart by status and code."""
+    client, _ = app
+    monkeypatch.setenv("DENOCAP_MAX_BATCH_ITEMS", "2")
+    monkeypatch.setenv("DENOCAP_MAX_FILES_PER_BATCH", "2")
+    get_settings.cache_clear()
+    batch = client.post("/batches/open", json={}).json()["id"]
+    photos = [(f"{i}.png", png(np.full((8, 8, 3), i, np.uint8))) for i in range(3)]
+    r = client.post(f"/batches/{batch}/files", files=files(*photos))
+    assert r.status_code == 413 and r.json() == {"detail": "3 files, the limit is 2 per request",
+                                                 "code": "request_too_large"}
+    assert client.post(f"/batches/{batch}/files", files=files(*photos[:2])).status_code == 200
+    r = client.post(f"/batches/{batch}/files", files=files(photos[2]))
+    assert r.status_code == 409 and r.json() == {"detail": "a batch holds at most 2 files", "code": "batch_full"}
+    assert client.post(f"/batches/{batch}/files", files=files(photos[0])).json()["files"][0]["duplicate"] is True
+    assert client.get(f"/batches/{batch}").json()["total"] == 2
 
 
 def test_open_batches_count_in_flight_and_the_key_gives_the_same_batch(app: tuple[TestClient, list]) -> None:

@@ -159,14 +159,16 @@ def test_same_idempotency_key_and_request_give_the_same_batch(client: httpx.Clie
     wait_batch(client, answers[0].json()["id"])
 
 
-def test_limits_are_413_with_a_message(client: httpx.Client) -> None:
+def test_limits_are_413_with_a_message_and_a_code(client: httpx.Client) -> None:
     tiny = png(smooth_image(8, 8))
     r = client.post("/batches", files=files(*[(f"{i}.png", tiny) for i in range(201)]))
-    assert r.status_code == 413 and r.json()["detail"] == "201 files, the limit is 200 per batch"
+    assert r.status_code == 413 and r.json() == {"detail": "201 files, the limit is 200 per batch",
+                                                 "code": "request_too_large"}
     r = client.post("/batches", files=files(("big.png", b"\0" * (31 * 1024**2))))
     assert r.status_code == 413 and "the limit is 31457280" in r.json()["detail"]
+    assert r.json()["code"] == "request_too_large"
     r = client.post("/images", files={"file": ("tall.png", png(smooth_image(17000, 1, 1)))})
-    assert r.status_code == 413 and "1x17000" in r.json()["detail"]
+    assert r.status_code == 413 and "1x17000" in r.json()["detail"] and r.json()["code"] == "file_too_large"
 
 
 def test_chunked_upload_without_length_is_counted_against_the_limit(client: httpx.Client) -> None:
@@ -175,7 +177,8 @@ def test_chunked_upload_without_length_is_counted_against_the_limit(client: http
         yield from (b"\0" * 1024**2 for _ in range(31))
         yield b"\r\n--b--\r\n"
     r = client.post("/batches", content=body(), headers={"Content-Type": "multipart/form-data; boundary=b"})
-    assert r.status_code == 413 and r.json()["detail"] == "request body is larger than the limit of 31457280 bytes"
+    assert r.status_code == 413 and r.json() == {"detail": "request body is larger than the limit of 31457280 bytes",
+                                                 "code": "request_too_large"}
     assert client.get("/health").status_code == 200
 
 
