@@ -146,6 +146,15 @@ def load_state(path: Path, url: str) -> State:
     return State(url=url, idempotency_key=f"denocap-submit-{uuid.uuid4().hex}")
 
 
+def left_open(path: Path) -> str | None:
+    """The batch an earlier run of these paths left open (killed, or stopped), or None."""
+    try:
+        earlier = State.model_validate_json(path.read_bytes())
+    except (ValueError, OSError):  # none, or the unreadable state --new replaces
+        return None
+    return None if earlier.sealed else earlier.batch_id
+
+
 @contextmanager
 def only_run(path: Path) -> Iterator[None]:
     """One run at a time per state file: a second `submit` of the same paths would open a second batch."""

@@ -773,6 +773,7 @@ def submit_cmd(
     with _client(url, key) as api, _state_error():
         with bulk.only_run(state_path):
             if new:
+                _seal_earlier(api, state_path)
                 state_path.unlink(missing_ok=True)
             state = bulk.load_state(state_path, base)
             if state.sealed and bulk.unsent(state, found):
@@ -782,6 +783,25 @@ def submit_cmd(
         failed = _wait(api, batch_id) if wait else 0
     if found.unreadable or failed:  # those of the walk, and those skipped while uploading
         raise typer.Exit(1)
+
+
+def _seal_earlier(api: Client, state_path: Path) -> None:
+    """--new: the batch the earlier run left open is sealed. Its files run anyway; sealed, it can finish and stops
+    counting against the tenant's unfinished batches."""
+    import httpx
+
+    from core import bulk
+    from core.client import ApiError, NotFound
+    if (earlier := bulk.left_open(state_path)) is None:
+        return
+    try:
+        api.seal(earlier)
+        typer.echo(f"sealed batch {earlier}, left open by an earlier run of these paths (its files are processed)",
+                   err=True)
+    except NotFound:
+        pass  # gone, or another key's
+    except (ApiError, httpx.HTTPError) as e:  # the new batch matters more
+        typer.echo(f"could not seal batch {earlier}, left open by an earlier run of these paths: {e}", err=True)
 
 
 @contextmanager

@@ -185,7 +185,7 @@ async def append_files(
     files: Annotated[list[UploadFile], File(description="images")],
     references: Annotated[list[UploadFile], File(description="clean references, matched by file name")] = [],  # noqa: B006
 ) -> AppendOut:
-    """Adds files to an open batch (409 once sealed). A file whose content the batch holds already is not added
+    """Adds files to an open batch (409 once sealed or full). A file whose content the batch holds already is not added
     again (`duplicate`), so a client may resend a request whose answer it did not get."""
     refs = {r.filename: r.data for r in [await read_upload(f, settings.max_file_bytes) for f in references]}
     return await run_in_threadpool(append, session, settings, storage, enqueue, batch, files, refs)

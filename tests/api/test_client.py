@@ -12,6 +12,8 @@ import httpx
 import numpy as np
 from sqlalchemy import create_engine, func, select
 
+from core import bulk
+from core.options import BatchOptions
 from core.tables import Batch
 from tests.conftest import api_key, many_frames, png
 from tests.test_cli import denocap as run_denocap
@@ -176,3 +178,23 @@ def test_results_name_collisions_and_failed_rows(stack: str, postgres_url: str, 
     into = denocap(env, "results", other.stdout.strip().splitlines()[-1], "--out", str(out))
     assert into.returncode == 1 and f"holds the results of batch {batch_id}" in into.stderr, into.stderr
     assert (out / "p4000.png").read_bytes() == before
+
+
+def test_new_seals_the_batch_an_earlier_run_left_open(stack: str, postgres_url: str, tmp_path: Path) -> None:
+    """A run stopped before its seal leaves an open batch, which never finishes and holds one of the tenant's
+    unfinished batches; --new seals it before it opens the next."""
+    photos(tmp_path / "photos", 2, start=5000)
+    key = api_key(postgres_url, "abandon")
+    with httpx.Client(base_url=stack, headers={"X-API-Key": key}) as api:
+        earlier = api.post("/batches/open", json={}).json()["id"]
+        one = tmp_path / "photos" / "p5000.png"
+        assert api.post(f"/batches/{earlier}/files", files={"files": (one.name, one.read_bytes())}).status_code == 200
+        state = bulk.state_file(tmp_path / "client" / "submits", stack, [(tmp_path / "photos").absolute()],
+                                BatchOptions())
+        bulk.save_state(state, bulk.State(url=stack, idempotency_key="k", batch_id=earlier))
+        sent = denocap(client_env(tmp_path, stack, key), "submit", str(tmp_path / "photos"), "--new", "--wait")
+        assert sent.returncode == 0, sent.stderr
+        assert f"sealed batch {earlier}, left open by an earlier run of these paths" in sent.stderr
+        assert api.get(f"/batches/{earlier}").json()["sealed"] is True
+        new = sent.stdout.strip().splitlines()[-1]
+        assert new != earlier and api.get(f"/batches/{new}").json()["total"] == 2
