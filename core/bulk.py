@@ -31,6 +31,7 @@ CHUNK_BYTES = 256 * 1024**2  # a chunk stays well under the server's request lim
 class Found:
     files: list[Path] = field(default_factory=list)  # readable, absolute, in walk order, each once
     sizes: dict[Path, int] = field(default_factory=dict)
+    mtimes: dict[Path, int] = field(default_factory=dict)  # ns
     unreadable: list[tuple[Path, str]] = field(default_factory=list)  # with the reason; reported and skipped
     unnamed: list[Path] = field(default_factory=list)  # files in folders without an image suffix; reported, skipped
 
@@ -69,7 +70,8 @@ def walk(paths: Iterable[Path]) -> Found:
                 found.unreadable.append((path, reason))
                 continue
             found.files.append(absolute)
-            found.sizes[absolute] = path.stat().st_size
+            st = path.stat()
+            found.sizes[absolute], found.mtimes[absolute] = st.st_size, st.st_mtime_ns
     unnamed = {p.absolute(): p for p in found.unnamed}  # each once, and not those named too
     found.unnamed = [p for a, p in unnamed.items() if a not in seen]
     return found
@@ -122,6 +124,7 @@ class State(BaseModel):
     idempotency_key: str  # opening again with it gives the same batch, even if the kill came before batch_id was saved
     batch_id: str | None = None
     done: dict[str, str] = {}  # file path -> item id
+    stamps: dict[str, tuple[int, int]] = {}  # file path -> (size, mtime in ns) as the walk saw it before sending
     too_large: dict[str, int] = {}  # file path -> its size when the server refused it in a request of its own
     sealed: bool = False
 
@@ -205,10 +208,20 @@ def too_large(state: State, found: Found) -> list[Path]:
     return [f for f in found.files if found.sizes[f] >= state.too_large.get(key(f), found.sizes[f] + 1)]
 
 
+def stamp(found: Found, path: Path) -> tuple[int, int]:
+    return found.sizes[path], found.mtimes[path]
+
+
+def is_sent(state: State, found: Found, path: Path) -> bool:
+    """Sent in an earlier run and not changed since (a photo still being exported when that run read it, say)."""
+    k = key(path)
+    return k in state.done and tuple(state.stamps.get(k, stamp(found, path))) == stamp(found, path)
+
+
 def unsent(state: State, found: Found) -> list[Path]:
-    """What a run still has to send."""
+    """What a run still has to send: files not sent yet, or changed since."""
     refused = set(too_large(state, found))
-    return [f for f in found.files if key(f) not in state.done and f not in refused]
+    return [f for f in found.files if not is_sent(state, found, f) and f not in refused]
 
 
 def upload(api: Client, found: Found, options: BatchOptions, state: State, path: Path, chunk: int,
@@ -229,14 +242,14 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
                 sendable.append(f)
             else:
                 on_unreadable(f, reason)
-        _append(api, state, path, sendable, found.sizes, on_chunk, on_unreadable)
+        _append(api, state, path, sendable, found, on_chunk, on_unreadable)
     api.seal(state.batch_id)
     state.sealed = True
     save_state(path, state)
     return state.batch_id
 
 
-def _append(api: Client, state: State, path: Path, files: list[Path], sizes: dict[Path, int],
+def _append(api: Client, state: State, path: Path, files: list[Path], found: Found,
             on_chunk: Callable[[Uploaded], None], on_unreadable: Callable[[Path, str], None]) -> None:
     """One request; a server or proxy whose request limit is under the chunk's size or file count (413; a full
     batch is 409 "batch_full"), or whose form parser takes fewer files (Starlette's 400 "Too many files", under a low open-file limit), gets it in halves; a
@@ -251,16 +264,17 @@ def _append(api: Client, state: State, path: Path, files: list[Path], sizes: dic
         if e.status != 413 and not (too_many and len(files) > 1):  # 413: ours, or a proxy's with a lower limit
             raise
         if len(files) == 1:
-            state.too_large[key(files[0])] = sizes[files[0]]
+            state.too_large[key(files[0])] = found.sizes[files[0]]
             save_state(path, state)
             on_unreadable(files[0], f"larger than the server takes in one request: {e}")
             return
         for half in (files[:len(files) // 2], files[len(files) // 2:]):
-            _append(api, state, path, half, sizes, on_chunk, on_unreadable)
+            _append(api, state, path, half, found, on_chunk, on_unreadable)
         return
     state.done.update((key(f), a.item.id) for f, a in zip(files, answer.files, strict=True))
+    state.stamps.update((key(f), stamp(found, f)) for f in files)
     save_state(path, state)
-    on_chunk(Uploaded(len(files), sum(sizes[f] for f in files), sum(a.duplicate for a in answer.files)))
+    on_chunk(Uploaded(len(files), sum(found.sizes[f] for f in files), sum(a.duplicate for a in answer.files)))
 
 
 def output_names(items: list[ItemOut]) -> dict[str, str]:

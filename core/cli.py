@@ -777,7 +777,8 @@ def submit_cmd(
                 state_path.unlink(missing_ok=True)
             state = bulk.load_state(state_path, base)
             if state.sealed and bulk.unsent(state, found):
-                fail(f"batch {state.batch_id} of these paths is sealed and new files appeared; add --new for a new batch")
+                fail(f"batch {state.batch_id} of these paths is sealed and files were added or changed since; add --new "
+                     "for a new batch")
             batch_id = _upload(api, found, options, state, state_path, chunk)
         typer.echo(batch_id)
         failed = _wait(api, batch_id) if wait else 0
@@ -820,7 +821,7 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
 
     from core import bulk
     from core.client import ApiError, NotFound
-    done = [f for f in found.files if bulk.key(f) in state.done]
+    done = [f for f in found.files if bulk.is_sent(state, found, f)]
     total_files, sent_files = len(found.files), len(done)
     with Progress(TextColumn("upload"), BarColumn(), TextColumn("{task.fields[files]} files"), DownloadColumn(),
                   TransferSpeedColumn(), TimeRemainingColumn(), console=err) as progress:
