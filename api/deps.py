@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import queries
@@ -18,7 +18,6 @@ from core.tables import Batch, Item, Result
 from core.tenants import ID, authenticate, session_tenant
 
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="rows to skip")]
-Blank = BeforeValidator(lambda v: None if v == "" else v)  # a gallery form's "all" choice: no filter
 Score = Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9)]
 
 

@@ -75,6 +75,7 @@ def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI
     app.add_exception_handler(HTTPException, gallery.login_page_on_401)  # type: ignore[arg-type]
 
     app.add_middleware(BodyLimit)
+    app.add_middleware(gallery.EmptyBoxes)
 
     @app.exception_handler(Refused)
     async def refusal(_: Request, exc: Refused) -> JSONResponse:

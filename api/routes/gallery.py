@@ -6,17 +6,17 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import presenters
 from api.deps import (
     COOKIE,
-    Blank,
     FilterDep,
     GalleryBatchDep,
     GalleryItemDep,
@@ -35,6 +35,21 @@ templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "
 PAGE = 48
 PageNo = Annotated[int, Query(ge=1, le=2**31 // PAGE)]
 INVALID = "That key is not valid (or revoked)."
+
+
+class EmptyBoxes:
+    """A gallery form sent without JavaScript carries its empty boxes (`min_psnr=`; `state=`, the "all" state):
+    they are dropped before validation, so an empty box means no filter. The JSON API keeps its 422 for them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/gallery"):
+            pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)  # as Starlette reads it
+            if any(v == "" for _, v in pairs):
+                scope = {**scope, "query_string": urlencode([(k, v) for k, v in pairs if v != ""]).encode("latin-1")}
+        await self.app(scope, receive, send)
 
 
 def same_origin(request: Request) -> None:
@@ -120,7 +135,7 @@ def logout(session: SessionDep, cookie: Annotated[str | None, Depends(session_co
 
 @router.get("/batches/{batch_id}", operation_id="gallery-batch")
 def batch_page(request: Request, session: SessionDep, batch: GalleryBatchDep,
-               state: Annotated[ItemState | None, Blank] = None, page: PageNo = 1) -> HTMLResponse:
+               state: ItemState | None = None, page: PageNo = 1) -> HTMLResponse:
     items, count = queries.batch_items(session, batch.id, state, PAGE, (page - 1) * PAGE)
     counts = queries.batch_counts(session, [batch.id])[batch.id]
     _, progress, _ = queries.progress(counts)

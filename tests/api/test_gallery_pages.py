@@ -51,5 +51,9 @@ def test_the_all_state_lists_all_and_the_cookie_ends_with_the_browser(stack: str
         assert not {"max-age", "expires"} & set(re.split(r"[=;]\s*", signed.headers["set-cookie"].lower()))
         assert browser.get(f"/gallery/batches/{'e' * 32}", params={"state": ""}).status_code == 200  # "all"
         assert browser.get(f"/gallery/batches/{'e' * 32}", params={"state": "lost"}).status_code == 422
+        boxes = {"q": "", "min_psnr": "", "max_psnr": "30", "min_ssim": "", "max_brisque": ""}  # a form without JS
+        searched = browser.get("/gallery/search", params=boxes)
+        assert searched.status_code == 200 and 'name="max_psnr" placeholder="max psnr" value="30.0"' in searched.text
+        assert browser.get("/gallery/search", params={"min_psnr": "x"}).status_code == 422
     r = httpx.get(f"{stack}/captions", params={"min_psnr": ""}, headers={"X-API-Key": key})
     assert r.status_code == 422  # the JSON API takes no empty number for "no filter": a script's unset variable
