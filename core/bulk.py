@@ -235,33 +235,50 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
     for f in too_large(state, found):  # reported again
         on_unreadable(f, "larger than the server took in one request in an earlier run")
     todo = unsent(state, found)
-    for part in chunks(todo, found.sizes, min(chunk, open_files() - 64)):  # a part holds each file open
-        sendable = []
-        for f in part:  # a file may have gone since the walk
-            if (reason := readable(f)) is None:
-                sendable.append(f)
-            else:
-                on_unreadable(f, reason)
-        _append(api, state, path, sendable, found, on_chunk, on_unreadable)
+    try:
+        for part in chunks(todo, found.sizes, min(chunk, open_files() - 64)):  # a part holds each file open
+            sendable = []
+            for f in part:  # a file may have gone since the walk
+                if (reason := readable(f)) is None:
+                    sendable.append(f)
+                else:
+                    on_unreadable(f, reason)
+            _append(api, state, path, sendable, found, on_chunk, on_unreadable)
+    except ApiError as e:
+        if e.code == "batch_full":  # filled: sealed, so that it can finish
+            _seal(api, state, path)
+        raise
+    _seal(api, state, path)
+    return state.batch_id
+
+
+def _seal(api: Client, state: State, path: Path) -> None:
+    assert state.batch_id is not None
     api.seal(state.batch_id)
     state.sealed = True
     save_state(path, state)
-    return state.batch_id
+
+
+def _too_large(e: ApiError) -> bool:
+    """A 413 about the request's size: the API's code says so; a proxy's page has no code, nor has an older
+    server's answer, which also gave 413 for a full batch."""
+    return e.code == "request_too_large" or (
+        e.status == 413 and e.code is None and not str(e).startswith("a batch holds"))
 
 
 def _append(api: Client, state: State, path: Path, files: list[Path], found: Found,
             on_chunk: Callable[[Uploaded], None], on_unreadable: Callable[[Path, str], None]) -> None:
-    """One request; a server or proxy whose request limit is under the chunk's size or file count (413; a full
-    batch is 409 "batch_full"), or whose form parser takes fewer files (Starlette's 400 "Too many files", under a low open-file limit), gets it in halves; a
-    file alone over the limit is reported and skipped."""
+    """One request. Answered 413 (over a server's or a proxy's request limit), 400 "Too many files" (Starlette's
+    form parser under a low open-file limit) or 409 batch_full (room for fewer), it goes again in halves; a file
+    alone over the request limit is recorded, reported and skipped."""
     if not files:
         return
     assert state.batch_id is not None
     try:
         answer = api.append(state.batch_id, files)
     except ApiError as e:
-        too_many = e.status == 400 and str(e).startswith("Too many files")
-        if e.status != 413 and not (too_many and len(files) > 1):  # 413: ours, or a proxy's with a lower limit
+        fewer = e.status == 413 or e.code == "batch_full" or (e.status == 400 and str(e).startswith("Too many files"))
+        if not fewer or (len(files) == 1 and not _too_large(e)):
             raise
         if len(files) == 1:
             state.too_large[key(files[0])] = found.sizes[files[0]]

@@ -847,7 +847,8 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
             raise
         except ApiError as e:
             if e.code == "batch_full":  # a rerun would stop here again
-                fail(f"upload stopped ({e}); the files not sent need another batch: submit them with other paths", 1)
+                fail(f"upload stopped ({e}): batch {state.batch_id} is full, and sealed; the files not sent need "
+                     "another batch: submit them with other paths", 1)
             if e.status != 409:
                 fail(f"upload stopped ({type(e).__name__}: {e}); run the same command again to resume", 1)
             what = f"batch {state.batch_id} of an earlier run of these paths" if state.batch_id else "opening the batch"

@@ -45,7 +45,7 @@ class EmptyBoxes:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/gallery"):
+        if scope["type"] == "http" and (scope["path"] + "/").startswith(router.prefix + "/"):
             pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)  # as Starlette reads it
             if any(v == "" for _, v in pairs):
                 scope = {**scope, "query_string": urlencode([(k, v) for k, v in pairs if v != ""]).encode("latin-1")}

@@ -244,25 +244,47 @@ def test_a_sealed_batch_and_a_server_gone_while_waiting_are_one_line_each(tmp_pa
     assert errors[1:] == [f"error: waiting stopped (ConnectError: refused); the batch goes on: denocap status {'b' * 32}"]
 
 
-def test_a_full_batch_is_not_taken_for_files_too_large(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+FULL = [(409, {"detail": "a batch holds at most 2 files", "code": "batch_full"}),
+        (413, {"detail": "a batch holds at most 2 files"})]  # an older server's answer
+
+
+@pytest.mark.parametrize("status, answer", FULL)
+def test_a_full_batch_is_filled_and_sealed_not_taken_for_files_too_large(
+        status: int, answer: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import typer
 
     from core import cli
-    for name in ("a.png", "b.png"):
+    for name in ("a.png", "b.png", "c.png", "d.png", "e.png"):
         (tmp_path / name).write_bytes(b"x")
+    held: list[str] = []
+    sealed: list[bool] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(409, json={"detail": "a batch holds at most 1 files", "code": "batch_full"})
+        if request.url.path.endswith("/seal"):
+            sealed.append(True)
+            return httpx.Response(200, json=BATCH)
+        names = [n.decode() for n in re.findall(rb'filename="([^"]+)"', request.content)]
+        if len(held) + len(names) > 2:
+            return httpx.Response(status, json=answer)
+        held.extend(names)
+        item = {"id": "i" * 32, "batch_id": "b" * 32, "position": 0, "filename": "f", "state": "queued",
+                "error": None, "deliveries": 0, "has_reference": False, "created_at": BATCH["created_at"],
+                "started_at": None, "finished_at": None, "result": None}
+        return httpx.Response(200, json={"batch": BATCH, "files": [{"filename": n, "duplicate": False, "item": item}
+                                                                   for n in names]})
     api = Client("http://api", "key", transport=httpx.MockTransport(handler))
     state = bulk.State(url="http://api", idempotency_key="k", batch_id="b" * 32)
-    with pytest.raises(ApiError, match="a batch holds at most 1 files"):
-        bulk.upload(api, bulk.walk([tmp_path]), BatchOptions(), state, tmp_path / "s.json", 10, lambda _: None,
-                    lambda *_: None)
-    assert state.too_large == {}
-    with pytest.raises(typer.Exit):
+    with pytest.raises(typer.Exit) as stopped:
         cli._upload(api, bulk.walk([tmp_path]), BatchOptions(), state, tmp_path / "s.json", 10)
-    assert ("error: upload stopped (a batch holds at most 1 files); the files not sent need another batch: submit them "
-            "with other paths") in capsys.readouterr().err
+    assert stopped.value.exit_code == 1 and held == ["a.png", "b.png"] and state.too_large == {}
+    assert sorted(Path(p).name for p in state.done) == ["a.png", "b.png"]
+    err = capsys.readouterr().err
+    if status == 409:  # the batch says it is full: sealed, so that it can finish
+        assert sealed == [True] and state.sealed
+        assert (f"error: upload stopped (a batch holds at most 2 files): batch {'b' * 32} is full, and sealed; the "
+                "files not sent need another batch: submit them with other paths") in err
+    else:
+        assert sealed == [] and "a batch holds at most 2 files" in err
 
 
 def test_a_server_that_parses_fewer_files_a_form_gets_the_chunk_in_halves(tmp_path: Path) -> None:
