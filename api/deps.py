@@ -53,10 +53,6 @@ session_cookie = APIKeyCookie(name=COOKIE, auto_error=False,
                                           "only the gallery's pages accept it")
 
 
-def presented_key(key: str | None, token: HTTPAuthorizationCredentials | None) -> str | None:
-    return key or (token.credentials if token else None)
-
-
 def unauthorized(presented: bool) -> HTTPException:
     detail = "invalid or revoked API key" if presented else "an API key is required (X-API-Key header)"
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
@@ -68,7 +64,7 @@ def get_tenant(request: Request, session: SessionDep, key: Annotated[str | None,
     An upload route has checked the key before reading the body (routes/batches.UploadRoute): its answer."""
     if tenant_id := getattr(request.state, "tenant_id", None):
         return tenant_id
-    presented = presented_key(key, token)
+    presented = key or (token.credentials if token else None)
     found = authenticate(session, presented) if presented else None
     if found is None:
         raise unauthorized(bool(presented))
@@ -87,21 +83,17 @@ TenantDep = Annotated[str, Depends(get_tenant)]
 GalleryTenantDep = Annotated[str, Depends(get_gallery_tenant)]
 
 
-def _not_found(what: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
-
-
-def own_batch(session: Session, tenant: str, batch_id: str) -> Batch:
+def get_batch(session: SessionDep, tenant: TenantDep, batch_id: str) -> Batch:
     batch = queries.tenant_batch(session, tenant, batch_id) if ID.fullmatch(batch_id) else None
     if batch is None:
-        raise _not_found("batch")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "batch not found")
     return batch
 
 
-def own_item(session: Session, tenant: str, item_id: str) -> Item:
+def get_item(session: SessionDep, tenant: TenantDep, item_id: str) -> Item:
     item = queries.tenant_item(session, tenant, item_id) if ID.fullmatch(item_id) else None
     if item is None:
-        raise _not_found("item")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "item not found")
     return item
 
 
@@ -111,20 +103,12 @@ def own_result(item: Item) -> Result:
     return item.result
 
 
-def get_batch(session: SessionDep, tenant: TenantDep, batch_id: str) -> Batch:
-    return own_batch(session, tenant, batch_id)
-
-
-def get_item(session: SessionDep, tenant: TenantDep, item_id: str) -> Item:
-    return own_item(session, tenant, item_id)
-
-
 def get_gallery_batch(session: SessionDep, tenant: GalleryTenantDep, batch_id: str) -> Batch:
-    return own_batch(session, tenant, batch_id)
+    return get_batch(session, tenant, batch_id)
 
 
 def get_gallery_item(session: SessionDep, tenant: GalleryTenantDep, item_id: str) -> Item:
-    return own_item(session, tenant, item_id)
+    return get_item(session, tenant, item_id)
 
 
 BatchDep = Annotated[Batch, Depends(get_batch)]
