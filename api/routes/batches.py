@@ -1,6 +1,7 @@
 """Submit batches (or one image) and poll them."""
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Header, HTTPException, Query, Request, Response, UploadFile, status
@@ -103,12 +104,17 @@ IdempotencyKey = Annotated[str | None, Header(max_length=255, pattern=r"^[\x21-\
 OptionsForm = Annotated[BatchOptions, Form()]
 
 
-def refused(session: Session, error: service.SubmitError) -> HTTPException:
-    """Rolls back what the refused request wrote; the status says which refusal it was."""
-    session.rollback()
-    code = STATUS.get(type(error), status.HTTP_422_UNPROCESSABLE_CONTENT)
-    headers = {"Retry-After": "60"} if code == status.HTTP_429_TOO_MANY_REQUESTS else None
-    return HTTPException(code, str(error), headers=headers)
+@contextmanager
+def committed(session: Session) -> Iterator[None]:
+    """Commits what the block wrote; a refusal rolls it back instead, its status saying which refusal it was."""
+    try:
+        yield
+        session.commit()
+    except service.SubmitError as e:
+        session.rollback()
+        code = STATUS.get(type(e), status.HTTP_422_UNPROCESSABLE_CONTENT)
+        headers = {"Retry-After": "60"} if code == status.HTTP_429_TOO_MANY_REQUESTS else None
+        raise HTTPException(code, str(e), headers=headers) from None
 
 
 def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: str,
@@ -116,11 +122,8 @@ def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue
            idempotency_key: str | None, response: Response) -> SubmitOut:
     """201 with a new batch; 200 with the earlier batch when an Idempotency-Key is repeated with the same request.
     Blocking (database, storage, broker): the async handlers run it in the thread pool."""
-    try:
+    with committed(session):
         batch, created = service.submit(session, storage, settings, tenant, uploads, options, refs, idempotency_key)
-        session.commit()
-    except service.SubmitError as e:
-        raise refused(session, e) from None
     if created:
         enqueue([i.id for i in batch.items if i.state == ItemState.queued])
     else:
@@ -148,12 +151,9 @@ def open_batch(session: SessionDep, settings: SettingsDep, tenant: TenantDep, re
                ) -> BatchOut:
     """An open batch: append files with POST /batches/{id}/files in as many requests as needed, then seal it.
     201 with a new batch; 200 with the earlier one when the Idempotency-Key and the options are repeated."""
-    try:
+    with committed(session):
         batch, created = service.open_batch(session, settings, tenant, options, idempotency_key,
                                             service.open_digest(options), sealed=False)
-        session.commit()
-    except service.SubmitError as e:
-        raise refused(session, e) from None
     if not created:
         response.status_code = status.HTTP_200_OK
     return presenters.batch_out(session, batch)
@@ -165,11 +165,8 @@ def append(session: Session, settings: Settings, storage: Storage, enqueue: Call
     if len(files) > settings.max_files_per_batch:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                             f"{len(files)} files, the limit is {settings.max_files_per_batch} per request")
-    try:
+    with committed(session):
         added = service.append(session, storage, settings, batch, (spooled(f) for f in files), refs)
-        session.commit()
-    except service.SubmitError as e:
-        raise refused(session, e) from None
     if new := [a.item.id for a in added if not a.duplicate and a.item.state == ItemState.queued]:
         enqueue(new)
     return AppendOut(batch=presenters.batch_out(session, batch),
