@@ -2,17 +2,16 @@
 JSON API, a server-side session cookie for the gallery), storage, the queue, and the caller's own rows (404
 for anything else, exactly as for an id that does not exist)."""
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BeforeValidator
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from core import queries
 from core.config import Settings, get_settings
-from core.db import make_engine, session_factory
+from core.db import sessions_for
 from core.storage import Storage, make_storage
 from core.tables import Batch, Item, Result
 from core.tenants import ID, authenticate, session_tenant
@@ -20,11 +19,6 @@ from core.tenants import ID, authenticate, session_tenant
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="rows to skip")]
 Blank = BeforeValidator(lambda v: None if v == "" else v)  # a gallery form's "all" choice: no filter
 Score = Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9)]
-
-
-@lru_cache
-def sessions_for(url: str) -> sessionmaker:
-    return session_factory(make_engine(url))
 
 
 def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:

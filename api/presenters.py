@@ -13,10 +13,11 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import Receive, Scope, Send
 
-from api.deps import own_result, sessions_for
+from api.deps import own_result
 from api.schemas import BatchOut, CaptionOut, ItemOut, spreadsheet_safe
 from core import queries
 from core.config import Settings, get_settings
+from core.db import sessions_for
 from core.imageio import decode, encode_png, thumbnail_jpeg
 from core.storage import Storage, input_key, results_prefix
 from core.submit import limits_of

@@ -86,7 +86,6 @@ def run(
 ) -> None:
     """Process images in this process (no Redis, no worker) into the local database, then print a table."""
     from core import process, submit, tenants
-    from core.db import make_engine, migrate, session_factory
     from core.storage import make_storage
     from core.tables import Batch, ItemState
     settings = get_settings()
@@ -95,8 +94,7 @@ def run(
         add_noise = 25.0
     options = _options(add_noise=add_noise, seed=seed, denoise_sigma=denoise_sigma, denoiser=denoiser,
                        captioner=captioner)
-    migrate(settings.database_url)
-    sessions = session_factory(make_engine(settings.database_url))
+    sessions = _migrated_sessions()
     storage = make_storage(settings)
     with sessions.begin() as session:
         try:
@@ -942,11 +940,11 @@ apikey = typer.Typer(help="API keys of tenants: every route but /health and /met
 app.add_typer(apikey, name="apikey")
 
 
-def _key_sessions() -> sessionmaker:
-    from core.db import make_engine, migrate, session_factory
+def _migrated_sessions() -> sessionmaker:
+    from core.db import migrate, sessions_for
     url = get_settings().database_url
     migrate(url)
-    return session_factory(make_engine(url))
+    return sessions_for(url)
 
 
 @apikey.command("create")
@@ -954,7 +952,7 @@ def apikey_create(tenant: Annotated[str, typer.Argument(help="tenant name; made 
                   label: Annotated[str, typer.Option(help="what the key is for")] = "") -> None:
     """Print a new key (shown once; only its hash is stored)."""
     from core import tenants
-    with _key_sessions().begin() as session:
+    with _migrated_sessions().begin() as session:
         try:
             new = tenants.create_key(session, tenant, label)
         except tenants.TenantError as e:
@@ -968,7 +966,7 @@ def apikey_list(tenant: Annotated[str | None, typer.Argument(help="only this ten
     """Keys with their tenant, label, and whether they are revoked (never the secrets)."""
     from core import tenants
     table = Table("key id", "tenant", "label", "created", "revoked")
-    with _key_sessions()() as session:
+    with _migrated_sessions()() as session:
         for key in tenants.list_keys(session, tenant):
             table.add_row(key.id, escape(key.tenant.name), escape(key.label), f"{key.created_at:%Y-%m-%d %H:%M}",
                           f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "")
@@ -979,7 +977,7 @@ def apikey_list(tenant: Annotated[str | None, typer.Argument(help="only this ten
 def apikey_revoke(key_id: str) -> None:
     """Revoke a key at once: its next request gets 401, and the gallery sessions signed in with it end."""
     from core import tenants
-    with _key_sessions().begin() as session:
+    with _migrated_sessions().begin() as session:
         try:
             tenants.revoke_key(session, key_id)
         except tenants.TenantError as e:

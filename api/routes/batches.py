@@ -20,13 +20,13 @@ from api.deps import (
     SettingsDep,
     StorageDep,
     TenantDep,
-    sessions_for,
     unauthorized,
 )
 from api.schemas import AppendedOut, AppendOut, BatchOut, ItemOut, Page, SubmitOut
 from core import queries
 from core import submit as service
 from core.config import Settings, get_settings, open_files
+from core.db import sessions_for
 from core.imageio import TooLarge
 from core.options import BatchOptions
 from core.storage import Storage
