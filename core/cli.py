@@ -735,11 +735,6 @@ def _client(url: str | None, key: str | None) -> Client:
     return api
 
 
-def _live(console: Console) -> bool:
-    """Rich redraws bars on a terminal only; elsewhere (a pipe, a log file) progress is printed as lines."""
-    return console.is_terminal
-
-
 @app.command("submit")
 def submit_cmd(
     paths: Annotated[list[Path], typer.Argument(help="images or folders (walked recursively)")],
@@ -809,7 +804,7 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
             nonlocal sent_files
             sent_files += sent.files
             progress.update(task, advance=sent.bytes, files=f"{sent_files}/{total_files}")
-            if not _live(err):
+            if not err.is_terminal:  # rich redraws bars on a terminal only; a pipe or a log file gets lines
                 again = f", {sent.duplicates} already there" if sent.duplicates else ""
                 err.print(f"uploaded {sent_files}/{total_files} files{again}")
 
@@ -858,7 +853,7 @@ def _watch(api: Client, batch_id: str, poll: float) -> int:
             c = {state.value: n for state, n in batch.counts.items()}
             counts = f"done {c['done']}, failed {c['failed']}, queued {c['queued']}, running {c['running']}"
             progress.update(task, total=batch.total, completed=c["done"] + c["failed"], counts=counts)
-            if counts != last and not _live(err):
+            if counts != last and not err.is_terminal:
                 err.print(counts)
             last = counts
             if batch.finished:
