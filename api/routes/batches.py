@@ -233,7 +233,7 @@ async def create_image(
     upload = await read_upload(file, settings.max_file_bytes)
     ref = await read_upload(reference, settings.max_file_bytes) if reference else None
     for part, what in ((upload, "file"), (ref, "reference")):
-        if part is not None and isinstance(error := service.precheck(part, limits), TooLarge):
+        if part is not None and isinstance(error := part.check(limits), TooLarge):
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{what}: {error}")
     refs = {upload.filename: ref.data} if ref else {}
     return await run_in_threadpool(submit, session, settings, storage, enqueue, tenant, [upload], refs, options,
