@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import click
 import typer
@@ -45,7 +45,7 @@ err = Console(stderr=True)
 SAMPLES = ("astronaut", "camera", "chelsea", "coffee", "rocket")
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -132,7 +132,6 @@ def _options(**values: object) -> BatchOptions:
     except ValidationError as e:
         fail("; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg'].removeprefix('Value error, ')}"
                        for err in e.errors()))
-        raise
 
 
 def print_rows(batch: Batch) -> None:
@@ -816,7 +815,6 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
         except NotFound:
             fail(f"batch {state.batch_id} of an earlier run of these paths is not on {api.http.base_url} for this key; "
                  "add --new for a new batch")
-            raise
         except ApiError as e:
             if e.status == 413:  # the batch is full: a rerun would stop here again
                 fail(f"upload stopped ({e}); the files not sent need another batch: submit them with other paths", 1)
@@ -824,10 +822,8 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
                 fail(f"upload stopped ({type(e).__name__}: {e}); run the same command again to resume", 1)
             what = f"batch {state.batch_id} of an earlier run of these paths" if state.batch_id else "opening the batch"
             fail(f"{what}: {e}; add --new for a new batch")
-            raise
         except (httpx.HTTPError, OSError) as e:  # one line; the state file keeps what got in
             fail(f"upload stopped ({type(e).__name__}: {e}); run the same command again to resume", 1)
-            raise
 
 
 def _wait(api: Client, batch_id: str, poll: float = 1.0) -> int:
@@ -840,7 +836,6 @@ def _wait(api: Client, batch_id: str, poll: float = 1.0) -> int:
         return _watch(api, batch_id, poll)
     except (ApiError, httpx.HTTPError) as e:
         fail(f"waiting stopped ({type(e).__name__}: {e}); the batch goes on: denocap status {batch_id}", 1)
-        raise
 
 
 def _watch(api: Client, batch_id: str, poll: float) -> int:
