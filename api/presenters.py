@@ -57,11 +57,8 @@ def batch_out(session: Session, batch: Batch) -> BatchOut:
 
 
 def caption_out(result: Result, item: Item) -> CaptionOut:
-    return CaptionOut(item_id=item.id, batch_id=item.batch_id, filename=item.filename, caption=result.caption,
-                      caption_noisy=result.caption_noisy, sigma_estimate=result.sigma_estimate, psnr=result.psnr,
-                      ssim=result.ssim, psnr_noisy=result.psnr_noisy, brisque=result.brisque,
-                      denoiser_version=result.denoiser_version, captioner_version=result.captioner_version,
-                      notes=result.notes)
+    columns = {k: getattr(result, k) for k in CaptionOut.model_fields if k not in ("batch_id", "filename")}
+    return CaptionOut(**columns, batch_id=item.batch_id, filename=item.filename)
 
 
 def result_png(storage: Storage, item: Item, which: str) -> Response:
