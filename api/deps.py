@@ -2,17 +2,16 @@
 JSON API, a server-side session cookie for the gallery), storage, the queue, and the caller's own rows (404
 for anything else, exactly as for an id that does not exist)."""
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from core import queries
 from core.config import Settings, get_settings
-from core.db import make_engine, session_factory
+from core.db import sessions_for
 from core.storage import Storage, make_storage
 from core.tables import Batch, Item, Result
 from core.tenants import ID, authenticate, session_tenant
@@ -27,11 +26,6 @@ class Refused(HTTPException):
     def __init__(self, status_code: int, detail: str, code: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(status_code, detail, headers)
         self.code = code
-
-
-@lru_cache
-def sessions_for(url: str) -> sessionmaker:
-    return session_factory(make_engine(url))
 
 
 def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:
@@ -60,10 +54,6 @@ session_cookie = APIKeyCookie(name=COOKIE, auto_error=False,
                                           "only the gallery's pages accept it")
 
 
-def presented_key(key: str | None, token: HTTPAuthorizationCredentials | None) -> str | None:
-    return key or (token.credentials if token else None)
-
-
 def unauthorized(presented: bool) -> HTTPException:
     detail = "invalid or revoked API key" if presented else "an API key is required (X-API-Key header)"
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
@@ -75,7 +65,7 @@ def get_tenant(request: Request, session: SessionDep, key: Annotated[str | None,
     An upload route has checked the key before reading the body (routes/batches.UploadRoute): its answer."""
     if tenant_id := getattr(request.state, "tenant_id", None):
         return tenant_id
-    presented = presented_key(key, token)
+    presented = key or (token.credentials if token else None)
     found = authenticate(session, presented) if presented else None
     if found is None:
         raise unauthorized(bool(presented))
@@ -94,21 +84,17 @@ TenantDep = Annotated[str, Depends(get_tenant)]
 GalleryTenantDep = Annotated[str, Depends(get_gallery_tenant)]
 
 
-def _not_found(what: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
-
-
-def own_batch(session: Session, tenant: str, batch_id: str) -> Batch:
+def get_batch(session: SessionDep, tenant: TenantDep, batch_id: str) -> Batch:
     batch = queries.tenant_batch(session, tenant, batch_id) if ID.fullmatch(batch_id) else None
     if batch is None:
-        raise _not_found("batch")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "batch not found")
     return batch
 
 
-def own_item(session: Session, tenant: str, item_id: str) -> Item:
+def get_item(session: SessionDep, tenant: TenantDep, item_id: str) -> Item:
     item = queries.tenant_item(session, tenant, item_id) if ID.fullmatch(item_id) else None
     if item is None:
-        raise _not_found("item")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "item not found")
     return item
 
 
@@ -118,20 +104,12 @@ def own_result(item: Item) -> Result:
     return item.result
 
 
-def get_batch(session: SessionDep, tenant: TenantDep, batch_id: str) -> Batch:
-    return own_batch(session, tenant, batch_id)
-
-
-def get_item(session: SessionDep, tenant: TenantDep, item_id: str) -> Item:
-    return own_item(session, tenant, item_id)
-
-
 def get_gallery_batch(session: SessionDep, tenant: GalleryTenantDep, batch_id: str) -> Batch:
-    return own_batch(session, tenant, batch_id)
+    return get_batch(session, tenant, batch_id)
 
 
 def get_gallery_item(session: SessionDep, tenant: GalleryTenantDep, item_id: str) -> Item:
-    return own_item(session, tenant, item_id)
+    return get_item(session, tenant, item_id)
 
 
 BatchDep = Annotated[Batch, Depends(get_batch)]

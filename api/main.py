@@ -13,13 +13,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import Refused, SessionDep, SettingsDep, sessions_for
+from api.deps import Refused, SessionDep, SettingsDep
 from api.metrics import ItemStates
 from api.routes import batches, captions, gallery, items
 from api.schemas import Health
 from core import queue
 from core.config import get_settings
-from core.db import STATEMENT_TIMEOUT_S
+from core.db import STATEMENT_TIMEOUT_S, sessions_for
 
 log = logging.getLogger(__name__)
 

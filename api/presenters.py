@@ -13,10 +13,11 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import Receive, Scope, Send
 
-from api.deps import own_result, sessions_for
+from api.deps import own_result
 from api.schemas import BatchOut, CaptionOut, ItemOut, spreadsheet_safe
 from core import queries
 from core.config import Settings, get_settings
+from core.db import sessions_for
 from core.imageio import decode, encode_png, thumbnail_jpeg
 from core.storage import Storage, input_key, results_prefix
 from core.submit import limits_of
@@ -56,11 +57,8 @@ def batch_out(session: Session, batch: Batch) -> BatchOut:
 
 
 def caption_out(result: Result, item: Item) -> CaptionOut:
-    return CaptionOut(item_id=item.id, batch_id=item.batch_id, filename=item.filename, caption=result.caption,
-                      caption_noisy=result.caption_noisy, sigma_estimate=result.sigma_estimate, psnr=result.psnr,
-                      ssim=result.ssim, psnr_noisy=result.psnr_noisy, brisque=result.brisque,
-                      denoiser_version=result.denoiser_version, captioner_version=result.captioner_version,
-                      notes=result.notes)
+    columns = {k: getattr(result, k) for k in CaptionOut.model_fields if k not in ("batch_id", "filename")}
+    return CaptionOut(**columns, batch_id=item.batch_id, filename=item.filename)
 
 
 def result_png(storage: Storage, item: Item, which: str) -> Response:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import click
 import typer
@@ -45,7 +45,7 @@ err = Console(stderr=True)
 SAMPLES = ("astronaut", "camera", "chelsea", "coffee", "rocket")
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -86,7 +86,6 @@ def run(
 ) -> None:
     """Process images in this process (no Redis, no worker) into the local database, then print a table."""
     from core import process, submit, tenants
-    from core.db import make_engine, migrate, session_factory
     from core.storage import make_storage
     from core.tables import Batch, ItemState
     settings = get_settings()
@@ -95,8 +94,7 @@ def run(
         add_noise = 25.0
     options = _options(add_noise=add_noise, seed=seed, denoise_sigma=denoise_sigma, denoiser=denoiser,
                        captioner=captioner)
-    migrate(settings.database_url)
-    sessions = session_factory(make_engine(settings.database_url))
+    sessions = _migrated_sessions()
     storage = make_storage(settings)
     with sessions.begin() as session:
         try:
@@ -134,7 +132,6 @@ def _options(**values: object) -> BatchOptions:
     except ValidationError as e:
         fail("; ".join(f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg'].removeprefix('Value error, ')}"
                        for err in e.errors()))
-        raise
 
 
 def print_rows(batch: Batch) -> None:
@@ -737,11 +734,6 @@ def _client(url: str | None, key: str | None) -> Client:
     return api
 
 
-def _live(console: Console) -> bool:
-    """Rich redraws bars on a terminal only; elsewhere (a pipe, a log file) progress is printed as lines."""
-    return console.is_terminal
-
-
 @app.command("submit")
 def submit_cmd(
     paths: Annotated[list[Path], typer.Argument(help="images or folders (walked recursively)")],
@@ -832,7 +824,7 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
             nonlocal sent_files
             sent_files += sent.files
             progress.update(task, advance=sent.bytes, files=f"{sent_files}/{total_files}")
-            if not _live(err):
+            if not err.is_terminal:  # rich redraws bars on a terminal only; a pipe or a log file gets lines
                 again = f", {sent.duplicates} already there" if sent.duplicates else ""
                 err.print(f"uploaded {sent_files}/{total_files} files{again}")
 
@@ -844,7 +836,6 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
         except NotFound:
             fail(f"batch {state.batch_id} of an earlier run of these paths is not on {api.http.base_url} for this key; "
                  "add --new for a new batch")
-            raise
         except ApiError as e:
             if e.code == "batch_full":  # a rerun would stop here again
                 fail(f"upload stopped ({e}): batch {state.batch_id} is full, and sealed; the files not sent need "
@@ -853,10 +844,8 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
                 fail(f"upload stopped ({type(e).__name__}: {e}); run the same command again to resume", 1)
             what = f"batch {state.batch_id} of an earlier run of these paths" if state.batch_id else "opening the batch"
             fail(f"{what}: {e}; add --new for a new batch")
-            raise
         except (httpx.HTTPError, OSError) as e:  # one line; the state file keeps what got in
             fail(f"upload stopped ({type(e).__name__}: {e}); run the same command again to resume", 1)
-            raise
 
 
 def _wait(api: Client, batch_id: str, poll: float = 1.0) -> int:
@@ -869,7 +858,6 @@ def _wait(api: Client, batch_id: str, poll: float = 1.0) -> int:
         return _watch(api, batch_id, poll)
     except (ApiError, httpx.HTTPError) as e:
         fail(f"waiting stopped ({type(e).__name__}: {e}); the batch goes on: denocap status {batch_id}", 1)
-        raise
 
 
 def _watch(api: Client, batch_id: str, poll: float) -> int:
@@ -882,7 +870,7 @@ def _watch(api: Client, batch_id: str, poll: float) -> int:
             c = {state.value: n for state, n in batch.counts.items()}
             counts = f"done {c['done']}, failed {c['failed']}, queued {c['queued']}, running {c['running']}"
             progress.update(task, total=batch.total, completed=c["done"] + c["failed"], counts=counts)
-            if counts != last and not _live(err):
+            if counts != last and not err.is_terminal:
                 err.print(counts)
             last = counts
             if batch.finished:
@@ -964,11 +952,11 @@ apikey = typer.Typer(help="API keys of tenants: every route but /health and /met
 app.add_typer(apikey, name="apikey")
 
 
-def _key_sessions() -> sessionmaker:
-    from core.db import make_engine, migrate, session_factory
+def _migrated_sessions() -> sessionmaker:
+    from core.db import migrate, sessions_for
     url = get_settings().database_url
     migrate(url)
-    return session_factory(make_engine(url))
+    return sessions_for(url)
 
 
 @apikey.command("create")
@@ -976,7 +964,7 @@ def apikey_create(tenant: Annotated[str, typer.Argument(help="tenant name; made 
                   label: Annotated[str, typer.Option(help="what the key is for")] = "") -> None:
     """Print a new key (shown once; only its hash is stored)."""
     from core import tenants
-    with _key_sessions().begin() as session:
+    with _migrated_sessions().begin() as session:
         try:
             new = tenants.create_key(session, tenant, label)
         except tenants.TenantError as e:
@@ -990,7 +978,7 @@ def apikey_list(tenant: Annotated[str | None, typer.Argument(help="only this ten
     """Keys with their tenant, label, and whether they are revoked (never the secrets)."""
     from core import tenants
     table = Table("key id", "tenant", "label", "created", "revoked")
-    with _key_sessions()() as session:
+    with _migrated_sessions()() as session:
         for key in tenants.list_keys(session, tenant):
             table.add_row(key.id, escape(key.tenant.name), escape(key.label), f"{key.created_at:%Y-%m-%d %H:%M}",
                           f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "")
@@ -1001,7 +989,7 @@ def apikey_list(tenant: Annotated[str | None, typer.Argument(help="only this ten
 def apikey_revoke(key_id: str) -> None:
     """Revoke a key at once: its next request gets 401, and the gallery sessions signed in with it end."""
     from core import tenants
-    with _key_sessions().begin() as session:
+    with _migrated_sessions().begin() as session:
         try:
             tenants.revoke_key(session, key_id)
         except tenants.TenantError as e:

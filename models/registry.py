@@ -198,8 +198,7 @@ def _rgb_224(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.nn.functional.interpolate(x[None], size=(224, 224), mode="bilinear", antialias=True)[0]
 
 
-def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int = BEAM,
-                   encoder_weights: Path | None = None, grounded: bool = True,
+def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int = BEAM, grounded: bool = True,
                    precision: str = "auto") -> CaptionBackend:
     """`attention` reads captioner.pt from weights_dir, and grounding.json beside it unless `grounded` is False
     (the encoder's ImageNet classifier guides decoding: models.grounding); `blip` reads a transformers folder
@@ -219,7 +218,7 @@ def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int
     path = weights_dir / "captioner.pt"
     decoder, ckpt = _restore(CAPTIONER_NETS, name, path, dev)
     dtype, suffix = _precision(precision, dev)
-    encoder, vocab = Encoder(encoder_weights).to(dev).reduced(dtype), Vocabulary(ckpt["vocab"])
+    encoder, vocab = Encoder().to(dev).reduced(dtype), Vocabulary(ckpt["vocab"])
     version = version_of(path) + suffix
     ground = weights_dir / "grounding.json"
     if not (grounded and ground.is_file()):

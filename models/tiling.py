@@ -23,13 +23,11 @@ def plan(image: int, h: int, w: int, tile: int, overlap: int) -> list[Tile]:
     assert tile > 2 * overlap, f"tile ({tile}) must exceed twice the overlap ({overlap})"
     if h <= tile and w <= tile:
         return [Tile(image, slice(0, h), slice(0, w), slice(0, h), slice(0, w))]
-    step, tiles = tile - 2 * overlap, []
-    for y in range(0, h, step):
-        for x in range(0, w, step):
-            tiles.append(Tile(image, slice(max(y - overlap, 0), min(y + step + overlap, h)),
-                              slice(max(x - overlap, 0), min(x + step + overlap, w)),
-                              slice(y, min(y + step, h)), slice(x, min(x + step, w))))
-    return tiles
+    step = tile - 2 * overlap
+    return [Tile(image, slice(max(y - overlap, 0), min(y + step + overlap, h)),
+                 slice(max(x - overlap, 0), min(x + step + overlap, w)),
+                 slice(y, min(y + step, h)), slice(x, min(x + step, w)))
+            for y in range(0, h, step) for x in range(0, w, step)]
 
 
 @torch.inference_mode()

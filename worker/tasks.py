@@ -1,14 +1,12 @@
 """Thin Celery tasks: ids in, core.process does the work, the database row is the truth."""
 import logging
-from functools import lru_cache
 
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init, worker_ready
-from sqlalchemy.orm import sessionmaker
 
 from core import logs, process, queue
 from core.config import get_settings
-from core.db import make_engine, session_factory
+from core.db import sessions_for
 from core.storage import make_storage
 from worker.app import PROCESS, RECONCILE, app, enqueue
 
@@ -16,17 +14,12 @@ log = logging.getLogger(__name__)
 BUSY_RETRY = 60  # seconds before asking again for an item another live process holds
 
 
-@lru_cache
-def _sessions() -> sessionmaker:
-    return session_factory(make_engine(get_settings().database_url))
-
-
 @app.task(name=PROCESS, bind=True)
 def process_items(self, item_ids: list[str]) -> None:  # type: ignore[no-untyped-def]
     settings = get_settings()
     log.info("items %s (redelivered: %s)", item_ids, (self.request.delivery_info or {}).get("redelivered"))
-    busy, unreached = process.process_items(_sessions(), make_storage(settings), settings, item_ids,
-                                            time_limit=(SoftTimeLimitExceeded,))
+    busy, unreached = process.process_items(sessions_for(settings.database_url), make_storage(settings), settings,
+                                            item_ids, time_limit=(SoftTimeLimitExceeded,))
     if unreached:
         send(unreached)
     if busy:
@@ -37,7 +30,7 @@ def process_items(self, item_ids: list[str]) -> None:  # type: ignore[no-untyped
 def reconcile() -> int:
     """The broker is not a database: re-send items whose message may be lost (see core.queue.due_for_requeue)."""
     settings = get_settings()
-    with _sessions()() as session:
+    with sessions_for(settings.database_url)() as session:
         ids = queue.due_for_requeue(session, settings.requeue_after, settings.lease)
     if ids:
         log.warning("reconciler re-enqueues %d items", len(ids))
@@ -47,14 +40,14 @@ def reconcile() -> int:
 
 def send(item_ids: list[str]) -> None:
     enqueue(item_ids, get_settings().micro_batch)
-    with _sessions().begin() as session:
+    with sessions_for(get_settings().database_url).begin() as session:
         queue.mark_enqueued(session, item_ids)
 
 
 @worker_process_init.connect
 def _after_fork(**_: object) -> None:
     """Engines inherited from the parent must not be shared with the child; models load lazily later."""
-    _sessions.cache_clear()
+    sessions_for.cache_clear()
     if threads := get_settings().torch_threads:
         import torch
         torch.set_num_threads(threads)

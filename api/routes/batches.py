@@ -1,6 +1,7 @@
 """Submit batches (or one image) and poll them."""
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Header, Query, Request, Response, UploadFile, status
@@ -20,13 +21,13 @@ from api.deps import (
     SettingsDep,
     StorageDep,
     TenantDep,
-    sessions_for,
     unauthorized,
 )
 from api.schemas import AppendedOut, AppendOut, BatchOut, ItemOut, Page, SubmitOut
 from core import queries
 from core import submit as service
 from core.config import Settings, get_settings, open_files
+from core.db import sessions_for
 from core.imageio import TooLarge
 from core.options import BatchOptions
 from core.storage import Storage
@@ -105,12 +106,17 @@ IdempotencyKey = Annotated[str | None, Header(max_length=255, pattern=r"^[\x21-\
 OptionsForm = Annotated[BatchOptions, Form()]
 
 
-def refused(session: Session, error: service.SubmitError) -> Refused:
-    """Rolls back what the refused request wrote; the status and the code say which refusal it was."""
-    session.rollback()
-    code = STATUS.get(type(error), status.HTTP_422_UNPROCESSABLE_CONTENT)
-    headers = {"Retry-After": "60"} if code == status.HTTP_429_TOO_MANY_REQUESTS else None
-    return Refused(code, str(error), error.code, headers)
+@contextmanager
+def committed(session: Session) -> Iterator[None]:
+    """Commits what the block wrote; a refusal rolls it back instead, its status and code saying which it was."""
+    try:
+        yield
+        session.commit()
+    except service.SubmitError as e:
+        session.rollback()
+        code = STATUS.get(type(e), status.HTTP_422_UNPROCESSABLE_CONTENT)
+        headers = {"Retry-After": "60"} if code == status.HTTP_429_TOO_MANY_REQUESTS else None
+        raise Refused(code, str(e), e.code, headers) from None
 
 
 def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: str,
@@ -118,11 +124,8 @@ def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue
            idempotency_key: str | None, response: Response) -> SubmitOut:
     """201 with a new batch; 200 with the earlier batch when an Idempotency-Key is repeated with the same request.
     Blocking (database, storage, broker): the async handlers run it in the thread pool."""
-    try:
+    with committed(session):
         batch, created = service.submit(session, storage, settings, tenant, uploads, options, refs, idempotency_key)
-        session.commit()
-    except service.SubmitError as e:
-        raise refused(session, e) from None
     if created:
         enqueue([i.id for i in batch.items if i.state == ItemState.queued])
     else:
@@ -150,12 +153,9 @@ def open_batch(session: SessionDep, settings: SettingsDep, tenant: TenantDep, re
                ) -> BatchOut:
     """An open batch: append files with POST /batches/{id}/files in as many requests as needed, then seal it.
     201 with a new batch; 200 with the earlier one when the Idempotency-Key and the options are repeated."""
-    try:
+    with committed(session):
         batch, created = service.open_batch(session, settings, tenant, options, idempotency_key,
                                             service.open_digest(options), sealed=False)
-        session.commit()
-    except service.SubmitError as e:
-        raise refused(session, e) from None
     if not created:
         response.status_code = status.HTTP_200_OK
     return presenters.batch_out(session, batch)
@@ -167,11 +167,8 @@ def append(session: Session, settings: Settings, storage: Storage, enqueue: Call
     if len(files) > settings.max_files_per_batch:
         raise Refused(status.HTTP_413_CONTENT_TOO_LARGE,
                       f"{len(files)} files, the limit is {settings.max_files_per_batch} per request", "request_too_large")
-    try:
+    with committed(session):
         added = service.append(session, storage, settings, batch, (spooled(f) for f in files), refs)
-        session.commit()
-    except service.SubmitError as e:
-        raise refused(session, e) from None
     if new := [a.item.id for a in added if not a.duplicate and a.item.state == ItemState.queued]:
         enqueue(new)
     return AppendOut(batch=presenters.batch_out(session, batch),
@@ -238,7 +235,7 @@ async def create_image(
     upload = await read_upload(file, settings.max_file_bytes)
     ref = await read_upload(reference, settings.max_file_bytes) if reference else None
     for part, what in ((upload, "file"), (ref, "reference")):
-        if part is not None and isinstance(error := service.precheck(part, limits), TooLarge):
+        if part is not None and isinstance(error := part.check(limits), TooLarge):
             raise Refused(status.HTTP_413_CONTENT_TOO_LARGE, f"{what}: {error}", "file_too_large")
     refs = {upload.filename: ref.data} if ref else {}
     return await run_in_threadpool(submit, session, settings, storage, enqueue, tenant, [upload], refs, options,
