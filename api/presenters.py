@@ -105,7 +105,7 @@ def conversion_slot() -> Iterator[None]:
 
 
 def original(storage: Storage, item: Item) -> Response:
-    if (data := storage.find(input_key(item.id))) is None:
+    if (data := storage.find(input_key(item.upload_id or item.id))) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "the upload was refused and not kept")
     return Response(data, media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{item.id}"'})

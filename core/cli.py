@@ -120,7 +120,7 @@ def run(
             print_notes(batch.items)
         failed = sum(i.state == ItemState.failed for i in batch.items)
     (err if as_json else console).print(
-        f"batch {batch_id}: {len(uploads) - failed} done, {failed} failed; database {settings.database_url}")
+        f"batch {batch_id}: {len(batch.items) - failed} done, {failed} failed; database {settings.database_url}")
     if failed:
         raise typer.Exit(1)
 
@@ -298,7 +298,7 @@ def pages(
     paths: Annotated[list[Path], typer.Argument(help="multi-page TIFFs or folders, then the output folder last")],
 ) -> None:
     """Split multi-page TIFFs (a document feeder's scans) into one PNG a full-size page, OUT/NAME page N.png, with
-    each page's metadata, so that `denocap run OUT` or `submit OUT` processes them all."""
+    each page's metadata, for `denocap denoise` or other tools (`run` and `submit` make an item of each page)."""
     from core import submit
     from core.bulk import cut, png_names, write_file
     from core.imageio import FRAMES_COUNTED, ImageError, decode, encode_png, full_pages, read_file

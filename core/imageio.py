@@ -229,8 +229,14 @@ def full_pages(data: bytes, limits: Limits) -> tuple[list[int], str]:
     """The pages of a TIFF that are not reduced-size copies (thumbnails), at most FRAMES_COUNTED, as decode's
     `page` (a document feeder's scans, one a page), and how the walk ended ("all", "broken", "capped"); [0] and
     "all" for any other file."""
+    return full_pages_file(io.BytesIO(data), len(data), limits)
+
+
+def full_pages_file(file: BinaryIO, size: int, limits: Limits) -> tuple[list[int], str]:
+    """full_pages() of a file of `size` bytes, read page header by page header, never whole."""
+    file.seek(0)
     with _reasons():
-        img = _open(data, limits)
+        img = _open_stream(file, size, limits)
         return _walk_pages(img) if img.format == "TIFF" else ([0], "all")
 
 

@@ -26,6 +26,7 @@ class Job:
     item_id: str
     options: BatchOptions
     load: Callable[[], tuple[bytes, bytes | None]]  # the upload and its clean reference, if any
+    page: int | None = None  # of a multi-page TIFF (imageio.full_pages' number), or the file's picture
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Result:
     caption_noisy: str
     denoiser_version: str
     captioner_version: str
-    noisy_is_upload: bool = True  # no synthetic noise: the noisy image is the upload, already stored
+    noisy_is_upload: bool = True  # no synthetic noise, one picture: the noisy image is the upload, already stored
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -68,7 +69,7 @@ def run_item(job: Job, models: Models, runtime: Runtime, sink: Sink,
     back, since the items before it took the time; the caller stops and queues the rest again."""
     try:
         data, reference = job.load()
-        result = process(data, reference, job.options, models, runtime)
+        result = process(data, reference, job.options, models, runtime, job.page)
         sink.done(job.item_id, result)
     except (*time_limit, ImageError) as e:
         if isinstance(e, time_limit) or isinstance(e.__context__, time_limit):  # the decoder's catch-all wraps a
@@ -87,11 +88,12 @@ def run_item(job: Job, models: Models, runtime: Runtime, sink: Sink,
     return True
 
 
-def process(data: bytes, reference: bytes | None, options: BatchOptions, models: Models, runtime: Runtime) -> Result:
-    """One image, start to end (no storage, no database)."""
+def process(data: bytes, reference: bytes | None, options: BatchOptions, models: Models, runtime: Runtime,
+            page: int | None = None) -> Result:
+    """One image (that page of a multi-page TIFF), start to end (no storage, no database)."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    picture = decode(data, runtime.limits)
+    picture = decode(data, runtime.limits, page)
     ref = decode(reference, runtime.limits) if reference is not None else None
     if options.add_noise is not None:
         ref, picture = picture, add_noise(picture, options.add_noise, options.seed)
@@ -111,7 +113,7 @@ def process(data: bytes, reference: bytes | None, options: BatchOptions, models:
     caption, caption_noisy = captioner([denoised.pixels, noisy.pixels])
     timings["caption"] = _lap(t)
     return Result(noisy, denoised, estimate, metrics, caption, caption_noisy, f"{denoiser.name}@{denoiser.version}",
-                  f"{captioner.name}@{captioner.version}", options.add_noise is None, timings)
+                  f"{captioner.name}@{captioner.version}", options.add_noise is None and page is None, timings)
 
 
 def _size(picture: Picture) -> str:

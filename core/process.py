@@ -193,10 +193,11 @@ def _job(sessions: sessionmaker, storage: Storage, settings: Settings, item_id: 
             return outcome
         item = session.get_one(Item, item_id)
         options, has_reference = BatchOptions.model_validate(item.batch.options), item.has_reference
+        upload, page = item.upload_id or item_id, item.page
 
     def load() -> tuple[bytes, bytes | None]:
-        return storage.get(input_key(item_id)), storage.get(reference_key(item_id)) if has_reference else None
-    return pipeline.Job(item_id, options, load)
+        return storage.get(input_key(upload)), storage.get(reference_key(item_id)) if has_reference else None
+    return pipeline.Job(item_id, options, load, page)
 
 
 def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, item_ids: Iterable[str],

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.config import Settings
-from core.imageio import ImageError, Limits, TooLarge, probe, probe_file
+from core.imageio import ImageError, Limits, TooLarge, full_pages, full_pages_file, probe, probe_file
 from core.options import BatchOptions
 from core.storage import Storage, input_key, reference_key
 from core.tables import Batch, Item, ItemState, Tenant
@@ -70,6 +70,9 @@ class Upload:
             return e
         return None
 
+    def pages(self, limits: Limits) -> tuple[list[int], str]:
+        return full_pages(self.data, limits)
+
     def store(self, storage: Storage, key: str) -> None:
         storage.put(key, self.data)
 
@@ -91,6 +94,9 @@ class SpooledUpload:
         except ImageError as e:
             return e
         return None
+
+    def pages(self, limits: Limits) -> tuple[list[int], str]:
+        return full_pages_file(self.file, self.size, limits)
 
     def store(self, storage: Storage, key: str) -> None:
         self.file.seek(0)
@@ -117,6 +123,10 @@ class LocalFile:
                 return SpooledUpload(self.filename, file, os.fstat(file.fileno()).st_size).check(limits)
         except OSError as e:
             return ImageError(f"cannot read the file: {e.strerror or e}")
+
+    def pages(self, limits: Limits) -> tuple[list[int], str]:
+        with self.path.open("rb") as file:
+            return full_pages_file(file, os.fstat(file.fileno()).st_size, limits)
 
     def store(self, storage: Storage, key: str) -> None:
         with self.path.open("rb") as file:
@@ -196,13 +206,19 @@ def open_batch(session: Session, settings: Settings, tenant_id: str, options: Ba
 
 
 def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, position: int, upload: Sendable,
-             reference: bytes | None = None, digest: str | None = None) -> Item:
-    """One file: stored and queued, or a failed item with the reason (a bad file never refuses the batch). A refused
-    file is not hashed here: a 2 GiB one over the limit would be read whole for nothing."""
+             room: int, reference: bytes | None = None, digest: str | None = None) -> list[Item]:
+    """One file: stored and queued, or a failed item with the reason (a bad file never refuses the batch). A
+    multi-page TIFF (a document feeder's scans) is an item a page, `scan page 2.tif`, all reading the one stored
+    upload; `room` is how many items the batch may still take. A refused file is not hashed here: a 2 GiB one over
+    the limit would be read whole for nothing."""
     error = upload.check(limits)
-    item = Item(batch_id=batch.id, position=position, filename=label(upload.filename, position),
+    frames = _pages(upload, limits) if error is None and reference is None else []
+    if len(frames) > room:
+        raise BatchFull(f"a batch holds at most {position + room} files; this TIFF's {len(frames)} pages do not fit")
+    name = label(upload.filename, position)
+    item = Item(batch_id=batch.id, position=position, filename=_page_name(name, 1) if frames else name,
                 state=ItemState.failed if error else ItemState.queued, has_reference=reference is not None,
-                digest=digest or (None if error else upload.digest()))
+                digest=digest or (None if error else upload.digest()), page=frames[0] if frames else None)
     session.add(item)
     session.flush()
     if error is None:
@@ -211,7 +227,25 @@ def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, p
             storage.put(reference_key(item.id), reference)
     else:
         item.error, item.failure, item.finished_at = str(error), error.kind, datetime.now(UTC)
-    return item
+    pages = [Item(batch_id=batch.id, position=position + n, filename=_page_name(name, n + 1), page=frame,
+                  upload_id=item.id) for n, frame in enumerate(frames[1:], 1)]
+    session.add_all(pages)
+    return [item, *pages]
+
+
+def _pages(upload: Sendable, limits: Limits) -> list[int]:
+    """A multi-page TIFF's full-size pages, when every one could be read; [] for any other file (one item, whose
+    note says when a TIFF's later pages could not be read or were too many to count)."""
+    try:
+        frames, ended = upload.pages(limits)
+    except (ImageError, OSError):  # the worker's decode gives the reason
+        return []
+    return frames if len(frames) > 1 and ended == "all" else []
+
+
+def _page_name(name: str, page: int) -> str:
+    path = PurePosixPath(name)
+    return label(f"{path.stem} page {page}{path.suffix}", 0)
 
 
 def submit(session: Session, storage: Storage, settings: Settings, tenant_id: str, uploads: list[Sendable],
@@ -228,9 +262,10 @@ def submit(session: Session, storage: Storage, settings: Settings, tenant_id: st
     digest = request_digest(uploads, options, references) if idempotency_key else None
     batch, created = open_batch(session, settings, tenant_id, options, idempotency_key, digest)
     if created:
-        limits = limits_of(settings)
-        for position, upload in enumerate(uploads):
-            add_item(session, storage, limits, batch, position, upload, references.get(upload.filename))
+        limits, position = limits_of(settings), 0
+        for upload in uploads:
+            position += len(add_item(session, storage, limits, batch, position, upload,
+                                     settings.max_batch_items - position, references.get(upload.filename)))
     return batch, created
 
 
@@ -243,6 +278,7 @@ def open_digest(options: BatchOptions) -> str:
 class Appended:
     item: Item
     duplicate: bool  # the batch held this content already: nothing was stored, the earlier item is given
+    pages: tuple[Item, ...] = ()  # a multi-page TIFF's other pages, each an item
 
 
 def append(session: Session, storage: Storage, settings: Settings, batch: Batch, uploads: Iterable[Sendable],
@@ -265,9 +301,10 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
             continue
         if position >= settings.max_batch_items:
             raise BatchFull(f"a batch holds at most {settings.max_batch_items} files")
-        out.append(Appended(add_item(session, storage, limits, locked, position, upload,
-                                     references.get(upload.filename), digest), False))
-        position += 1
+        items = add_item(session, storage, limits, locked, position, upload, settings.max_batch_items - position,
+                         references.get(upload.filename), digest)
+        out.append(Appended(items[0], False, tuple(items[1:])))
+        position += len(items)
     if not out:
         raise SubmitError("no files in the request")
     return out

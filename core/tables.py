@@ -92,6 +92,8 @@ class Item(Base):
     runner: Mapped[str | None] = mapped_column(String(128))  # host:pid of the process that claimed it last
     has_reference: Mapped[bool] = mapped_column(default=False)
     digest: Mapped[str | None] = mapped_column(String(64))  # SHA-256 of the upload: an append sent twice is one item
+    page: Mapped[int | None] = mapped_column(Integer)  # a multi-page TIFF's page (imageio.full_pages' frame), or None
+    upload_id: Mapped[str | None] = mapped_column(String(32))  # the item whose stored upload this page is read from
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

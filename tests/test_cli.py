@@ -34,7 +34,7 @@ def test_bad_files_fail_alone(env: dict[str, str], tmp_path: Path) -> None:
     (folder / "empty.png").write_bytes(b"")
     (folder / "text.jpg").write_bytes(b"this is not a jpeg")
     (folder / "cut.png").write_bytes(png(smooth_image(128, 128))[:300])
-    (folder / "scan.tif").write_bytes(many_frames("TIFF", 2))  # usable, with a note under the table
+    (folder / "scan.tif").write_bytes(many_frames("TIFF", 2))  # a document feeder's: an item a page
     with (folder / "huge.tif").open("wb") as sparse:  # a 2 GiB file that takes no disk
         sparse.truncate(2 * 1024**3)
     measured = ("import resource, subprocess, sys; out = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
@@ -43,8 +43,9 @@ def test_bad_files_fail_alone(env: dict[str, str], tmp_path: Path) -> None:
                          env={**os.environ, **env}, text=True, capture_output=True, timeout=300, check=True)
     code, peak_kib = map(int, out.stdout.split("\n", 1)[0].split())
     assert code == 1
-    assert "2 done, 4 failed" in out.stdout
-    assert "scan.tif: a TIFF of 2 pages: only the first page was processed" in out.stdout
+    assert "3 done, 4 failed" in out.stdout
+    assert "scan page 1.tif │ done" in out.stdout and "scan page 2.tif │ done" in out.stdout
+    assert "only the first page" not in out.stdout
     assert "empty file" in out.stdout and "not an image" in out.stdout and "truncated" in out.stdout
     assert "file is 2147483648 bytes" in out.stdout
     assert peak_kib < 1.5 * 1024**2, peak_kib  # the file was never read whole

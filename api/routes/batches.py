@@ -169,7 +169,7 @@ def append(session: Session, settings: Settings, storage: Storage, enqueue: Call
                       f"{len(files)} files, the limit is {settings.max_files_per_batch} per request", "request_too_large")
     with committed(session):
         added = service.append(session, storage, settings, batch, (spooled(f) for f in files), refs)
-    if new := [a.item.id for a in added if not a.duplicate and a.item.state == ItemState.queued]:
+    if new := [i.id for a in added if not a.duplicate for i in (a.item, *a.pages) if i.state == ItemState.queued]:
         enqueue(new)
     return AppendOut(batch=presenters.batch_out(session, batch),
                      files=[AppendedOut(filename=f.filename or "", duplicate=a.duplicate, item=presenters.item_out(a.item))

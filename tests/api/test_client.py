@@ -143,24 +143,27 @@ def test_results_name_collisions_and_failed_rows(stack: str, postgres_url: str, 
     photos(tmp_path / "b", 1, start=4001)
     (tmp_path / "b" / "p4000.png").write_bytes((tmp_path / "b" / "p4001.png").read_bytes()[:40])  # truncated
     (tmp_path / "b" / "p4001.png").rename(tmp_path / "b" / "p4000.jpg")
-    scan = "scanner_batch_2026_12_04_box_7_scan.tif"  # a long name: its note stays one line in a log
-    (tmp_path / "a" / scan).write_bytes(many_frames("TIFF", 2))
+    clip = "phone_burst_2026_12_04_box_7_clip.gif"  # a long name: its note stays one line in a log
+    (tmp_path / "a" / clip).write_bytes(many_frames("GIF", 2))
+    (tmp_path / "a" / "scan.tif").write_bytes(many_frames("TIFF", 2))  # a document feeder's: an item a page
     env = client_env(tmp_path, stack, key)
     sent = denocap(env, "submit", str(tmp_path / "a"), str(tmp_path / "b"), "--wait")
     assert sent.returncode == 1 and "p4000.png: not an image" in sent.stderr, sent.stderr
-    assert (f"{scan}: a TIFF of 2 pages: only the first page was processed (`denocap pages` splits it into a file "
-            "a page)") in sent.stderr
+    assert f"{clip}: an animated GIF of 2 frames: only the first frame was processed" in sent.stderr
+    assert "done 5, failed 1" in sent.stderr
     out = tmp_path / "out"
     got = denocap(env, "results", sent.stdout.strip(), "--out", str(out))
     assert got.returncode == 0, got.stderr
-    assert sorted(p.name for p in out.glob("*.png")) == ["p4000 (2).png", "p4000.png", scan[:-4] + ".png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["p4000 (2).png", "p4000.png", clip[:-4] + ".png",
+                                                         "scan page 1.png", "scan page 2.png"]
     rows = (out / "results.csv").read_text().splitlines()
-    assert len(rows) == 5 and sum(",failed," in r for r in rows) == 1
+    assert len(rows) == 7 and sum(",failed," in r for r in rows) == 1
     notes = {r["file"]: r["notes"] for r in csv.DictReader(rows)}
-    assert notes[scan].startswith("a TIFF of 2 pages: only the first page") and notes["p4000.png"] == ""
+    assert notes[clip].startswith("an animated GIF of 2 frames") and notes["p4000.png"] == ""
+    assert notes["scan page 2.tif"] == ""
     batch_id = sent.stdout.strip()
     status = denocap(env, "status", batch_id)
-    assert "p4000.png: not an image" in status.stdout and f"{scan}: a TIFF of 2 pages" in status.stdout
+    assert "p4000.png: not an image" in status.stdout and f"{clip}: an animated GIF" in status.stdout
     mine = tmp_path / "mine"  # a folder that holds a photo of that name, the user's own
     mine.mkdir()
     (mine / "p4000.png").write_bytes(b"my own")

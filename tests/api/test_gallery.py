@@ -54,7 +54,8 @@ def test_watch_a_batch_then_look_and_search(browser: Browser, stack: str, client
     assert key not in page.url and page.evaluate("document.cookie") == ""  # HttpOnly, never in a URL
 
     body = files(*[(f"photo{i}.png", png(smooth_image(120, 160, seed=20 + i))) for i in range(6)],
-                 ("broken.png", b"not an image"), ("scan.tif", many_frames("TIFF", 2, 120, 160)))
+                 ("broken.png", b"not an image"), ("clip.gif", many_frames("GIF", 2, 120, 160)),
+                 ("scan.tif", many_frames("TIFF", 2, 120, 160)))
     batch = client.post("/batches", files=body, data={"add_noise": "25"}).json()
     page.reload()
     row = page.locator(f'tr[data-batch="{batch["id"]}"]')
@@ -64,10 +65,10 @@ def test_watch_a_batch_then_look_and_search(browser: Browser, stack: str, client
 
     row.locator("a").click()
     cards = page.locator(".card")
-    expect(cards).to_have_count(8)
+    expect(cards).to_have_count(10)  # the TIFF's two pages are two
     expect(page.locator(".card.state-failed .error")).to_have_text("not an image (unknown format)")
-    expect(page.locator(".card .note")).to_have_text("a TIFF of 2 pages: only the first page was processed "
-                                                     "(`denocap pages` splits it into a file a page)")
+    expect(page.locator(".card .note")).to_have_text("an animated GIF of 2 frames: only the first frame was processed")
+    expect(page.locator(".card", has_text="scan page 2.tif").locator("img")).to_have_count(1)
     page.wait_for_function("[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0)")
     first = cards.first
     thumb = first.locator("img")

@@ -11,7 +11,7 @@ from core.db import make_engine, migrate, session_factory
 from core.options import BatchOptions
 from core.storage import make_storage
 from core.tables import Batch
-from tests.conftest import api_key, png, smooth_image, tenant_id
+from tests.conftest import api_key, many_frames, png, smooth_image, tenant_id
 from tests.services import files
 
 
@@ -42,6 +42,26 @@ def test_appends_queue_at_once_and_the_same_content_twice_is_one_item(app: tuple
     assert bad["state"] == "failed" and bad["error"] == "not an image (unknown format)" and bad["position"] == 2
     assert len(queued) == 1  # the duplicate is not queued again, the bad file never is
     assert again.json()["batch"]["total"] == 3
+
+
+def test_a_multi_page_tiff_appended_is_an_item_a_page_all_queued(app: tuple[TestClient, list],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    client, queued = app
+    scans = many_frames("TIFF", 3)
+    batch = client.post("/batches/open", json={}).json()["id"]
+    sent = client.post(f"/batches/{batch}/files", files=files(("scan.tif", scans), ("a.png", png(smooth_image(8, 8)))))
+    items = client.get(f"/batches/{batch}/items").json()["data"]
+    assert [i["filename"] for i in items] == ["scan page 1.tif", "scan page 2.tif", "scan page 3.tif", "a.png"]
+    assert [f["item"]["id"] for f in sent.json()["files"]] == [items[0]["id"], items[3]["id"]]
+    assert queued == [[i["id"] for i in items]]
+    assert client.get(f"/items/{items[2]['id']}/original").content == scans  # the one stored upload
+    again = client.post(f"/batches/{batch}/files", files=files(("scan.tif", scans)))
+    assert again.json()["files"][0]["duplicate"] is True and len(queued) == 1 and again.json()["batch"]["total"] == 4
+    monkeypatch.setenv("DENOCAP_MAX_BATCH_ITEMS", "6")
+    get_settings.cache_clear()
+    full = client.post(f"/batches/{batch}/files", files=files(("other.tif", many_frames("TIFF", 3, 32, 40))))
+    assert full.status_code == 409 and full.json()["code"] == "batch_full"
+    assert "this TIFF's 3 pages do not fit" in full.json()["detail"]
 
 
 def test_an_open_batch_is_unfinished_until_sealed_and_refuses_appends_after(app: tuple[TestClient, list]) -> None:

@@ -14,7 +14,8 @@ from core.db import make_engine, migrate, session_factory
 from core.options import BatchOptions
 from core.storage import LocalStorage, input_key
 from core.tables import Item, ItemState, Result
-from tests.conftest import png, smooth_image, tenant_id
+from tests.conftest import many_frames, png, smooth_image, tenant_id
+from tests.core.test_imageio import tiff_of_pages
 
 
 @pytest.fixture
@@ -158,10 +159,10 @@ def test_a_time_limit_fails_its_item_only_when_it_ran_first(sessions: sessionmak
     ids = make_batch(sessions, storage, 3)
     real = process.pipeline.process
 
-    def second_is_slow(data, reference, options, models, runtime):  # type: ignore[no-untyped-def]
+    def second_is_slow(data, reference, options, models, runtime, page):  # type: ignore[no-untyped-def]
         if data == storage.get(f"items/{ids[1]}/input"):
             raise Limit
-        return real(data, reference, options, models, runtime)
+        return real(data, reference, options, models, runtime, page)
     monkeypatch.setattr(process.pipeline, "process", second_is_slow)
     busy, unreached = process.process_items(sessions, storage, settings, ids, time_limit=(Limit,))
     assert busy == [] and unreached == ids[1:]
@@ -250,3 +251,28 @@ def test_a_file_refused_by_its_header_is_not_read_to_be_hashed(sessions: session
         batch, _ = service.submit(s, storage, get_settings(), tenant_id(s), files, BatchOptions())
         assert [i.state for i in batch.items] == [ItemState.queued, ItemState.failed]
     assert hashed == ["a.png"]
+
+
+def test_a_multi_page_tiff_is_an_item_a_page_reading_one_stored_upload(sessions: sessionmaker, tmp_path: Path) -> None:
+    """A document feeder's scans: each page is processed as its own image, the file is stored once; a TIFF whose
+    later pages cannot be read stays one item with a note saying so."""
+    from core.imageio import decode, full_pages
+    scans, broken = many_frames("TIFF", 3, 48, 40), tiff_of_pages(3)[:12 + 2 * 66 + 4]
+    storage = LocalStorage(tmp_path / "files")
+    uploads = [service.Upload(name, data) for name, data in
+               (("scan.tif", scans), ("cut.tif", broken), ("a.png", png(smooth_image(8, 8))))]
+    with sessions.begin() as s:
+        batch, _ = service.submit(s, storage, get_settings(), tenant_id(s), uploads, BatchOptions())
+        ids = [i.id for i in batch.items]
+        rows = [(i.position, i.filename, i.page, i.upload_id) for i in batch.items]
+    assert rows == [(0, "scan page 1.tif", 0, None), (1, "scan page 2.tif", 1, ids[0]),
+                    (2, "scan page 3.tif", 2, ids[0]), (3, "cut.tif", None, None), (4, "a.png", None, None)]
+    assert sorted(p.parent.name for p in (tmp_path / "files").rglob("input")) == sorted([ids[0], ids[3], ids[4]])
+    process.process_items(sessions, storage, get_settings(), ids)
+    limits = service.limits_of(get_settings())
+    with sessions() as s:
+        results = [s.get_one(Result, i) for i in ids]
+    for page, result in zip(full_pages(scans, limits)[0], results, strict=False):  # each page's own pixels
+        noisy = decode(storage.get(result.noisy_key), limits).pixels
+        assert abs(noisy - decode(scans, limits, page).pixels).max() < 1e-6 and result.notes == []
+    assert results[3].notes[0].startswith("a TIFF of 2 readable pages and more that could not be read")
