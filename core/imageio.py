@@ -111,7 +111,7 @@ def _walk_pages(img: Image.Image, most: int = FRAMES_COUNTED) -> tuple[list[int]
     """A TIFF's full-size pages (not its reduced-size copies), at most `most`, and whether that is "all" of them, the
     walk stopped at a "broken" entry, or it was "capped" (Pillow walks pages in quadratic time)."""
     found: list[int] = []
-    for page in range(2 * FRAMES_COUNTED):  # pages and their thumbnails
+    for page in range(2 * FRAMES_COUNTED + 1):  # pages and their thumbnails, and the end after them
         try:
             img.seek(page)
         except EOFError:  # no more pages

@@ -186,7 +186,10 @@ def with_database(settings: Settings, work: Callable[[], T]) -> T:
             pause = min(pause * 2, 15.0)
 
 
-def _job(sessions: sessionmaker, storage: Storage, settings: Settings, item_id: str) -> pipeline.Job | Claim:
+def _job(sessions: sessionmaker, storage: Storage, settings: Settings, item_id: str,
+         last: dict[str, bytes]) -> pipeline.Job | Claim:
+    """The claimed item's job, or why not. `last` keeps the last page's upload: a multi-page TIFF's pages mostly
+    come one after another, and each would read the whole file again."""
     with sessions.begin() as session:
         outcome = claim(session, item_id, settings.max_deliveries, settings.lease)
         if outcome is not Claim.taken:
@@ -196,7 +199,11 @@ def _job(sessions: sessionmaker, storage: Storage, settings: Settings, item_id: 
         upload, page = item.upload_id or item_id, item.page
 
     def load() -> tuple[bytes, bytes | None]:
-        return storage.get(input_key(upload)), storage.get(reference_key(item_id)) if has_reference else None
+        data = last.get(upload) or storage.get(input_key(upload))
+        last.clear()
+        if page is not None:
+            last[upload] = data
+        return data, storage.get(reference_key(item_id)) if has_reference else None
     return pipeline.Job(item_id, options, load, page)
 
 
@@ -208,9 +215,9 @@ def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, 
     sink = DatabaseSink(sessions, storage, settings)
     models = CachedModels(settings)
     runtime = pipeline.Runtime(limits_of(settings), settings.tile_size, settings.tile_overlap)
-    first = True
+    first, last = True, dict[str, bytes]()
     for n, item_id in enumerate(ids):
-        job = with_database(settings, lambda i=item_id: _job(sessions, storage, settings, i))
+        job = with_database(settings, lambda i=item_id: _job(sessions, storage, settings, i, last))
         if job is Claim.busy:
             busy.append(item_id)
         if not isinstance(job, pipeline.Job):

@@ -205,16 +205,33 @@ def open_batch(session: Session, settings: Settings, tenant_id: str, options: Ba
     return batch, True
 
 
-def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, position: int, upload: Sendable,
-             room: int, reference: bytes | None = None, digest: str | None = None) -> list[Item]:
+@dataclass
+class Room:
+    """Where the next item goes, and how many more a request may make: within the batch's limit and the request's
+    own, counted in items, since a multi-page TIFF makes an item a page (a 66 KB file can hold 1,000 pages)."""
+    settings: Settings
+    position: int  # the batch's next position: the items it holds
+    made: int = 0  # by this request
+
+    def take(self, items: int) -> None:
+        if self.made + items > self.settings.max_files_per_batch:
+            raise RequestTooLarge(f"the files of this request make more than {self.settings.max_files_per_batch} "
+                                  "items, the limit per request (a multi-page TIFF makes an item a page)")
+        if self.position + items > self.settings.max_batch_items:
+            raise BatchFull(f"a batch holds at most {self.settings.max_batch_items} files"
+                            + (f"; this TIFF's {items} pages do not fit" if items > 1 else ""))
+        self.position, self.made = self.position + items, self.made + items
+
+
+def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, room: Room, upload: Sendable,
+             reference: bytes | None = None, digest: str | None = None) -> list[Item]:
     """One file: stored and queued, or a failed item with the reason (a bad file never refuses the batch). A
     multi-page TIFF (a document feeder's scans) is an item a page, `scan page 2.tif`, all reading the one stored
-    upload; `room` is how many items the batch may still take. A refused file is not hashed here: a 2 GiB one over
-    the limit would be read whole for nothing."""
+    upload. A refused file is not hashed here: a 2 GiB one over the limit would be read whole for nothing."""
     error = upload.check(limits)
     frames = _pages(upload, limits) if error is None and reference is None else []
-    if len(frames) > room:
-        raise BatchFull(f"a batch holds at most {position + room} files; this TIFF's {len(frames)} pages do not fit")
+    position = room.position
+    room.take(max(1, len(frames)))
     name = label(upload.filename, position)
     item = Item(batch_id=batch.id, position=position, filename=_page_name(name, 1) if frames else name,
                 state=ItemState.failed if error else ItemState.queued, has_reference=reference is not None,
@@ -243,9 +260,11 @@ def _pages(upload: Sendable, limits: Limits) -> list[int]:
     return frames if len(frames) > 1 and ended == "all" else []
 
 
-def _page_name(name: str, page: int) -> str:
+def _page_name(name: str, page: int, most: int = 255) -> str:
+    """`scan page 2.tif`, the stem cut to keep the page in a name of at most `most` characters."""
     path = PurePosixPath(name)
-    return label(f"{path.stem} page {page}{path.suffix}", 0)
+    tail = f" page {page}{path.suffix}"
+    return path.stem[:most - len(tail)] + tail
 
 
 def submit(session: Session, storage: Storage, settings: Settings, tenant_id: str, uploads: list[Sendable],
@@ -262,10 +281,9 @@ def submit(session: Session, storage: Storage, settings: Settings, tenant_id: st
     digest = request_digest(uploads, options, references) if idempotency_key else None
     batch, created = open_batch(session, settings, tenant_id, options, idempotency_key, digest)
     if created:
-        limits, position = limits_of(settings), 0
+        limits, room = limits_of(settings), Room(settings, 0)
         for upload in uploads:
-            position += len(add_item(session, storage, limits, batch, position, upload,
-                                     settings.max_batch_items - position, references.get(upload.filename)))
+            add_item(session, storage, limits, batch, room, upload, references.get(upload.filename))
     return batch, created
 
 
@@ -291,7 +309,8 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
     assert locked is not None
     if locked.sealed_at is not None:
         raise BatchSealed("the batch is sealed; open a new batch to add files")
-    position = session.scalar(select(func.coalesce(func.max(Item.position) + 1, 0)).where(Item.batch_id == batch.id))
+    room = Room(settings, session.scalar(select(func.coalesce(func.max(Item.position) + 1, 0))
+                                         .where(Item.batch_id == batch.id)))
     limits, references, out = limits_of(settings), references or {}, []
     for upload in uploads:
         digest = upload.digest()
@@ -299,12 +318,8 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
         if earlier is not None:
             out.append(Appended(earlier, True))
             continue
-        if position >= settings.max_batch_items:
-            raise BatchFull(f"a batch holds at most {settings.max_batch_items} files")
-        items = add_item(session, storage, limits, locked, position, upload, settings.max_batch_items - position,
-                         references.get(upload.filename), digest)
+        items = add_item(session, storage, limits, locked, room, upload, references.get(upload.filename), digest)
         out.append(Appended(items[0], False, tuple(items[1:])))
-        position += len(items)
     if not out:
         raise SubmitError("no files in the request")
     return out

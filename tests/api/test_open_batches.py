@@ -57,11 +57,21 @@ def test_a_multi_page_tiff_appended_is_an_item_a_page_all_queued(app: tuple[Test
     assert client.get(f"/items/{items[2]['id']}/original").content == scans  # the one stored upload
     again = client.post(f"/batches/{batch}/files", files=files(("scan.tif", scans)))
     assert again.json()["files"][0]["duplicate"] is True and len(queued) == 1 and again.json()["batch"]["total"] == 4
+    monkeypatch.setenv("DENOCAP_MAX_FILES_PER_BATCH", "4")  # a request's limit counts the items its files make
+    get_settings.cache_clear()
+    many = client.post(f"/batches/{batch}/files", files=files(("other.tif", many_frames("TIFF", 3, 32, 40)),
+                                                              ("b.png", png(smooth_image(8, 8, seed=2))),
+                                                              ("c.png", png(smooth_image(8, 8, seed=3)))))
+    assert many.status_code == 413 and many.json()["code"] == "request_too_large"
     monkeypatch.setenv("DENOCAP_MAX_BATCH_ITEMS", "6")
     get_settings.cache_clear()
     full = client.post(f"/batches/{batch}/files", files=files(("other.tif", many_frames("TIFF", 3, 32, 40))))
     assert full.status_code == 409 and full.json()["code"] == "batch_full"
     assert "this TIFF's 3 pages do not fit" in full.json()["detail"]
+    sealed_at_once = client.post("/batches", files=files(("scan.tif", scans), *[(f"{n}.png", png(smooth_image(
+        8, 8, seed=n))) for n in range(3)]))  # 3 pages and 3 files: over the 4 a request may make
+    assert sealed_at_once.status_code == 413 and sealed_at_once.json()["code"] == "request_too_large"
+    assert client.get(f"/batches/{batch}").json()["total"] == 4
 
 
 def test_an_open_batch_is_unfinished_until_sealed_and_refuses_appends_after(app: tuple[TestClient, list]) -> None:

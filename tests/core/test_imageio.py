@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.imageio import ImageError, Limits, decode, encode_png
+from core.imageio import ImageError, Limits, decode, encode_png, full_pages
 from tests.conftest import many_frames, png, smooth_image
 
 LIMITS = Limits(max_bytes=5_000_000, max_pixels=4_000_000, max_side=4000)
@@ -478,14 +478,18 @@ def test_a_tiff_page_with_its_thumbnail_or_a_phones_jpeg_with_its_preview_is_one
     assert decode(mpo.getvalue(), LIMITS).notes == ()
 
 
-def tiff_of_pages(pages: int) -> bytes:
-    """A TIFF of `pages` 1x1 gray pages, each a 66-byte IFD: 10 MB holds 160,000 of them."""
+def tiff_of_pages(pages: int, thumbnails: bool = False) -> bytes:
+    """A TIFF of `pages` 1x1 gray pages, each a 66-byte IFD (10 MB holds 160,000 of them); with `thumbnails`, each
+    page followed by a reduced-size copy (NewSubfileType 1), every IFD 78 bytes."""
     entries = [(256, 3, 1, 1), (257, 3, 1, 1), (262, 3, 1, 1), (273, 4, 1, 8), (279, 4, 1, 1)]  # width, height,
     # photometric, the strip's offset and length
+    kinds = [[(254, 4, 1, 0)], [(254, 4, 1, 1)]] * pages if thumbnails else [[]] * pages
+    size = 2 + 12 * (len(entries) + thumbnails) + 4
     out = bytearray(b"II*\0" + struct.pack("<I", 12) + b"\x80\0\0\0")
-    for page in range(pages):
-        following = 12 + (page + 1) * 66 if page < pages - 1 else 0
-        out += struct.pack("<H", 5) + b"".join(struct.pack("<HHII", *e) for e in entries) + struct.pack("<I", following)
+    for n, kind in enumerate(kinds):
+        following = 12 + (n + 1) * size if n < len(kinds) - 1 else 0
+        out += (struct.pack("<H", len(kind + entries)) + b"".join(struct.pack("<HHII", *e) for e in kind + entries)
+                + struct.pack("<I", following))
     return bytes(out)
 
 
@@ -494,6 +498,8 @@ def test_the_pages_of_a_tiff_are_counted_up_to_a_bound() -> None:
     assert decode(tiff_of_pages(2), LIMITS).notes[0].startswith("a TIFF of 2 pages")
     assert decode(tiff_of_pages(5000), LIMITS).notes[0].startswith("a TIFF of more than 1,000 pages")
     assert decode(tiff_of_pages(1000), LIMITS).notes[0].startswith("a TIFF of 1,000 pages")
+    assert full_pages(tiff_of_pages(1000, thumbnails=True), LIMITS) == (list(range(0, 2000, 2)), "all")  # not "capped"
+    assert full_pages(tiff_of_pages(1001, thumbnails=True), LIMITS)[1] == "capped"
 
 
 def test_a_tiff_whose_later_pages_are_cut_off_says_so() -> None:
@@ -695,7 +701,6 @@ def test_an_animated_png_whose_still_image_is_not_a_frame_says_the_still_was_pro
 def test_each_full_size_page_of_a_tiff_is_read_by_its_number() -> None:
     import tifffile
 
-    from core.imageio import full_pages
     shots = [smooth_image(64, 80, seed=seed) for seed in range(3)]
     buf = io.BytesIO()
     with tifffile.TiffWriter(buf) as tif:

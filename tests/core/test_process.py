@@ -259,19 +259,25 @@ def test_a_multi_page_tiff_is_an_item_a_page_reading_one_stored_upload(sessions:
     from core.imageio import decode, full_pages
     scans, broken = many_frames("TIFF", 3, 48, 40), tiff_of_pages(3)[:12 + 2 * 66 + 4]
     storage = LocalStorage(tmp_path / "files")
+    long = "x" * 251 + ".tif"  # the page number is kept in a name cut to 255 characters
     uploads = [service.Upload(name, data) for name, data in
-               (("scan.tif", scans), ("cut.tif", broken), ("a.png", png(smooth_image(8, 8))))]
+               (("scan.tif", scans), ("cut.tif", broken), ("a.png", png(smooth_image(8, 8))), (long, scans))]
     with sessions.begin() as s:
         batch, _ = service.submit(s, storage, get_settings(), tenant_id(s), uploads, BatchOptions())
         ids = [i.id for i in batch.items]
         rows = [(i.position, i.filename, i.page, i.upload_id) for i in batch.items]
-    assert rows == [(0, "scan page 1.tif", 0, None), (1, "scan page 2.tif", 1, ids[0]),
-                    (2, "scan page 3.tif", 2, ids[0]), (3, "cut.tif", None, None), (4, "a.png", None, None)]
-    assert sorted(p.parent.name for p in (tmp_path / "files").rglob("input")) == sorted([ids[0], ids[3], ids[4]])
-    process.process_items(sessions, storage, get_settings(), ids)
+    assert rows[:5] == [(0, "scan page 1.tif", 0, None), (1, "scan page 2.tif", 1, ids[0]),
+                        (2, "scan page 3.tif", 2, ids[0]), (3, "cut.tif", None, None), (4, "a.png", None, None)]
+    assert [r[1] for r in rows[5:]] == ["x" * 244 + f" page {n}.tif" for n in (1, 2, 3)]
+    assert sorted(p.parent.name for p in (tmp_path / "files").rglob("input")) == sorted([ids[0], ids[3], ids[4], ids[5]])
+    reads: list[str] = []
+    get = storage.get
+    storage.get = lambda key: reads.append(key) or get(key)  # type: ignore[method-assign]
+    process.process_items(sessions, storage, get_settings(), ids[:5])
+    assert reads.count(f"items/{ids[0]}/input") == 1  # the pages, one after another, read the file once
     limits = service.limits_of(get_settings())
     with sessions() as s:
-        results = [s.get_one(Result, i) for i in ids]
+        results = [s.get_one(Result, i) for i in ids[:5]]
     for page, result in zip(full_pages(scans, limits)[0], results, strict=False):  # each page's own pixels
         noisy = decode(storage.get(result.noisy_key), limits).pixels
         assert abs(noisy - decode(scans, limits, page).pixels).max() < 1e-6 and result.notes == []
