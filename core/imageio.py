@@ -229,11 +229,19 @@ def full_pages(data: bytes, limits: Limits) -> tuple[list[int], str]:
     """The pages of a TIFF that are not reduced-size copies (thumbnails), at most FRAMES_COUNTED, as decode's
     `page` (a document feeder's scans, one a page), and how the walk ended ("all", "broken", "capped"); [0] and
     "all" for any other file."""
-    return full_pages_file(io.BytesIO(data), len(data), limits)
+    return _full_pages(io.BytesIO(data), len(data), limits)
 
 
 def full_pages_file(file: BinaryIO, size: int, limits: Limits) -> tuple[list[int], str]:
-    """full_pages() of a file of `size` bytes, read page header by page header, never whole."""
+    """full_pages() of a file of `size` bytes that passed probe_file, read page header by page header, never whole;
+    a file that is not a TIFF is not opened again."""
+    file.seek(0)
+    if file.read(4) not in TIFF_MAGIC:
+        return [0], "all"
+    return _full_pages(file, size, limits)
+
+
+def _full_pages(file: BinaryIO, size: int, limits: Limits) -> tuple[list[int], str]:
     file.seek(0)
     with _reasons():
         img = _open_stream(file, size, limits)
