@@ -149,13 +149,13 @@ def load_state(path: Path, url: str) -> State:
     return State(url=url, idempotency_key=f"denocap-submit-{uuid.uuid4().hex}")
 
 
-def left_open(path: Path) -> str | None:
-    """The batch an earlier run of these paths left open (killed, or stopped), or None."""
+def left_open(path: Path) -> State | None:
+    """The state of an earlier run of these paths that left its batch open (killed, or stopped), or None."""
     try:
         earlier = State.model_validate_json(path.read_bytes())
     except (ValueError, OSError):  # none, or the unreadable state --new replaces
         return None
-    return None if earlier.sealed else earlier.batch_id
+    return None if earlier.sealed else earlier
 
 
 @contextmanager

@@ -765,7 +765,7 @@ def submit_cmd(
     with _client(url, key) as api, _state_error():
         with bulk.only_run(state_path):
             if new:
-                _seal_earlier(api, state_path)
+                _seal_earlier(api, state_path, options)
                 state_path.unlink(missing_ok=True)
             state = bulk.load_state(state_path, base)
             if state.sealed and bulk.unsent(state, found):
@@ -778,9 +778,10 @@ def submit_cmd(
         raise typer.Exit(1)
 
 
-def _seal_earlier(api: Client, state_path: Path) -> None:
+def _seal_earlier(api: Client, state_path: Path, options: BatchOptions) -> None:
     """--new: the batch the earlier run left open is sealed. Its files run anyway; sealed, it can finish and stops
-    counting against the tenant's unfinished batches."""
+    counting against the tenant's unfinished batches. A run killed while opening it saved only its key, which finds
+    it again (or opens it, empty, if the kill came first)."""
     import httpx
 
     from core import bulk
@@ -788,13 +789,14 @@ def _seal_earlier(api: Client, state_path: Path) -> None:
     if (earlier := bulk.left_open(state_path)) is None:
         return
     try:
-        api.seal(earlier)
-        typer.echo(f"sealed batch {earlier}, left open by an earlier run of these paths (its files are processed)",
+        batch_id = earlier.batch_id or api.open_batch(options, earlier.idempotency_key).id
+        api.seal(batch_id)
+        typer.echo(f"sealed batch {batch_id}, left open by an earlier run of these paths (its files are processed)",
                    err=True)
     except NotFound:
         pass  # gone, or another key's
     except (ApiError, httpx.HTTPError) as e:  # the new batch matters more
-        typer.echo(f"could not seal batch {earlier}, left open by an earlier run of these paths: {e}", err=True)
+        typer.echo(f"could not seal the batch an earlier run of these paths left open: {e}", err=True)
 
 
 @contextmanager

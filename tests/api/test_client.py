@@ -201,3 +201,11 @@ def test_new_seals_the_batch_an_earlier_run_left_open(stack: str, postgres_url: 
         assert api.get(f"/batches/{earlier}").json()["sealed"] is True
         new = sent.stdout.strip().splitlines()[-1]
         assert new != earlier and api.get(f"/batches/{new}").json()["total"] == 2
+        photos(tmp_path / "more", 1, start=5002)  # a run killed while opening its batch saved only the key
+        opened = api.post("/batches/open", json={}, headers={"Idempotency-Key": "killed-while-opening"}).json()["id"]
+        state = bulk.state_file(tmp_path / "client" / "submits", stack, [(tmp_path / "more").absolute()],
+                                BatchOptions())
+        bulk.save_state(state, bulk.State(url=stack, idempotency_key="killed-while-opening"))
+        sent = denocap(client_env(tmp_path, stack, key), "submit", str(tmp_path / "more"), "--new")
+        assert sent.returncode == 0 and f"sealed batch {opened}, left open" in sent.stderr, sent.stderr
+        assert api.get(f"/batches/{opened}").json()["sealed"] is True
