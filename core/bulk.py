@@ -158,6 +158,14 @@ def left_open(path: Path) -> State | None:
     return None if earlier.sealed else earlier
 
 
+def start_over(path: Path) -> None:
+    """--new: the earlier run's batch and files are forgotten. A run killed before it learnt its batch's id keeps its
+    key: the batch the server may have opened with it holds nothing yet, and becomes the new one."""
+    earlier = left_open(path)
+    if earlier is None or earlier.batch_id is not None:
+        path.unlink(missing_ok=True)
+
+
 @contextmanager
 def only_run(path: Path) -> Iterator[None]:
     """One run at a time per state file: a second `submit` of the same paths would open a second batch."""

@@ -765,8 +765,8 @@ def submit_cmd(
     with _client(url, key) as api, _state_error():
         with bulk.only_run(state_path):
             if new:
-                _seal_earlier(api, state_path, options)
-                state_path.unlink(missing_ok=True)
+                _seal_earlier(api, state_path)
+                bulk.start_over(state_path)
             state = bulk.load_state(state_path, base)
             if state.sealed and bulk.unsent(state, found):
                 fail(f"batch {state.batch_id} of these paths is sealed and files were added or changed since; add --new "
@@ -778,25 +778,23 @@ def submit_cmd(
         raise typer.Exit(1)
 
 
-def _seal_earlier(api: Client, state_path: Path, options: BatchOptions) -> None:
+def _seal_earlier(api: Client, state_path: Path) -> None:
     """--new: the batch the earlier run left open is sealed. Its files run anyway; sealed, it can finish and stops
-    counting against the tenant's unfinished batches. A run killed while opening it saved only its key, which finds
-    it again (or opens it, empty, if the kill came first)."""
+    counting against the tenant's unfinished batches."""
     import httpx
 
     from core import bulk
     from core.client import ApiError, NotFound
-    if (earlier := bulk.left_open(state_path)) is None:
+    if (earlier := bulk.left_open(state_path)) is None or (batch_id := earlier.batch_id) is None:
         return
     try:
-        batch_id = earlier.batch_id or api.open_batch(options, earlier.idempotency_key).id
         api.seal(batch_id)
         typer.echo(f"sealed batch {batch_id}, left open by an earlier run of these paths (its files are processed)",
                    err=True)
     except NotFound:
         pass  # gone, or another key's
     except (ApiError, httpx.HTTPError) as e:  # the new batch matters more
-        typer.echo(f"could not seal the batch an earlier run of these paths left open: {e}", err=True)
+        typer.echo(f"could not seal batch {batch_id}, left open by an earlier run of these paths: {e}", err=True)
 
 
 @contextmanager

@@ -473,7 +473,8 @@ def _without_broken_metadata(png: bytes) -> bytes | None:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UNSUPPORTED_TIFF = ("TIFF with a sample format or layout that is not supported (float, signed or 32-bit colour "
                     "samples, or extra channels)")
-TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little and big endian, classic and BigTIFF
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+", b"II\0*", b"MM*\0")  # little and big endian, classic
+# and BigTIFF, and the two byte orders mixed up, which Pillow reads too
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 
 

@@ -199,8 +199,9 @@ def _job(sessions: sessionmaker, storage: Storage, settings: Settings, item_id: 
         upload, page = item.upload_id or item_id, item.page
 
     def load() -> tuple[bytes, bytes | None]:
-        data = last.get(upload) or storage.get(input_key(upload))
-        last.clear()
+        data = last.pop(upload, None)
+        last.clear()  # before the next read: one upload held at a time
+        data = data or storage.get(input_key(upload))
         if page is not None:
             last[upload] = data
         return data, storage.get(reference_key(item_id)) if has_reference else None

@@ -126,7 +126,7 @@ class LocalFile:
 
     def pages(self, limits: Limits) -> tuple[list[int], str]:
         with self.path.open("rb") as file:
-            return full_pages_file(file, os.fstat(file.fileno()).st_size, limits)
+            return SpooledUpload(self.filename, file, os.fstat(file.fileno()).st_size).pages(limits)
 
     def store(self, storage: Storage, key: str) -> None:
         with self.path.open("rb") as file:
@@ -140,13 +140,16 @@ def limits_of(settings: Settings) -> Limits:
     return Limits(settings.max_file_bytes, settings.max_pixels, settings.max_side)
 
 
-def label(filename: str, position: int, most: int = 255) -> str:
-    """A file name as shown to the user: printable, at most `most` characters, the extension kept."""
+def label(filename: str, position: int, page: int | None = None, most: int = 255) -> str:
+    """A file name as shown to the user: printable, at most `most` characters, the extension and the page of a
+    multi-page file kept (`scan page 2.tif`)."""
     name = "".join(c for c in filename if c.isprintable()).strip() or f"file{position}"
-    if len(name) <= most:
-        return name
-    suffix = PurePosixPath(name).suffix[:16]
-    return name[:most - len(suffix)] + suffix
+    suffix = PurePosixPath(name).suffix
+    head, tail = name[:len(name) - len(suffix)], f" page {page}" if page else ""
+    if len(head) + len(tail) + len(suffix) > most:
+        suffix = suffix[:16]
+        head = head[:most - len(tail) - len(suffix)]
+    return head + tail + suffix
 
 
 def request_digest(uploads: list[Sendable], options: BatchOptions, references: dict[str, bytes]) -> str:
@@ -232,8 +235,7 @@ def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, r
     frames = _pages(upload, limits) if error is None and reference is None else []
     position = room.position
     room.take(max(1, len(frames)))
-    name = label(upload.filename, position)
-    item = Item(batch_id=batch.id, position=position, filename=_page_name(name, 1) if frames else name,
+    item = Item(batch_id=batch.id, position=position, filename=label(upload.filename, position, 1 if frames else None),
                 state=ItemState.failed if error else ItemState.queued, has_reference=reference is not None,
                 digest=digest or (None if error else upload.digest()), page=frames[0] if frames else None)
     session.add(item)
@@ -244,7 +246,7 @@ def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, r
             storage.put(reference_key(item.id), reference)
     else:
         item.error, item.failure, item.finished_at = str(error), error.kind, datetime.now(UTC)
-    pages = [Item(batch_id=batch.id, position=position + n, filename=_page_name(name, n + 1), page=frame,
+    pages = [Item(batch_id=batch.id, position=position + n, filename=label(upload.filename, position, n + 1), page=frame,
                   upload_id=item.id) for n, frame in enumerate(frames[1:], 1)]
     session.add_all(pages)
     return [item, *pages]
@@ -259,12 +261,6 @@ def _pages(upload: Sendable, limits: Limits) -> list[int]:
         return []
     return frames if len(frames) > 1 and ended == "all" else []
 
-
-def _page_name(name: str, page: int, most: int = 255) -> str:
-    """`scan page 2.tif`, the stem cut to keep the page in a name of at most `most` characters."""
-    path = PurePosixPath(name)
-    tail = f" page {page}{path.suffix}"
-    return path.stem[:most - len(tail)] + tail
 
 
 def submit(session: Session, storage: Storage, settings: Settings, tenant_id: str, uploads: list[Sendable],

@@ -230,7 +230,8 @@ async def create_image(
     file: Annotated[UploadFile, File(description="one image")],
     reference: Annotated[UploadFile | None, File(description="its clean reference")] = None,
 ) -> SubmitOut:
-    """One image; unlike a batch, an image or reference over a size limit is refused whole with 413."""
+    """One image (a multi-page TIFF: an item a page); unlike a batch, an image or reference over a size limit is
+    refused whole with 413."""
     limits = service.limits_of(settings)
     upload = await read_upload(file, settings.max_file_bytes)
     ref = await read_upload(reference, settings.max_file_bytes) if reference else None

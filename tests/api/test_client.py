@@ -207,5 +207,6 @@ def test_new_seals_the_batch_an_earlier_run_left_open(stack: str, postgres_url: 
                                 BatchOptions())
         bulk.save_state(state, bulk.State(url=stack, idempotency_key="killed-while-opening"))
         sent = denocap(client_env(tmp_path, stack, key), "submit", str(tmp_path / "more"), "--new")
-        assert sent.returncode == 0 and f"sealed batch {opened}, left open" in sent.stderr, sent.stderr
+        assert sent.returncode == 0 and sent.stdout.strip() == opened, sent.stderr  # the empty batch is the new one
         assert api.get(f"/batches/{opened}").json()["sealed"] is True
+        assert api.get(f"/batches/{opened}").json()["total"] == 1

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.imageio import ImageError, Limits, decode, encode_png, full_pages
+from core.imageio import ImageError, Limits, decode, encode_png, full_pages, full_pages_file
 from tests.conftest import many_frames, png, smooth_image
 
 LIMITS = Limits(max_bytes=5_000_000, max_pixels=4_000_000, max_side=4000)
@@ -710,6 +710,8 @@ def test_each_full_size_page_of_a_tiff_is_read_by_its_number() -> None:
         tif.write(shots[2], photometric="rgb")
     assert full_pages(buf.getvalue(), LIMITS) == ([0, 2, 3], "all") and full_pages(png(shots[0]), LIMITS) == ([0], "all")
     assert full_pages(tiff_of_pages(5)[:12 + 3 * 66 + 4], LIMITS) == ([0, 1, 2], "broken")
+    odd = b"II\0*" + many_frames("TIFF", 2)[4:]  # a byte order mixed up in its header, which Pillow reads
+    assert full_pages_file(io.BytesIO(odd), len(odd), LIMITS) == full_pages(odd, LIMITS) == ([0, 1], "all")
     for page, shot in zip([0, 2, 3], shots, strict=True):
         picture = decode(buf.getvalue(), LIMITS, page)
         np.testing.assert_allclose(picture.pixels, shot.astype(np.float32) / 255)

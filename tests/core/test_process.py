@@ -282,3 +282,10 @@ def test_a_multi_page_tiff_is_an_item_a_page_reading_one_stored_upload(sessions:
         noisy = decode(storage.get(result.noisy_key), limits).pixels
         assert abs(noisy - decode(scans, limits, page).pixels).max() < 1e-6 and result.notes == []
     assert results[3].notes[0].startswith("a TIFF of 2 readable pages and more that could not be read")
+
+
+def test_a_page_keeps_its_number_and_extension_in_a_name_of_at_most_255() -> None:
+    assert service.label("box 7/scan.tif", 0, 2) == "box 7/scan page 2.tif"
+    assert service.label("a." + "x" * 250, 0, 1) == "a page 1." + "x" * 15  # an extension of 251 characters
+    assert service.label("x" * 300 + ".tif", 0, 12) == "x" * 243 + " page 12.tif"
+    assert service.label("x" * 300 + ".png", 0) == "x" * 251 + ".png" and service.label("", 3) == "file3"
