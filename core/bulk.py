@@ -127,6 +127,7 @@ class State(BaseModel):
     stamps: dict[str, tuple[int, int]] = {}  # file path -> (size, mtime in ns) as the walk saw it before sending
     too_large: dict[str, int] = {}  # file path -> its size when the server refused it in a request of its own
     sealed: bool = False
+    full: bool = False  # sealed because the batch held as many files as a batch may
 
 
 def state_file(folder: Path, url: str, paths: list[Path], options: BatchOptions) -> Path:
@@ -254,6 +255,7 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
             _append(api, state, path, sendable, found, on_chunk, on_unreadable)
     except ApiError as e:
         if e.code == "batch_full":  # filled: sealed, so that it can finish
+            state.full = True
             _seal(api, state, path)
         raise
     _seal(api, state, path)

@@ -769,8 +769,9 @@ def submit_cmd(
                 bulk.start_over(state_path)
             state = bulk.load_state(state_path, base)
             if state.sealed and bulk.unsent(state, found):
-                fail(f"batch {state.batch_id} of these paths is sealed and files were added or changed since; add --new "
-                     "for a new batch")
+                why = ("is full; the files not sent need another batch: submit them with other paths" if state.full
+                       else "is sealed and files were added or changed since; add --new for a new batch")
+                fail(f"batch {state.batch_id} of these paths {why}")
             batch_id = _upload(api, found, options, state, state_path, chunk)
         typer.echo(batch_id)
         failed = _wait(api, batch_id) if wait else 0

@@ -279,8 +279,8 @@ def test_a_full_batch_is_filled_and_sealed_not_taken_for_files_too_large(
     assert stopped.value.exit_code == 1 and held == ["a.png", "b.png"] and state.too_large == {}
     assert sorted(Path(p).name for p in state.done) == ["a.png", "b.png"]
     err = capsys.readouterr().err
-    if status == 409:  # the batch says it is full: sealed, so that it can finish
-        assert sealed == [True] and state.sealed
+    if status == 409:  # the batch says it is full: sealed, so that it can finish, and a rerun says so again
+        assert sealed == [True] and state.sealed and bulk.load_state(tmp_path / "s.json", "http://api").full
         assert (f"error: upload stopped (a batch holds at most 2 files): batch {'b' * 32} is full, and sealed; the "
                 "files not sent need another batch: submit them with other paths") in err
     else:
