@@ -278,7 +278,13 @@ def _pixels(img: Image.Image, data: bytes, icc: bytes | None, page: int) -> tupl
         if img.tag_v2.get(PLANAR) == 2:
             return _rgb16(_planar16(data, page), premultiplied), _orientation(img)
         tagged = ORIENTATION in img.tag_v2  # OpenCV turns a TIFF as its tag says, not as its XMP does
-        return _rgb16(_opencv16(data, page), premultiplied), 1 if tagged else _orientation(img)
+        try:
+            return _rgb16(_opencv16(data, page), premultiplied), 1 if tagged else _orientation(img)
+        except ImageError:
+            if not page:
+                raise
+            # OpenCV reads the pages before this one too, and fails on one it cannot read (5 channels, say)
+            return _rgb16(_planar16(data, page), premultiplied), _orientation(img)
     if img.format == "TIFF" and img.tag_v2.get(SAMPLE_FORMAT) in (2, (2,)):  # Pillow reads signed gray as unsigned
         raise ImageError(UNSUPPORTED_TIFF)
     white_is_zero = img.format == "TIFF" and img.tag_v2.get(PHOTOMETRIC) == 0  # Pillow inverts 8-bit ones only

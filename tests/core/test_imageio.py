@@ -710,6 +710,12 @@ def test_each_full_size_page_of_a_tiff_is_read_by_its_number() -> None:
         tif.write(shots[2], photometric="rgb")
     assert full_pages(buf.getvalue(), LIMITS) == ([0, 2, 3], "all") and full_pages(png(shots[0]), LIMITS) == ([0], "all")
     assert full_pages(tiff_of_pages(5)[:12 + 3 * 66 + 4], LIMITS) == ([0, 1, 2], "broken")
+    deep = np.random.default_rng(0).integers(0, 65535, (20, 30, 3), dtype=np.uint16)
+    mixed = io.BytesIO()
+    with tifffile.TiffWriter(mixed) as tif:  # OpenCV cannot read the first page: it reads it too, for the second
+        tif.write(np.zeros((8, 8, 5), np.uint8), photometric="rgb", extrasamples=[2, 0])
+        tif.write(deep, photometric="rgb")
+    np.testing.assert_allclose(decode(mixed.getvalue(), LIMITS, 1).pixels, deep / 65535, atol=1e-7)
     odd = b"II\0*" + many_frames("TIFF", 2)[4:]  # a byte order mixed up in its header, which Pillow reads
     assert full_pages_file(io.BytesIO(odd), len(odd), LIMITS) == full_pages(odd, LIMITS) == ([0, 1], "all")
     for page, shot in zip([0, 2, 3], shots, strict=True):
