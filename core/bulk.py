@@ -19,7 +19,7 @@ from pathlib import Path, PurePath
 from pydantic import BaseModel
 
 from api.schemas import ItemOut, spreadsheet_safe
-from core.client import ROW_FIELDS, ApiError, Client, item_row
+from core.client import ROW_FIELDS, ApiError, Client, Conflict, item_row
 from core.config import open_files
 from core.imageio import IMAGE_SUFFIXES
 from core.options import BatchOptions
@@ -147,7 +147,11 @@ def load_state(path: Path, url: str) -> State:
         except (ValueError, OSError) as e:
             raise StateError(f"the state of an earlier run of these paths ({path}) is unreadable ({type(e).__name__}); "
                              "add --new for a new batch") from e
-    return State(url=url, idempotency_key=f"denocap-submit-{uuid.uuid4().hex}")
+    return State(url=url, idempotency_key=new_key())
+
+
+def new_key() -> str:
+    return f"denocap-submit-{uuid.uuid4().hex}"
 
 
 def left_open(path: Path) -> State | None:
@@ -239,7 +243,7 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
     after each, and seals it. Returns the batch id."""
     if state.batch_id is None:
         save_state(path, state)  # the key first: a run killed while opening finds the same batch again
-        state.batch_id = api.open_batch(options, state.idempotency_key).id
+        state.batch_id = _open(api, options, state, path)
         save_state(path, state)
     for f in too_large(state, found):  # reported again
         on_unreadable(f, "larger than the server took in one request in an earlier run")
@@ -260,6 +264,19 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
         raise
     _seal(api, state, path)
     return state.batch_id
+
+
+def _open(api: Client, options: BatchOptions, state: State, path: Path) -> str:
+    """The batch of the saved key. A key the server refuses for these options (409: the options' form changed since,
+    say), or whose batch was sealed since, is replaced by a fresh one: nothing was sent with it yet."""
+    try:
+        if not (batch := api.open_batch(options, state.idempotency_key)).sealed:
+            return batch.id
+    except Conflict:
+        pass
+    state.idempotency_key = new_key()
+    save_state(path, state)
+    return api.open_batch(options, state.idempotency_key).id
 
 
 def _seal(api: Client, state: State, path: Path) -> None:

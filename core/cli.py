@@ -771,7 +771,7 @@ def submit_cmd(
             if state.sealed and bulk.unsent(state, found):
                 why = ("is full; the files not sent need another batch: submit them with other paths" if state.full
                        else "is sealed and files were added or changed since; add --new for a new batch")
-                fail(f"batch {state.batch_id} of these paths {why}")
+                fail(f"batch {state.batch_id} of these paths {why}", 1 if state.full else 2)
             batch_id = _upload(api, found, options, state, state_path, chunk)
         typer.echo(batch_id)
         failed = _wait(api, batch_id) if wait else 0
@@ -790,7 +790,7 @@ def _seal_earlier(api: Client, state_path: Path) -> None:
         return
     try:
         api.seal(batch_id)
-        typer.echo(f"sealed batch {batch_id}, left open by an earlier run of these paths (its files are processed)",
+        typer.echo(f"batch {batch_id}, left open by an earlier run of these paths, is sealed (its files are processed)",
                    err=True)
     except NotFound:
         pass  # gone, or another key's

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageFile, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 PROFILE_MOST = 16 * 1024**2  # bytes of a colour profile kept; a printer's can pass Pillow's 1 MB for a PNG chunk
@@ -236,7 +236,7 @@ def full_pages_file(file: BinaryIO, size: int, limits: Limits) -> tuple[list[int
     """full_pages() of a file of `size` bytes that passed probe_file, read page header by page header, never whole;
     a file that is not a TIFF is not opened again."""
     file.seek(0)
-    if file.read(4) not in TIFF_MAGIC:
+    if file.read(4) not in TiffImagePlugin.PREFIXES:  # what Pillow reads as a TIFF, odd byte orders too
         return [0], "all"
     return _full_pages(file, size, limits)
 
@@ -280,11 +280,13 @@ def _pixels(img: Image.Image, data: bytes, icc: bytes | None, page: int) -> tupl
         tagged = ORIENTATION in img.tag_v2  # OpenCV turns a TIFF as its tag says, not as its XMP does
         try:
             return _rgb16(_opencv16(data, page), premultiplied), 1 if tagged else _orientation(img)
-        except ImageError:
+        except ImageError as opencv:
             if not page:
                 raise
-            # OpenCV reads the pages before this one too, and fails on one it cannot read (5 channels, say)
-            return _rgb16(_planar16(data, page), premultiplied), _orientation(img)
+            try:  # OpenCV reads the pages before this one too, and fails on one it cannot read (5 channels, say)
+                return _rgb16(_planar16(data, page), premultiplied), _orientation(img)
+            except Exception:  # noqa: BLE001  # broken for tifffile too: OpenCV's reason, not the per-channel advice
+                raise opencv from None
     if img.format == "TIFF" and img.tag_v2.get(SAMPLE_FORMAT) in (2, (2,)):  # Pillow reads signed gray as unsigned
         raise ImageError(UNSUPPORTED_TIFF)
     white_is_zero = img.format == "TIFF" and img.tag_v2.get(PHOTOMETRIC) == 0  # Pillow inverts 8-bit ones only
@@ -479,8 +481,7 @@ def _without_broken_metadata(png: bytes) -> bytes | None:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UNSUPPORTED_TIFF = ("TIFF with a sample format or layout that is not supported (float, signed or 32-bit colour "
                     "samples, or extra channels)")
-TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+", b"II\0*", b"MM*\0")  # little and big endian, classic
-# and BigTIFF, and the two byte orders mixed up, which Pillow reads too
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little and big endian, classic and BigTIFF
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 
 

@@ -5,7 +5,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy import func, or_, select, update
@@ -144,7 +144,9 @@ def label(filename: str, position: int, page: int | None = None, most: int = 255
     """A file name as shown to the user: printable, at most `most` characters, the extension and the page of a
     multi-page file kept (`scan page 2.tif`)."""
     name = "".join(c for c in filename if c.isprintable()).strip() or f"file{position}"
-    suffix = PurePosixPath(name).suffix
+    last = name.rpartition("/")[2]
+    dot = last.rfind(".")
+    suffix = last[dot:] if 0 < dot < len(last) - 1 else ""  # as PurePosixPath's, of the name as given (`a.tif/`)
     head, tail = name[:len(name) - len(suffix)], f" page {page}" if page else ""
     if len(head) + len(tail) + len(suffix) > most:
         suffix = suffix[:16]
@@ -260,7 +262,6 @@ def _pages(upload: Sendable, limits: Limits) -> list[int]:
     except (ImageError, OSError):  # the worker's decode gives the reason
         return []
     return frames if len(frames) > 1 and ended == "all" else []
-
 
 
 def submit(session: Session, storage: Storage, settings: Settings, tenant_id: str, uploads: list[Sendable],

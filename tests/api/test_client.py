@@ -197,7 +197,7 @@ def test_new_seals_the_batch_an_earlier_run_left_open(stack: str, postgres_url: 
         bulk.save_state(state, bulk.State(url=stack, idempotency_key="k", batch_id=earlier))
         sent = denocap(client_env(tmp_path, stack, key), "submit", str(tmp_path / "photos"), "--new", "--wait")
         assert sent.returncode == 0, sent.stderr
-        assert f"sealed batch {earlier}, left open by an earlier run of these paths" in sent.stderr
+        assert f"batch {earlier}, left open by an earlier run of these paths, is sealed" in sent.stderr
         assert api.get(f"/batches/{earlier}").json()["sealed"] is True
         new = sent.stdout.strip().splitlines()[-1]
         assert new != earlier and api.get(f"/batches/{new}").json()["total"] == 2

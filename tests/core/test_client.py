@@ -190,6 +190,32 @@ def test_a_run_killed_while_opening_its_batch_saved_its_key_first(tmp_path: Path
     assert bulk.load_state(path, "http://api").idempotency_key == sent[0]
 
 
+@pytest.mark.parametrize("answer", [httpx.Response(409, json={"detail": "used with a different request",
+                                                                "code": "idempotency_conflict"}),
+                                    httpx.Response(200, json=BATCH)])  # its batch sealed since
+def test_a_saved_key_the_server_refuses_or_whose_batch_is_sealed_is_replaced(answer: httpx.Response,
+                                                                             tmp_path: Path) -> None:
+    """A run killed while opening keeps its key, even under --new; had the key gone bad, every run would stop."""
+    (tmp_path / "a.png").write_bytes(b"x")
+    keys: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/batches/open":
+            keys.append(request.headers["Idempotency-Key"])
+            return answer if len(keys) == 1 else httpx.Response(201, json=BATCH | {"id": "c" * 32, "sealed": False})
+        if request.url.path.endswith("/seal"):
+            return httpx.Response(200, json=BATCH)
+        item = {"id": "i" * 32, "batch_id": "c" * 32, "position": 0, "filename": "a.png", "state": "queued",
+                "error": None, "deliveries": 0, "has_reference": False, "created_at": BATCH["created_at"],
+                "started_at": None, "finished_at": None, "result": None}
+        return httpx.Response(200, json={"batch": BATCH, "files": [{"filename": "a.png", "duplicate": False,
+                                                                    "item": item}]})
+    state = bulk.State(url="http://api", idempotency_key="killed-while-opening")
+    assert bulk.upload(Client("http://api", "key", transport=httpx.MockTransport(handler)), bulk.walk([tmp_path]),
+                       BatchOptions(), state, tmp_path / "s.json", 10, lambda _: None, lambda *_: None) == "c" * 32
+    assert keys[0] == "killed-while-opening" and keys[1] != keys[0] and state.idempotency_key == keys[1]
+
+
 def test_one_run_at_a_time_holds_a_state_file_and_a_broken_one_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "submits" / "s.json"
     busy = pytest.raises(bulk.StateError, match="another denocap submit of these paths is running")

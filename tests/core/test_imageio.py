@@ -716,6 +716,10 @@ def test_each_full_size_page_of_a_tiff_is_read_by_its_number() -> None:
         tif.write(np.zeros((8, 8, 5), np.uint8), photometric="rgb", extrasamples=[2, 0])
         tif.write(deep, photometric="rgb")
     np.testing.assert_allclose(decode(mixed.getvalue(), LIMITS, 1).pixels, deep / 65535, atol=1e-7)
+    with pytest.raises(ImageError, match="^broken 16-bit colour image$"):  # cut: OpenCV's reason, not tifffile's advice
+        decode(mixed.getvalue()[:-100], LIMITS, 1)
+    with pytest.raises(ImageError, match=r"^not an image \(unknown format\)$"):
+        decode(b"MM*\0" + b"junk" * 10, LIMITS)  # starts as such a TIFF, and is none
     odd = b"II\0*" + many_frames("TIFF", 2)[4:]  # a byte order mixed up in its header, which Pillow reads
     assert full_pages_file(io.BytesIO(odd), len(odd), LIMITS) == full_pages(odd, LIMITS) == ([0, 1], "all")
     for page, shot in zip([0, 2, 3], shots, strict=True):

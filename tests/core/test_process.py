@@ -289,3 +289,4 @@ def test_a_page_keeps_its_number_and_extension_in_a_name_of_at_most_255() -> Non
     assert service.label("a." + "x" * 250, 0, 1) == "a page 1." + "x" * 15  # an extension of 251 characters
     assert service.label("x" * 300 + ".tif", 0, 12) == "x" * 243 + " page 12.tif"
     assert service.label("x" * 300 + ".png", 0) == "x" * 251 + ".png" and service.label("", 3) == "file3"
+    assert service.label("a.tif/", 0, 1) == "a.tif/ page 1" and service.label(".tif", 0, 1) == ".tif page 1"
