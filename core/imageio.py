@@ -447,6 +447,9 @@ def _open_stream(stream: BinaryIO, size: int, limits: Limits) -> Image.Image:
         stream.seek(0)
         head = stream.read(12)
         if head[:4] in TIFF_MAGIC:  # a TIFF Pillow has no decoder for: say so, not "unknown format"
+            if _directory_cut_off(stream, size):  # a compressed TIFF keeps its directory at the end
+                raise ImageError("broken or truncated image: the TIFF's directory is cut off (the file ends at "
+                                 f"{size} bytes)") from None
             raise ImageError(UNSUPPORTED_TIFF) from None
         if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:  # a phone's default: say what to do
             raise ImageError("HEIC/HEIF images are not supported; export the photo as JPEG (or set the phone's "
@@ -459,6 +462,23 @@ def _open_stream(stream: BinaryIO, size: int, limits: Limits) -> Image.Image:
         raise ImageError("raw camera files (DNG) are not supported; export the photo as TIFF or JPEG")
     _check_size(img.size, limits)
     return img
+
+
+def _directory_cut_off(stream: BinaryIO, size: int) -> bool:
+    """Whether a TIFF's first directory (image file directory) ends past the end of the file."""
+    stream.seek(0)
+    head = stream.read(16)
+    order, big = "<" if head[:2] == b"II" else ">", head[2:4] in (b"+\0", b"\0+")
+    count_size, entry_size, offset_size = (8, 20, 8) if big else (2, 12, 4)
+    if len(head) < 8 + 8 * big:
+        return True
+    offset = struct.unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0]
+    stream.seek(offset)
+    count = stream.read(count_size)
+    if len(count) < count_size:
+        return True
+    entries = struct.unpack(order + ("Q" if big else "H"), count)[0]
+    return offset + count_size + entries * entry_size + offset_size > size
 
 
 def _without_broken_metadata(png: bytes) -> bytes | None:

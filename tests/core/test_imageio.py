@@ -31,6 +31,17 @@ def test_refuses_truncated_png() -> None:
         decode(data[: len(data) // 2], LIMITS)
 
 
+@pytest.mark.parametrize("compression", ["tiff_lzw", "tiff_adobe_deflate"])
+@pytest.mark.parametrize("kept", [6, 9, 0.5])
+def test_a_compressed_tiff_cut_short_is_called_truncated(compression: str, kept: float) -> None:
+    buf = io.BytesIO()  # Pillow writes a compressed TIFF's directory after the pixels, as many scanners do
+    Image.fromarray((smooth_image(64, 64) * 255).astype(np.uint8)).save(buf, "TIFF", compression=compression)
+    data = buf.getvalue()
+    with pytest.raises(ImageError, match="broken or truncated image: the TIFF's directory is cut off"):
+        decode(data[:int(kept if kept > 1 else len(data) * kept)], LIMITS)
+    assert decode(data, LIMITS).pixels.shape == (64, 64, 3)
+
+
 def test_refuses_decompression_bomb_before_decoding() -> None:
     # 20000 x 20000 gray PNG of zeros compresses to a few hundred KB; only the header may be read
     buf = io.BytesIO()
