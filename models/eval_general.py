@@ -66,16 +66,19 @@ def on_flickr8k(models: dict[str, CaptionModel], root: Path, limit: int | None) 
         for n in names:
             features = encoder(load_rgb(root / "images" / n)[None])
             for name, model in models.items():
-                captions[name][n] = model.captions(model.decoder.memory(features), model.guides(features))[0]
+                captions[name][n] = model.captions(model.memory(features), model.guides(features))[0]
     return {name: {**score(captions[name], refs), "images": len(names)} for name in models}
 
 
 def compare(shared: Path, weights_dir: Path, threads: int = 1, limit: int | None = None,
-            precision: str = "auto") -> dict[str, dict]:
+            precision: str = "auto", candidate: Path | None = None) -> dict[str, dict]:
+    """The decoder alone and grounded from `weights_dir`, and from `candidate` too when given."""
     torch.set_num_threads(threads)
-    models = {"shipped (decoder alone)": load_captioner("attention", weights_dir, "cpu", grounded=False,
-                                                        precision=precision),
-              "grounded (ImageNet words)": load_captioner("attention", weights_dir, "cpu", precision=precision)}
+    chosen = {"shipped (decoder alone)": (weights_dir, False), "grounded (ImageNet words)": (weights_dir, True)}
+    if candidate:
+        chosen |= {"candidate (decoder alone)": (candidate, False), "candidate, grounded": (candidate, True)}
+    models = {name: load_captioner("attention", folder, "cpu", grounded=grounded, precision=precision)
+              for name, (folder, grounded) in chosen.items()}
     assert all(isinstance(m, CaptionModel) for m in models.values())
     general = on_general(models, shared)  # type: ignore[arg-type]
     flickr = on_flickr8k(models, shared / "caption" / "flickr8k", limit)  # type: ignore[arg-type]
