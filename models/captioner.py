@@ -21,7 +21,6 @@ class CaptionerConfig:
     layers: int = 3
     max_len: int = 22  # <bos> + words + <eos>
     dropout: float = 0.3
-    labels: int = 0  # the classifier's likeliest caption words attended to beside the grid (0: none)
 
 
 class Attention(nn.Module):
@@ -100,22 +99,10 @@ class Captioner(nn.Module):
         self.out.weight = self.embed.weight  # tied input/output embeddings
         nn.init.normal_(self.embed.weight, std=0.02)
         nn.init.normal_(self.pos.weight, std=0.02)
-        if config.labels:
-            self.label_norm = nn.LayerNorm(d)
-            self.label_prob = nn.Linear(1, d)
-            self.label_pos = nn.Parameter(torch.zeros(1, config.labels, d))
 
-    def memory(self, features: torch.Tensor, labels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """features: (N, grid, feature_dim) from the encoder -> (N, grid, d_model); with `labels` (token ids and
-        probabilities, (N, config.labels) each) their tokens follow the grid: (N, grid + labels, d_model). A label
-        is the word's own embedding, tied to the output's, so attending to it is a short way to saying it."""
-        grid = self.project(features) + self.grid_pos
-        if not self.config.labels:
-            return grid
-        assert labels is not None, "a decoder trained with labels needs them"
-        ids, probs = labels
-        said = self.label_norm(self.embed(ids)) + self.label_prob(probs.clamp_min(1e-4).log()[..., None])
-        return torch.cat([grid, said + self.label_pos], dim=1)
+    def memory(self, features: torch.Tensor) -> torch.Tensor:
+        """features: (N, grid, feature_dim) from the encoder -> (N, grid, d_model)."""
+        return self.project(features) + self.grid_pos
 
     def forward(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """memory: (N, grid, d); tokens: (N, T) starting with <bos>. Returns logits (N, T, vocab)."""
