@@ -172,7 +172,16 @@ class CaptionModel:
         """images: (H, W, C) float32 in [0, 1], C = 1 or 3; encoded in one batch, decoded together."""
         device = next(self.decoder.parameters()).device
         features = self.encoder(torch.stack([_rgb_224(im, device) for im in images]))
-        return self.captions(self.decoder.memory(features), self.guides(features))
+        return self.captions(self.memory(features), self.guides(features))
+
+    def memory(self, features: torch.Tensor) -> torch.Tensor:
+        """features: (N, 49, 1280) from the encoder -> the decoder's memory, with the classifier's likeliest words
+        when the decoder was trained with them."""
+        if not self.decoder.config.labels:
+            return self.decoder.memory(features)
+        assert self.table is not None, "load_captioner reads the word table for a decoder with labels"
+        probs = self.table.probabilities(self.encoder.classify(features))
+        return self.decoder.memory(features, self.table.labels(probs, self.vocab, self.decoder.config.labels))
 
     def guides(self, features: torch.Tensor) -> list[Guide]:
         """features: (N, 49, 1280) from the encoder -> what each caption must and must not say."""
@@ -222,6 +231,7 @@ def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int
     version = version_of(path) + suffix
     ground = weights_dir / "grounding.json"
     if not (grounded and ground.is_file()):
-        return CaptionModel(name, version, encoder, decoder, vocab, beam)
+        return CaptionModel(name, version, encoder, decoder, vocab, beam,
+                            table=read_table() if decoder.config.labels else None)
     return CaptionModel(name, f"{version}+{version_of(ground)}", encoder, decoder, vocab, beam,
                         Grounding.load(ground), read_table())

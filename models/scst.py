@@ -97,7 +97,7 @@ def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: flo
     state = training.saved(last)
     shipped = checkpoint.load(init)
     config = CaptionerConfig(**(state or shipped)["config"])
-    data = CaptionData(prepared, config.max_len)
+    data = CaptionData(prepared, config.max_len, config.labels)
     assert data.vocab.words == shipped["vocab"], f"{init} was trained with another vocabulary"
     model = Captioner(config).to(device).eval()
     model.load_state_dict({k: v.float() for k, v in shipped["state"].items()})
@@ -116,7 +116,7 @@ def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: flo
         t0, rewards = time.monotonic(), []
         for _ in range(round_steps):
             names = [train_names[j] for j in rng.choice(len(train_names), batch, replace=False)]
-            memory = model.memory(data.features_of(names).to(device)).repeat_interleave(samples, dim=0)
+            memory = data.memory(model, names).repeat_interleave(samples, dim=0)
             tokens = sample(model, memory.detach(), data.vocab)
             captions = [data.vocab.decode(row.tolist()) for row in tokens]
             refs = [[" ".join(r) for r in data.refs[n]] for n in names for _ in range(samples)]

@@ -1,6 +1,9 @@
+import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 
-from models.captioner import CaptionerConfig
+from models.captioner import Captioner, CaptionerConfig
 from models.decode import Ask, beam_search, beam_searches
 from models.vocab import Vocabulary, tokenize
 from tests.tiny import tiny_captioner
@@ -129,3 +132,73 @@ def test_images_searched_together_get_what_each_gets_alone() -> None:
     assert together == alone
     assert together[0] != together[3]  # the same ask, another image: each hypothesis attends to its own grid
     assert 7 in together[1] and together[2][0] == 5 and {9, 10} & set(together[2])
+
+
+@torch.inference_mode()
+def test_a_decoder_with_labels_attends_to_them_after_the_grid() -> None:
+    model, vocab = tiny_captioner(labels=2)
+    features = torch.randn(1, 49, 1280)
+    cat, dog = vocab.index["cat"], vocab.index["dog"]
+    as_cat = model.memory(features, (torch.tensor([[cat, dog]]), torch.tensor([[0.9, 0.1]])))
+    as_dog = model.memory(features, (torch.tensor([[dog, cat]]), torch.tensor([[0.9, 0.1]])))
+    assert as_cat.shape == (1, 51, 16) and torch.equal(as_cat[:, :49], as_dog[:, :49])
+    start = torch.tensor([[vocab.bos]])
+    assert not torch.allclose(model(as_cat, start), model(as_dog, start))
+    with pytest.raises(AssertionError, match="needs them"):
+        model.memory(features)
+
+
+def test_a_decoder_learns_to_say_the_label_it_is_given() -> None:
+    model, vocab = tiny_captioner(labels=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    words = torch.tensor([vocab.index[w] for w in ("dog", "cat", "grass")])
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(100):  # the caption is the label; the grid says nothing
+        said = words[torch.randint(3, (16,), generator=generator)]
+        memory = model.memory(torch.zeros(16, 49, 1280), (said[:, None], torch.full((16, 1), 0.9)))
+        tokens = torch.stack([torch.full((16,), vocab.bos), said, torch.full((16,), vocab.eos)], dim=1)
+        loss = F.cross_entropy(model(memory, tokens[:, :-1]).transpose(1, 2), tokens[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.inference_mode():
+        for word in words.tolist():
+            memory = model.memory(torch.zeros(1, 49, 1280), (torch.tensor([[word]]), torch.tensor([[0.9]])))
+            assert beam_search(model, memory, vocab.bos, vocab.eos, forbid=(0, 1, 3)) == [word]
+
+
+def test_substitution_swaps_a_said_label_word_in_caption_and_labels_alike() -> None:
+    from models.train_captioner import substituted
+    tokens = torch.tensor([[1, 4, 5, 6, 5, 2], [1, 4, 9, 6, 2, 0]])  # "a dog runs dog", "a grass runs"
+    ids, probs = torch.tensor([[5, 10], [5, 10]]), torch.tensor([[0.8, 0.1], [0.8, 0.1]])  # dog, cat
+    new_tokens, (new_ids, new_probs) = substituted(tokens, (ids, probs), [5, 10, 11], np.random.default_rng(1), 1.0)
+    word = int(new_ids[0, 0])
+    assert word in (5, 10, 11) and new_tokens[0].tolist() == [1, 4, word, 6, word, 2]
+    assert new_tokens[1].tolist() == tokens[1].tolist() and new_ids[1].tolist() == [5, 10]  # says no label word
+    assert torch.equal(new_probs, probs) and tokens[0, 2] == 5  # the inputs are left as they were
+    assert {int(substituted(tokens, (ids, probs), [5, 10, 11], np.random.default_rng(s), 1.0)[1][0][0, 0])
+            for s in range(20)} == {5, 10, 11}
+    unchanged, _ = substituted(tokens, (ids, probs), [5, 10, 11], np.random.default_rng(1), 0.0)
+    assert torch.equal(unchanged, tokens)
+
+
+def test_a_pointer_copies_labels_it_never_saw_whatever_the_grid_says() -> None:
+    torch.manual_seed(0)
+    config = CaptionerConfig(vocab_size=12, d_model=16, heads=2, layers=1, max_len=8, dropout=0.0, labels=1, copy=True)
+    model = Captioner(config)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    seen = torch.tensor([4, 5, 6])
+    for _ in range(300):
+        said = seen[torch.randint(3, (16,), generator=generator)]
+        memory = model.memory(torch.randn(16, 49, 1280, generator=generator), (said[:, None], torch.full((16, 1), 0.9)))
+        tokens = torch.stack([torch.full((16,), 1), said, torch.full((16,), 2)], dim=1)
+        loss = F.cross_entropy(model(memory, tokens[:, :-1]).transpose(1, 2), tokens[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.inference_mode():
+        for word in (4, 9, 10, 11):  # 9-11 were never labels (nor inputs) in training: said first all the same
+            memory = model.memory(torch.randn(1, 49, 1280), (torch.tensor([[word]]), torch.tensor([[0.9]])))
+            for beam in (1, 3):
+                assert beam_search(model.eval(), memory, 1, 2, beam=beam, forbid=(0, 1, 3))[0] == word
