@@ -483,10 +483,11 @@ def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepar
                   scst: Annotated[bool, typer.Option(help="fine-tune the exported weights for CIDEr-D "
                                                           "(self-critical; --epochs counts rounds of 50 steps)")] = False,
                   labels: Annotated[int, typer.Option(help="a new run's decoder also attends to the classifier's "
-                                                           "N likeliest caption words (0: none)")] = 0,
+                                                           "N likeliest caption words (0: none)")] = 5,
+                  copy: Annotated[bool, typer.Option(help="with --labels, a pointer that copies them")] = True,
                   substitute: Annotated[float, typer.Option(help="with --labels, the share of captions saying a "
                                                                  "label word whose word is swapped for another, in "
-                                                                 "caption and labels alike")] = 0.0,
+                                                                 "caption and labels alike")] = 0.5,
                   ) -> None:
     """Train the decoder on cached features; resumes from its last checkpoint; exports the best dev CIDEr."""
     from models import scst as self_critical
@@ -501,7 +502,7 @@ def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepar
                                 threads=threads)
     else:
         train(prepared, run_dir, export, hours=hours, epochs=epochs, threads=threads, labels=labels,
-              substitute=substitute)
+              copy=copy, substitute=substitute)
 
 
 @caption_app.command("eval")

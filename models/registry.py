@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from models import checkpoint
-from models.captioner import Captioner, CaptionerConfig
+from models.captioner import Captioner, CaptionerConfig, Memory
 from models.decode import BEAM, Ask, beam_searches
 from models.encoder import Encoder
 from models.ffdnet import FFDNet, FFDNetConfig
@@ -174,7 +174,7 @@ class CaptionModel:
         features = self.encoder(torch.stack([_rgb_224(im, device) for im in images]))
         return self.captions(self.memory(features), self.guides(features))
 
-    def memory(self, features: torch.Tensor) -> torch.Tensor:
+    def memory(self, features: torch.Tensor) -> Memory:
         """features: (N, 49, 1280) from the encoder -> the decoder's memory, with the classifier's likeliest words
         when the decoder was trained with them."""
         if not self.decoder.config.labels:
@@ -192,8 +192,8 @@ class CaptionModel:
                    self.grounding.people(features), strict=True)
         return [guide(word, kind, e, self.grounding, self.table, self.vocab, person) for word, kind, e, person in rows]
 
-    def captions(self, memory: torch.Tensor, guides: list[Guide]) -> list[str]:
-        """memory: (N, grid, d), a row and a guide per image; the images are decoded together."""
+    def captions(self, memory: Memory, guides: list[Guide]) -> list[str]:
+        """memory: of N images, and a guide per image; the images are decoded together."""
         v = self.vocab
         asks = [Ask(max(self.beam, 3) if g.start else self.beam,  # a forced subject reads better with a beam
                     (v.pad, v.bos, v.unk, *g.forbid), g.must, g.start) for g in guides]

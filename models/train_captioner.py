@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from models import checkpoint, training
-from models.captioner import Captioner, CaptionerConfig
+from models.captioner import Captioner, CaptionerConfig, Memory
 from models.decode import ALPHA, beam_search
 from models.encoder import FEATURE_DIM, GRID, INPUT, Encoder
 from models.grounding import read_table
@@ -107,7 +107,7 @@ class CaptionData:
         return None if self.labels is None else (self.labels[0][rows], self.labels[1][rows])
 
     def memory(self, model: Captioner, names: list[str],
-               labels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+               labels: tuple[torch.Tensor, torch.Tensor] | None = None) -> Memory:
         """The decoder's memory of these images, with their labels (`labels`, else their own) when the data has
         them."""
         device = next(model.parameters()).device
@@ -177,17 +177,19 @@ def score(captions: dict[str, str], refs: dict[str, list[list[str]]]) -> dict[st
 
 def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epochs: int = 40, batch: int = 64,
           lr: float = 4e-4, threads: int = 1, val_images: int = 250, config: CaptionerConfig | None = None,
-          seed: int = 0, exclude: frozenset[str] = frozenset(), labels: int = 0, substitute: float = 0.0) -> float:
+          seed: int = 0, exclude: frozenset[str] = frozenset(), labels: int = 0, copy: bool = False,
+          substitute: float = 0.0, unsaid: frozenset[str] = frozenset()) -> float:
     """One epoch = every training image once with one of its captions at random (but those in `exclude`). Keeps
-    the best dev CIDEr. With `labels`, the decoder also attends to that many of the classifier's words, and
-    `substitute` of the captions that say one of them have it replaced (substituted())."""
+    the best dev CIDEr. With `labels`, the decoder also attends to that many of the classifier's words (with
+    `copy`, a pointer may copy them), and `substitute` of the captions that say one of them have it replaced
+    (substituted(); never by a word of `unsaid`)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     last = run_dir / "last.pt"
     state = training.saved(last)
     vocab = Vocabulary.load(prepared / "vocab.json")
-    config = CaptionerConfig(**state["config"]) if state else (config or CaptionerConfig(len(vocab), labels=labels))
+    config = CaptionerConfig(**state["config"]) if state else (config or CaptionerConfig(len(vocab), labels=labels, copy=copy))
     data = CaptionData(prepared, config.max_len, config.labels)
     model = Captioner(config).to(device)
     run = training.Run(last, "epoch", model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01))
@@ -196,7 +198,8 @@ def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epoch
     train_names = [n for n in data.splits["train"] if n not in exclude]
     dev_names = data.splits["dev"][:val_images]
     steps_per_epoch = math.ceil(len(train_names) / batch)
-    pool = sorted({data.vocab.index[w] for w in read_table().words if w in data.vocab.index})
+    pool = sorted({data.vocab.index[w] for w in read_table().words
+                   if w in data.vocab.index and w not in unsaid})
     rng = np.random.default_rng(seed + run.done)
     for epoch in run.rounds(epochs, hours):
         order = rng.permutation(len(train_names))
@@ -208,8 +211,8 @@ def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epoch
             if given is not None and substitute:
                 tokens, given = substituted(tokens, given, pool, rng, substitute)
             tokens = tokens.to(device)
-            logits = model(data.memory(model, names, given), tokens[:, :-1])
-            loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], ignore_index=data.vocab.pad,
+            logp = model(data.memory(model, names, given), tokens[:, :-1])
+            loss = F.cross_entropy(logp.transpose(1, 2), tokens[:, 1:], ignore_index=data.vocab.pad,
                                    label_smoothing=0.1)
             step = epoch * steps_per_epoch + i
             warmup = min(1.0, (step + 1) / 300)

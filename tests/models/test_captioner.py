@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.captioner import Captioner, CaptionerConfig
+from models.captioner import Captioner, CaptionerConfig, Memory
 from models.decode import Ask, beam_search, beam_searches
 from models.vocab import Vocabulary, tokenize
 from tests.tiny import tiny_captioner
@@ -36,7 +36,7 @@ class ToyDecoder:
         self.config = CaptionerConfig(vocab_size=vocab, max_len=6)
         self.table, self.vocab = table, vocab
 
-    def start(self, memory: torch.Tensor) -> ToyCache:
+    def start(self, memory: Memory) -> ToyCache:
         return ToyCache(len(memory))
 
     def step(self, cache: ToyCache, last: torch.Tensor) -> torch.Tensor:
@@ -53,14 +53,14 @@ def test_beam_finds_the_best_sequence_greedy_misses() -> None:
     table = {(1,): {15: 0.6, 16: 0.4}, (1, 15): {12: 0.3, 13: 0.3, 14: 0.4}, (1, 16): {17: 1.0},
              (1, 15, 14): {2: 1.0}, (1, 16, 17): {2: 1.0}}
     toy = ToyDecoder(table)
-    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1) == [15, 14]
-    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=3) == [16, 17]
+    assert beam_search(toy, Memory(torch.zeros(1, 1, 1)), bos=1, eos=2, beam=1) == [15, 14]
+    assert beam_search(toy, Memory(torch.zeros(1, 1, 1)), bos=1, eos=2, beam=3) == [16, 17]
 
 
 def test_no_repeated_content_words() -> None:
     table = {(1,): {15: 1.0}, (1, 15): {15: 0.9, 16: 0.1}, (1, 15, 16): {15: 0.9, 2: 0.1}}
     toy = ToyDecoder(table)
-    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=2) == [15, 16]
+    assert beam_search(toy, Memory(torch.zeros(1, 1, 1)), bos=1, eos=2, beam=2) == [15, 16]
 
 
 @torch.inference_mode()
@@ -69,7 +69,7 @@ def test_cached_steps_equal_the_full_forward_pass() -> None:
     model.eval()
     memory = model.memory(torch.randn(1, 49, 1280))
     tokens = torch.tensor([[vocab.bos, 4, 5, 6], [vocab.bos, 7, 8, 9], [vocab.bos, 4, 9, 5]])
-    full = torch.log_softmax(model(memory.expand(3, -1, -1), tokens), dim=-1)  # (3, 4, vocab)
+    full = torch.log_softmax(model(memory[[0, 0, 0]], tokens), dim=-1)  # (3, 4, vocab)
     cache = model.start(memory)
     for t in range(tokens.shape[1]):
         logp = model.step(cache, tokens[:, t])
@@ -77,7 +77,7 @@ def test_cached_steps_equal_the_full_forward_pass() -> None:
         torch.testing.assert_close(logp, full[:, t], atol=1e-4, rtol=1e-4)
     cache.reorder(torch.tensor([2, 0]))  # the beam kept hypotheses 2 and 0
     logp = model.step(cache, torch.tensor([6, 6]))
-    again = torch.log_softmax(model(memory.expand(2, -1, -1), torch.cat([tokens[[2, 0]], torch.tensor([[6], [6]])], 1)),
+    again = torch.log_softmax(model(memory[[0, 0]], torch.cat([tokens[[2, 0]], torch.tensor([[6], [6]])], 1)),
                               dim=-1)[:, -1]
     torch.testing.assert_close(logp, again, atol=1e-4, rtol=1e-4)
 
@@ -85,8 +85,8 @@ def test_cached_steps_equal_the_full_forward_pass() -> None:
 def test_forbidden_ids_are_never_produced() -> None:
     table = {(1,): {3: 0.9, 15: 0.1}, (1, 15): {2: 1.0}}
     toy = ToyDecoder(table)
-    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=2) == [3]
-    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=2, forbid=(3,)) == [15]
+    assert beam_search(toy, Memory(torch.zeros(1, 1, 1)), bos=1, eos=2, beam=2) == [3]
+    assert beam_search(toy, Memory(torch.zeros(1, 1, 1)), bos=1, eos=2, beam=2, forbid=(3,)) == [15]
 
 
 def test_constrained_search_includes_an_unlikely_word() -> None:
@@ -94,13 +94,13 @@ def test_constrained_search_includes_an_unlikely_word() -> None:
     table = {(1,): {15: 0.7, 16: 0.2, 17: 0.1}, (1, 15): {2: 0.8, 17: 0.2}, (1, 15, 17): {2: 1.0},
              (1, 16): {2: 1.0}, (1, 17): {15: 1.0}, (1, 17, 15): {2: 1.0}}
     toy = ToyDecoder(table)
-    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1) == [15]
+    assert beam_search(toy, Memory(torch.zeros(1, 1, 1)), bos=1, eos=2, beam=1) == [15]
     for beam in (1, 3):
-        assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=beam, must=(17,)) == [15, 17]
-    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1, must=(15, 17)) == [15]  # either word
-    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1, must=(16, 17)) == [15, 17]  # 0.14 / sqrt(2)
+        assert beam_search(toy, Memory(torch.zeros(1, 1, 1)), bos=1, eos=2, beam=beam, must=(17,)) == [15, 17]
+    assert beam_search(toy, Memory(torch.zeros(1, 1, 1)), bos=1, eos=2, beam=1, must=(15, 17)) == [15]  # either word
+    assert beam_search(toy, Memory(torch.zeros(1, 1, 1)), bos=1, eos=2, beam=1, must=(16, 17)) == [15, 17]  # 0.14 / sqrt(2)
     # beats 0.2 / sqrt(1)
-    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1, start=(17,)) == [17, 15]  # begins with it
+    assert beam_search(toy, Memory(torch.zeros(1, 1, 1)), bos=1, eos=2, beam=1, start=(17,)) == [17, 15]  # begins with it
 
 
 def test_a_constrained_search_does_not_stop_at_its_first_forced_ending() -> None:
@@ -108,7 +108,7 @@ def test_a_constrained_search_does_not_stop_at_its_first_forced_ending() -> None
     table = {(1,): {15: 0.8, 17: 0.2}, (1, 15): {16: 0.9, 2: 0.1}, (1, 15, 16): {17: 0.9, 2: 0.1},
              (1, 15, 16, 17): {2: 1.0}, (1, 17): {2: 0.9, 15: 0.1}}
     toy = ToyDecoder(table)
-    assert beam_search(toy, torch.zeros(1, 1, 1), bos=1, eos=2, beam=1, must=(17,)) == [15, 16, 17]
+    assert beam_search(toy, Memory(torch.zeros(1, 1, 1)), bos=1, eos=2, beam=1, must=(17,)) == [15, 16, 17]
 
 
 @torch.inference_mode()
@@ -121,10 +121,13 @@ def test_constrained_search_on_a_real_decoder_meets_every_constraint() -> None:
             assert word in ids and vocab.eos not in ids and len(ids) <= model.config.max_len - 2
 
 
+@pytest.mark.parametrize("labels", [0, 2])
 @torch.inference_mode()
-def test_images_searched_together_get_what_each_gets_alone() -> None:
-    model, vocab = tiny_captioner(seed=1)
-    memory = model.memory(torch.randn(4, 49, 1280, generator=torch.Generator().manual_seed(1)))
+def test_images_searched_together_get_what_each_gets_alone(labels: int) -> None:
+    model, vocab = tiny_captioner(seed=1, labels=labels, copy=bool(labels))  # with labels, a pointer over them
+    generator = torch.Generator().manual_seed(1)
+    given = (torch.arange(4, 12).view(4, 2)[:, :labels], torch.tensor([0.9, 0.1])[:labels].expand(4, -1))
+    memory = model.memory(torch.randn(4, 49, 1280, generator=generator), given if labels else None)
     plain = Ask(1, forbid=(0, 1, 3))
     asks = [plain, Ask(3, forbid=(0, 1, 3), must=(7,)), Ask(2, forbid=(0, 1, 3), start=(5,), must=(9, 10)), plain]
     together = beam_searches(model, memory, vocab.bos, vocab.eos, asks)
@@ -141,7 +144,7 @@ def test_a_decoder_with_labels_attends_to_them_after_the_grid() -> None:
     cat, dog = vocab.index["cat"], vocab.index["dog"]
     as_cat = model.memory(features, (torch.tensor([[cat, dog]]), torch.tensor([[0.9, 0.1]])))
     as_dog = model.memory(features, (torch.tensor([[dog, cat]]), torch.tensor([[0.9, 0.1]])))
-    assert as_cat.shape == (1, 51, 16) and torch.equal(as_cat[:, :49], as_dog[:, :49])
+    assert as_cat.rows.shape == (1, 51, 16) and torch.equal(as_cat.rows[:, :49], as_dog.rows[:, :49])
     start = torch.tensor([[vocab.bos]])
     assert not torch.allclose(model(as_cat, start), model(as_dog, start))
     with pytest.raises(AssertionError, match="needs them"):

@@ -199,13 +199,15 @@ def test_labels_are_the_likeliest_words_as_the_decoder_knows_them() -> None:
 
 
 def test_a_captioner_trained_with_labels_is_given_them(tmp_path) -> None:
-    folder = write_weights(tmp_path / "w", labels=3)
+    folder = write_weights(tmp_path / "w", labels=3, copy=True)
     image = np.random.default_rng(0).random((40, 60, 3), dtype=np.float32)
     plain = load_captioner("attention", folder, "cpu")  # no grounding.json: the table is read for the labels
     assert isinstance(plain, CaptionModel) and plain.grounding is None and plain.table is not None
     features = plain.encoder(torch.from_numpy(image).permute(2, 0, 1)[None])
     with torch.inference_mode():
-        assert plain.memory(features).shape == (1, 49 + 3, 16)
+        memory = plain.memory(features)
+        ids, _ = plain.table.labels(plain.table.probabilities(plain.encoder.classify(features)), plain.vocab, 3)
+    assert memory.rows.shape == (1, 49 + 3, 16) and memory.ids is not None and torch.equal(memory.ids, ids)
     assert set(plain([image])[0].split()) <= set(WORDS)
     Grounding(0.0, {"cat": ("dog",)}).save(folder / "grounding.json")
     model = load_captioner("attention", folder, "cpu", beam=2)
