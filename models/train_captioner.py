@@ -149,6 +149,11 @@ def substituted(tokens: torch.Tensor, labels: tuple[torch.Tensor, torch.Tensor],
     return tokens, (ids, labels[1])
 
 
+def substitutes(vocab: Vocabulary, words: tuple[str, ...], unsaid: frozenset[str]) -> list[int]:
+    """The tokens a substitution may put in: the table's words that the decoder knows, but those of `unsaid`."""
+    return sorted({vocab.index[w] for w in words if w in vocab.index and w not in unsaid})
+
+
 def caption_names(model: Captioner, data: CaptionData, names: list[str], beam: int,
                   alpha: float = ALPHA) -> dict[str, str]:
     model.eval()
@@ -198,8 +203,7 @@ def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epoch
     train_names = [n for n in data.splits["train"] if n not in exclude]
     dev_names = data.splits["dev"][:val_images]
     steps_per_epoch = math.ceil(len(train_names) / batch)
-    pool = sorted({data.vocab.index[w] for w in read_table().words
-                   if w in data.vocab.index and w not in unsaid})
+    pool = substitutes(data.vocab, read_table().words, unsaid)
     rng = np.random.default_rng(seed + run.done)
     for epoch in run.rounds(epochs, hours):
         order = rng.permutation(len(train_names))
