@@ -172,22 +172,23 @@ class CaptionModel:
         """images: (H, W, C) float32 in [0, 1], C = 1 or 3; encoded in one batch, decoded together."""
         device = next(self.decoder.parameters()).device
         features = self.encoder(torch.stack([_rgb_224(im, device) for im in images]))
-        return self.captions(self.memory(features), self.guides(features))
+        return self.captions(*self.read(features))
 
-    def memory(self, features: torch.Tensor) -> Memory:
-        """features: (N, 49, 1280) from the encoder -> the decoder's memory, with the classifier's likeliest words
-        when the decoder was trained with them."""
+    def read(self, features: torch.Tensor) -> tuple[Memory, list[Guide]]:
+        """features: (N, 49, 1280) from the encoder -> the decoder's memory (with the classifier's likeliest words
+        when the decoder was trained with them) and what each caption must and must not say."""
+        probs = None if self.table is None else self.table.probabilities(self.encoder.classify(features))
+        return self.memory(features, probs), self.guides(features, probs)
+
+    def memory(self, features: torch.Tensor, probs: torch.Tensor | None) -> Memory:
         if not self.decoder.config.labels:
             return self.decoder.memory(features)
-        assert self.table is not None, "load_captioner reads the word table for a decoder with labels"
-        probs = self.table.probabilities(self.encoder.classify(features))
+        assert probs is not None, "load_captioner reads the word table for a decoder with labels"
         return self.decoder.memory(features, self.table.labels(probs, self.vocab, self.decoder.config.labels))
 
-    def guides(self, features: torch.Tensor) -> list[Guide]:
-        """features: (N, 49, 1280) from the encoder -> what each caption must and must not say."""
-        if self.grounding is None or self.table is None:
+    def guides(self, features: torch.Tensor, probs: torch.Tensor | None) -> list[Guide]:
+        if self.grounding is None or self.table is None or probs is None:
             return [Guide()] * len(features)
-        probs = self.table.probabilities(self.encoder.classify(features))
         rows = zip(self.table.top(probs), self.table.top_kind(probs), self.grounding.evidence(probs, self.table),
                    self.grounding.people(features), strict=True)
         return [guide(word, kind, e, self.grounding, self.table, self.vocab, person) for word, kind, e, person in rows]

@@ -84,6 +84,9 @@ def test_prepare_train_eval_end_to_end(env: dict[str, str], tmp_path: Path) -> N
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert set(scores["attention (ours)"]) >= {"BLEU-1", "BLEU-4", "CIDEr", "ROUGE-L", "METEOR", "seconds_per_image"}
     assert scores["retrieval baseline"]["BLEU-1"] > 0.5  # its consensus caption is one of the references
+    out = denocap(env, "caption", "eval", "--tune")  # the decoder attends to labels: tuning gives them too
+    assert out.returncode == 0, out.stderr
+    assert [(r["beam"], r["alpha"]) for r in json.loads(out.stdout)][:2] == [(1, 0.0), (3, 0.0)]
     out = denocap(env, "caption", "ground")
     assert out.returncode == 2 and out.stderr.strip().startswith("error: not found: ")  # no labelled photos
     fake_cbsd432(Path(env["DENOCAP_SHARED_DATA"]))

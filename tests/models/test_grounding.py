@@ -205,7 +205,7 @@ def test_a_captioner_trained_with_labels_is_given_them(tmp_path) -> None:
     assert isinstance(plain, CaptionModel) and plain.grounding is None and plain.table is not None
     features = plain.encoder(torch.from_numpy(image).permute(2, 0, 1)[None])
     with torch.inference_mode():
-        memory = plain.memory(features)
+        memory, _ = plain.read(features)
         ids, _ = plain.table.labels(plain.table.probabilities(plain.encoder.classify(features)), plain.vocab, 3)
     assert memory.rows.shape == (1, 49 + 3, 16) and memory.ids is not None and torch.equal(memory.ids, ids)
     assert set(plain([image])[0].split()) <= set(WORDS)
