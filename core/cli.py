@@ -482,12 +482,6 @@ def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepar
                   run_dir: Path | None = None, export: Path | None = None,
                   scst: Annotated[bool, typer.Option(help="fine-tune the exported weights for CIDEr-D "
                                                           "(self-critical; --epochs counts rounds of 50 steps)")] = False,
-                  labels: Annotated[int, typer.Option(help="a new run's decoder also attends to the classifier's "
-                                                           "N likeliest caption words (0: none)")] = 5,
-                  copy: Annotated[bool, typer.Option(help="with --labels, a pointer that copies them")] = True,
-                  substitute: Annotated[float, typer.Option(help="with --labels, the share of captions saying a "
-                                                                 "label word whose word is swapped for another, in "
-                                                                 "caption and labels alike")] = 0.5,
                   ) -> None:
     """Train the decoder on cached features; resumes from its last checkpoint; exports the best dev CIDEr."""
     from models import scst as self_critical
@@ -501,8 +495,7 @@ def caption_train(hours: float = 1.0, epochs: int = 30, threads: int = 1, prepar
         self_critical.finetune(prepared, _dataset(export), run_dir, export, hours=hours, rounds=epochs,
                                 threads=threads)
     else:
-        train(prepared, run_dir, export, hours=hours, epochs=epochs, threads=threads, labels=labels,
-              copy=copy, substitute=substitute)
+        train(prepared, run_dir, export, hours=hours, epochs=epochs, threads=threads)
 
 
 @caption_app.command("eval")
@@ -550,8 +543,8 @@ def caption_compare(threads: int = 1, limit: int | None = None,
                     json_out: Annotated[Path | None, typer.Option("--json")] = None,
                     candidate: Annotated[Path | None, typer.Option(help="a folder with other captioner.pt and "
                                                                         "grounding.json, scored too")] = None) -> None:
-    """Shipped decoder alone vs grounded, one run: general_dev subject/wrong-word rates and seconds per image,
-    Flickr8k test BLEU-1..4, CIDEr-D, ROUGE-L."""
+    """Shipped decoder alone vs grounded (and a candidate's, with --candidate), one run: general_dev
+    subject/wrong-word rates and seconds per image, Flickr8k test BLEU-1..4, CIDEr-D, ROUGE-L."""
     from models.eval_general import compare
     settings = get_settings()
     _dataset(settings.shared_data / "caption" / "general_dev.json")

@@ -21,8 +21,6 @@ class CaptionerConfig:
     layers: int = 3
     max_len: int = 22  # <bos> + words + <eos>
     dropout: float = 0.3
-    labels: int = 0  # the classifier's likeliest caption words attended to beside the grid (0: none)
-    copy: bool = False  # with labels: a pointer over the label slots, mixed with the vocabulary by a gate
 
 
 class Attention(nn.Module):
@@ -101,57 +99,24 @@ class Captioner(nn.Module):
         self.out.weight = self.embed.weight  # tied input/output embeddings
         nn.init.normal_(self.embed.weight, std=0.02)
         nn.init.normal_(self.pos.weight, std=0.02)
-        if config.labels:
-            self.label_norm = nn.LayerNorm(d)
-            self.label_prob = nn.Linear(1, d)
-            self.label_pos = nn.Parameter(torch.zeros(1, config.labels, d))
-        if config.labels and config.copy:
-            self.copy_query, self.copy_key, self.copy_gate = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, 1)
 
-    def memory(self, features: torch.Tensor, labels: tuple[torch.Tensor, torch.Tensor] | None = None) -> "Memory":
-        """features: (N, grid, feature_dim) from the encoder -> rows (N, grid, d_model); with `labels` (token ids and
-        probabilities, (N, config.labels) each) their tokens follow the grid: (N, grid + labels, d_model). A label
-        is the word's own embedding, tied to the output's, so attending to it is a short way to saying it."""
-        grid = self.project(features) + self.grid_pos
-        if not self.config.labels:
-            return Memory(grid)
-        assert labels is not None, "a decoder trained with labels needs them"
-        ids, probs = labels
-        said = self.label_norm(self.embed(ids)) + self.label_prob(probs.clamp_min(1e-4).log()[..., None])
-        return Memory(torch.cat([grid, said + self.label_pos], dim=1), ids if self.config.copy else None)
+    def memory(self, features: torch.Tensor) -> torch.Tensor:
+        """features: (N, grid, feature_dim) from the encoder -> (N, grid, d_model)."""
+        return self.project(features) + self.grid_pos
 
-    def pointer(self, memory: "Memory") -> tuple[torch.Tensor, torch.Tensor] | None:
-        """With copy: the label slots' keys for the pointer, and the words it puts their attention on."""
-        if memory.ids is None:
-            return None
-        return self.copy_key(memory.rows[:, -self.config.labels:]), memory.ids
-
-    def words(self, h: torch.Tensor, pointer: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        """h: (N, T, d) after the final norm -> log-probabilities (N, T, vocab); with a pointer, the vocabulary's
-        distribution and attention over the label slots mixed by a gate (See et al. 2017)."""
-        logits = self.out(h)
-        if pointer is None:
-            return torch.log_softmax(logits, dim=-1)
-        keys, ids = pointer
-        attention = torch.softmax(self.copy_query(h) @ keys.transpose(1, 2) / h.shape[-1] ** 0.5, dim=-1)
-        gate = torch.sigmoid(self.copy_gate(h))
-        index = ids[:, None, :].expand(h.shape[0], h.shape[1], -1)
-        copied = torch.zeros_like(logits).scatter_add_(2, index, attention.expand(h.shape[0], -1, -1))
-        return torch.log((1 - gate) * torch.softmax(logits, dim=-1) + gate * copied + 1e-9)
-
-    def forward(self, memory: "Memory", tokens: torch.Tensor) -> torch.Tensor:
-        """tokens: (N, T) starting with <bos>, a memory row each. Returns log-probabilities (N, T, vocab)."""
+    def forward(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """memory: (N, grid, d); tokens: (N, T) starting with <bos>. Returns logits (N, T, vocab)."""
         t = tokens.shape[1]
         assert t <= self.config.max_len, f"at most {self.config.max_len} tokens, got {t}"
         x = self.embed(tokens) + self.pos.weight[:t]
         for block in self.blocks:
-            x, _ = block(x, block.grid_keys(memory.rows))
-        return self.words(self.norm(x), self.pointer(memory))
+            x, _ = block(x, block.grid_keys(memory))
+        return self.out(self.norm(x))
 
-    def start(self, memory: "Memory") -> "DecodeCache":
+    def start(self, memory: torch.Tensor) -> "DecodeCache":
         """Incremental decoding: the memory's keys and values per block, computed once (one row per image, or one
         row shared by all hypotheses of a beam over one image)."""
-        return DecodeCache([block.grid_keys(memory.rows) for block in self.blocks], pointer=self.pointer(memory))
+        return DecodeCache([block.grid_keys(memory) for block in self.blocks])
 
     def step(self, cache: "DecodeCache", last: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the next token (B, vocab) given each hypothesis' last token (B,); the cache keeps
@@ -162,22 +127,7 @@ class Captioner(nn.Module):
             x, kv = block(x, cache.grid[i], cache.past[i] if cache.length else None)
             cache.store(i, kv)
         cache.length += 1
-        return self.words(self.norm(x), cache.pointer)[:, 0]
-
-
-@dataclass(frozen=True)
-class Memory:
-    """What the decoder reads of N images: the rows it attends to, (N, grid [+ labels], d), and with a pointer the
-    words of the label slots, (N, labels) token ids, which it may copy."""
-    rows: torch.Tensor
-    ids: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: slice | list[int] | torch.Tensor) -> "Memory":
-        """The images at `index` (a slice, or rows that may repeat)."""
-        return Memory(self.rows[index], None if self.ids is None else self.ids[index])
+        return torch.log_softmax(self.out(self.norm(x))[:, 0], dim=-1)
 
 
 @dataclass
@@ -186,7 +136,6 @@ class DecodeCache:
     grid: list[tuple[torch.Tensor, torch.Tensor]]
     past: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     length: int = 0
-    pointer: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def store(self, block: int, kv: tuple[torch.Tensor, torch.Tensor]) -> None:
         if block == len(self.past):
@@ -199,5 +148,3 @@ class DecodeCache:
         self.past = [(k[rows], v[rows]) for k, v in self.past]
         if self.grid[0][0].shape[0] > 1:
             self.grid = [(k[rows], v[rows]) for k, v in self.grid]
-            if self.pointer is not None:
-                self.pointer = (self.pointer[0][rows], self.pointer[1][rows])

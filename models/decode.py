@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.captioner import Captioner, Memory
+from models.captioner import Captioner
 
 BEAM, ALPHA = 1, 0.5  # chosen on the Flickr8k dev split (denocap caption eval --tune): after
 # self-critical training greedy decoding scored best on every metric; ALPHA is for a larger --beam
@@ -20,18 +20,18 @@ class Ask:
     start: tuple[int, ...] = ()
 
 
-def beam_search(model: Captioner, memory: Memory, bos: int, eos: int, beam: int = BEAM,
+def beam_search(model: Captioner, memory: torch.Tensor, bos: int, eos: int, beam: int = BEAM,
                 max_len: int | None = None, alpha: float = ALPHA, forbid: tuple[int, ...] = (),
                 must: tuple[int, ...] = (), start: tuple[int, ...] = ()) -> list[int]:
-    """memory: of one image. Returns the best token ids (without <bos>/<eos>); see beam_searches."""
-    assert len(memory) == 1, "one image: beam_searches takes several"
+    """memory: (1, grid, d) for one image. Returns the best token ids (without <bos>/<eos>); see beam_searches."""
+    assert memory.shape[0] == 1, "one image: beam_searches takes several"
     return beam_searches(model, memory, bos, eos, [Ask(beam, forbid, must, start)], max_len, alpha)[0]
 
 
 @torch.inference_mode()
-def beam_searches(model: Captioner, memory: Memory, bos: int, eos: int, asks: list[Ask],
+def beam_searches(model: Captioner, memory: torch.Tensor, bos: int, eos: int, asks: list[Ask],
                   max_len: int | None = None, alpha: float = ALPHA) -> list[list[int]]:
-    """memory: of N images, one Ask per image. Returns each image's best token ids (without
+    """memory: (N, grid, d), one row and one Ask per image. Returns each image's best token ids (without
     <bos>/<eos>). The images' hypotheses go through the decoder together, one step for all (a worker's two
     captions took 0.105 s an item this way, 0.140 one after the other: docs/results/profile_item.md); each image's
     search is its own.
@@ -47,9 +47,9 @@ def beam_searches(model: Captioner, memory: Memory, bos: int, eos: int, asks: li
     time for +0.003 dev CIDEr-D.)
     With `start`, the caption begins with those tokens.
     """
-    assert len(memory) == len(asks), "one Ask per image"
+    assert memory.shape[0] == len(asks), "one Ask per image"
     max_len = min(max_len or model.config.max_len, model.config.max_len)
-    device, vocab = memory.rows.device, model.config.vocab_size
+    device, vocab = memory.device, model.config.vocab_size
     owners = list(range(len(asks)))  # the image of each hypothesis; an image's hypotheses are consecutive rows
     tokens = torch.full((len(asks), 1), bos, dtype=torch.long, device=device)
     scores = torch.zeros(len(asks), device=device)

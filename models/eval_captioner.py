@@ -111,9 +111,9 @@ def tune(prepared: Path, weights_dir: Path, beams: list[int], alphas: list[float
          threads: int = 1) -> list[dict[str, float]]:
     """Decoding settings scored on the dev split (cached features), never on test."""
     torch.set_num_threads(threads)
+    data = CaptionData(prepared, max_len=22)
     model = load_captioner("attention", weights_dir, "cpu")
     assert isinstance(model, CaptionModel)
-    data = CaptionData(prepared, max_len=22, labels=model.decoder.config.labels)
     names = data.splits["dev"]
     rows = []
     for beam in beams:

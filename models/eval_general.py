@@ -66,7 +66,7 @@ def on_flickr8k(models: dict[str, CaptionModel], root: Path, limit: int | None) 
         for n in names:
             features = encoder(load_rgb(root / "images" / n)[None])
             for name, model in models.items():
-                captions[name][n] = model.captions(*model.read(features))[0]
+                captions[name][n] = model.captions(model.decoder.memory(features), model.guides(features))[0]
     return {name: {**score(captions[name], refs), "images": len(names)} for name in models}
 
 

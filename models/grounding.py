@@ -70,13 +70,6 @@ class WordTable:
         p, i = word_probs.max(dim=1)
         return [(self.words[j], float(q)) for j, q in zip(i.tolist(), p.tolist(), strict=True)]
 
-    def labels(self, word_probs: torch.Tensor, vocab: Vocabulary, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The k likeliest words of each image as decoder tokens (the word where the decoder knows it, else its
-        kind) and their probabilities: (N, k) each."""
-        said = torch.tensor([vocab.index.get(w, vocab.index.get(self.kind[w], vocab.unk)) for w in self.words])
-        p, i = word_probs.topk(k, dim=1)
-        return said.to(i.device)[i], p
-
     def top_kind(self, word_probs: torch.Tensor) -> list[tuple[str, float]]:
         """The likeliest kind that can be a photo's subject (not clothing, a small object or a person), summed over
         its words: "animal" for a photo split between weasel, mink and otter."""

@@ -24,9 +24,6 @@ OBJECTS = {"cat": ("cat", "cats", "kitten", "kittens"), "horse": ("horse", "hors
            "bicycle": ("bicycle", "bicycles", "bike", "bikes"), "car": ("car", "cars"),
            "boat": ("boat", "boats", "canoe", "canoes", "kayak", "kayaks", "sailboat", "sailboats"),
            "bird": ("bird", "birds")}
-HELD_WORDS = frozenset(w for forms in OBJECTS.values() for w in forms)
-LABELS, SUBSTITUTE = 5, 0.5  # the shipped decoder's recipe (models/weights/captioner.md); substitution never says
-# a held-out word, so no training caption does
 
 
 def named(words: set[str]) -> set[str]:
@@ -54,8 +51,7 @@ def protocol(prepared: Path, weights_dir: Path, run_dir: Path, hours: float = 1.
     data = CaptionData(prepared, max_len=22)
     held = frozenset(n for n in data.splits["train"] if named({w for r in data.refs[n] for w in r}))
     log.info("%d of %d training photos name a held-out object", len(held), len(data.splits["train"]))
-    train(prepared, run_dir, run_dir / "captioner.pt", hours, epochs, threads=threads, exclude=held, labels=LABELS,
-          copy=True, substitute=SUBSTITUTE, unsaid=HELD_WORDS)
+    train(prepared, run_dir, run_dir / "captioner.pt", hours, epochs, threads=threads, exclude=held)
     shipped = Grounding.load(weights_dir / "grounding.json")
     plain = load_captioner("attention", run_dir, "cpu", grounded=False)
     assert isinstance(plain, CaptionModel)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from models import checkpoint
-from models.captioner import Captioner, CaptionerConfig, Memory
+from models.captioner import Captioner, CaptionerConfig
 from models.decode import BEAM, Ask, beam_searches
 from models.encoder import Encoder
 from models.ffdnet import FFDNet, FFDNetConfig
@@ -172,29 +172,19 @@ class CaptionModel:
         """images: (H, W, C) float32 in [0, 1], C = 1 or 3; encoded in one batch, decoded together."""
         device = next(self.decoder.parameters()).device
         features = self.encoder(torch.stack([_rgb_224(im, device) for im in images]))
-        return self.captions(*self.read(features))
+        return self.captions(self.decoder.memory(features), self.guides(features))
 
-    def read(self, features: torch.Tensor) -> tuple[Memory, list[Guide]]:
-        """features: (N, 49, 1280) from the encoder -> the decoder's memory (with the classifier's likeliest words
-        when the decoder was trained with them) and what each caption must and must not say."""
-        probs = None if self.table is None else self.table.probabilities(self.encoder.classify(features))
-        return self.memory(features, probs), self.guides(features, probs)
-
-    def memory(self, features: torch.Tensor, probs: torch.Tensor | None) -> Memory:
-        if not self.decoder.config.labels:
-            return self.decoder.memory(features)
-        assert probs is not None, "load_captioner reads the word table for a decoder with labels"
-        return self.decoder.memory(features, self.table.labels(probs, self.vocab, self.decoder.config.labels))
-
-    def guides(self, features: torch.Tensor, probs: torch.Tensor | None) -> list[Guide]:
-        if self.grounding is None or self.table is None or probs is None:
+    def guides(self, features: torch.Tensor) -> list[Guide]:
+        """features: (N, 49, 1280) from the encoder -> what each caption must and must not say."""
+        if self.grounding is None or self.table is None:
             return [Guide()] * len(features)
+        probs = self.table.probabilities(self.encoder.classify(features))
         rows = zip(self.table.top(probs), self.table.top_kind(probs), self.grounding.evidence(probs, self.table),
                    self.grounding.people(features), strict=True)
         return [guide(word, kind, e, self.grounding, self.table, self.vocab, person) for word, kind, e, person in rows]
 
-    def captions(self, memory: Memory, guides: list[Guide]) -> list[str]:
-        """memory: of N images, and a guide per image; the images are decoded together."""
+    def captions(self, memory: torch.Tensor, guides: list[Guide]) -> list[str]:
+        """memory: (N, grid, d), a row and a guide per image; the images are decoded together."""
         v = self.vocab
         asks = [Ask(max(self.beam, 3) if g.start else self.beam,  # a forced subject reads better with a beam
                     (v.pad, v.bos, v.unk, *g.forbid), g.must, g.start) for g in guides]
@@ -232,7 +222,6 @@ def load_captioner(name: str, weights_dir: Path, device: str = "auto", beam: int
     version = version_of(path) + suffix
     ground = weights_dir / "grounding.json"
     if not (grounded and ground.is_file()):
-        return CaptionModel(name, version, encoder, decoder, vocab, beam,
-                            table=read_table() if decoder.config.labels else None)
+        return CaptionModel(name, version, encoder, decoder, vocab, beam)
     return CaptionModel(name, f"{version}+{version_of(ground)}", encoder, decoder, vocab, beam,
                         Grounding.load(ground), read_table())

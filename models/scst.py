@@ -17,7 +17,7 @@ import torch
 from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_refs, cook_test
 
 from models import checkpoint, training
-from models.captioner import Captioner, CaptionerConfig, Memory
+from models.captioner import Captioner, CaptionerConfig
 from models.train_captioner import CaptionData, caption_names, export_weights, score
 from models.vocab import EOS, Vocabulary
 
@@ -51,13 +51,13 @@ class CorpusCider(CiderScorer):
 
 
 @torch.no_grad()
-def sample(model: Captioner, memory: Memory, vocab: Vocabulary, top_k: int = TOP_K) -> torch.Tensor:
+def sample(model: Captioner, memory: torch.Tensor, vocab: Vocabulary, top_k: int = TOP_K) -> torch.Tensor:
     """One caption sampled per memory row from the `top_k` likeliest words at each step: (N, T) ids starting with
     <bos>, <pad> after <eos>. Sampling the whole vocabulary draws a rare word into most captions (the decoder was
     trained with label smoothing), and pushing those down made the first runs' greedy captions degenerate."""
     cache = model.start(memory)
-    tokens = torch.full((len(memory), 1), vocab.bos, dtype=torch.long, device=memory.rows.device)
-    done = torch.zeros(len(memory), dtype=torch.bool, device=memory.rows.device)
+    tokens = torch.full((len(memory), 1), vocab.bos, dtype=torch.long, device=memory.device)
+    done = torch.zeros(len(memory), dtype=torch.bool, device=memory.device)
     for t in range(1, model.config.max_len):
         logp = model.step(cache, tokens[:, -1])
         logp[:, [vocab.pad, vocab.bos, vocab.unk]] = float("-inf")
@@ -75,10 +75,10 @@ def sample(model: Captioner, memory: Memory, vocab: Vocabulary, top_k: int = TOP
     return tokens
 
 
-def policy_loss(model: Captioner, memory: Memory, tokens: torch.Tensor, advantage: torch.Tensor,
+def policy_loss(model: Captioner, memory: torch.Tensor, tokens: torch.Tensor, advantage: torch.Tensor,
                 pad: int) -> torch.Tensor:
     """REINFORCE: -(reward - baseline) * log p(caption), the caption's <eos> included."""
-    logp = model(memory, tokens[:, :-1])
+    logp = torch.log_softmax(model(memory, tokens[:, :-1]), dim=-1)
     target = tokens[:, 1:]
     token_logp = logp.gather(2, target[..., None])[..., 0] * (target != pad)
     return -(advantage * token_logp.sum(1)).mean()
@@ -97,7 +97,7 @@ def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: flo
     state = training.saved(last)
     shipped = checkpoint.load(init)
     config = CaptionerConfig(**(state or shipped)["config"])
-    data = CaptionData(prepared, config.max_len, config.labels)
+    data = CaptionData(prepared, config.max_len)
     assert data.vocab.words == shipped["vocab"], f"{init} was trained with another vocabulary"
     model = Captioner(config).to(device).eval()
     model.load_state_dict({k: v.float() for k, v in shipped["state"].items()})
@@ -116,8 +116,8 @@ def finetune(prepared: Path, init: Path, run_dir: Path, export: Path, hours: flo
         t0, rewards = time.monotonic(), []
         for _ in range(round_steps):
             names = [train_names[j] for j in rng.choice(len(train_names), batch, replace=False)]
-            memory = data.memory(model, names)[torch.arange(len(names)).repeat_interleave(samples)]
-            tokens = sample(model, memory, data.vocab)
+            memory = model.memory(data.features_of(names).to(device)).repeat_interleave(samples, dim=0)
+            tokens = sample(model, memory.detach(), data.vocab)
             captions = [data.vocab.decode(row.tolist()) for row in tokens]
             refs = [[" ".join(r) for r in data.refs[n]] for n in names for _ in range(samples)]
             reward = torch.from_numpy(cider.rewards(captions, refs)).float().view(-1, samples)

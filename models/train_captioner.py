@@ -17,10 +17,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from models import checkpoint, training
-from models.captioner import Captioner, CaptionerConfig, Memory
+from models.captioner import Captioner, CaptionerConfig
 from models.decode import ALPHA, beam_search
 from models.encoder import FEATURE_DIM, GRID, INPUT, Encoder
-from models.grounding import read_table
 from models.vocab import Vocabulary, tokenize
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ def stale(prepared: Path) -> str:
 class CaptionData:
     """Cached features and encoded captions of one prepared folder."""
 
-    def __init__(self, prepared: Path, max_len: int, labels: int = 0) -> None:
+    def __init__(self, prepared: Path, max_len: int) -> None:
         meta = json.loads((prepared / "captions.json").read_text())
         if meta.get("encoder") != INPUT:
             raise ValueError(stale(prepared))
@@ -97,23 +96,9 @@ class CaptionData:
         self.row = {n: i for i, n in enumerate(names)}
         self.features = np.load(prepared / "features.npy", mmap_mode="r")
         self.max_len = max_len
-        self.labels = image_labels(self.features, self.vocab, labels) if labels else None
 
     def features_of(self, names: list[str]) -> torch.Tensor:
         return torch.from_numpy(np.stack([self.features[self.row[n]] for n in names]).astype(np.float32))
-
-    def labels_of(self, names: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        rows = [self.row[n] for n in names]
-        return None if self.labels is None else (self.labels[0][rows], self.labels[1][rows])
-
-    def memory(self, model: Captioner, names: list[str],
-               labels: tuple[torch.Tensor, torch.Tensor] | None = None) -> Memory:
-        """The decoder's memory of these images, with their labels (`labels`, else their own) when the data has
-        them."""
-        device = next(model.parameters()).device
-        labels = labels or self.labels_of(names)
-        return model.memory(self.features_of(names).to(device),
-                            None if labels is None else (labels[0].to(device), labels[1].to(device)))
 
     def tokens_of(self, captions: list[list[str]]) -> torch.Tensor:
         ids = torch.zeros(len(captions), self.max_len, dtype=torch.long)
@@ -123,43 +108,12 @@ class CaptionData:
         return ids
 
 
-def image_labels(features: np.ndarray, vocab: Vocabulary, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each cached image's k likeliest caption words from the encoder's classifier (models.grounding), as the
-    decoder's tokens, and their probabilities."""
-    encoder, table = Encoder(), read_table()
-    with torch.inference_mode():
-        probs = [table.probabilities(encoder.classify(torch.from_numpy(features[i:i + 256].astype(np.float32))))
-                 for i in range(0, len(features), 256)]
-    return table.labels(torch.cat(probs), vocab, k)
-
-
-def substituted(tokens: torch.Tensor, labels: tuple[torch.Tensor, torch.Tensor], pool: list[int],
-                rng: np.random.Generator, share: float) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """Word substitution: in `share` of the captions that say one of their image's label words (a word of `pool`),
-    that word becomes another word of `pool`, in the caption and in the labels alike. Flickr8k's captions follow
-    few label words (dog, shirt, ball); this teaches the decoder to say the label it is given, whatever it is."""
-    tokens, ids = tokens.clone(), labels[0].clone()
-    usable = set(pool)
-    for row in range(len(tokens)):
-        said = [t for t in ids[row].tolist() if t in usable and t in tokens[row]]
-        if said and rng.random() < share:
-            word = pool[rng.integers(len(pool))]
-            tokens[row][tokens[row] == said[0]] = word
-            ids[row][ids[row] == said[0]] = word
-    return tokens, (ids, labels[1])
-
-
-def substitutes(vocab: Vocabulary, words: tuple[str, ...], unsaid: frozenset[str]) -> list[int]:
-    """The tokens a substitution may put in: the table's words that the decoder knows, but those of `unsaid`."""
-    return sorted({vocab.index[w] for w in words if w in vocab.index and w not in unsaid})
-
-
 def caption_names(model: Captioner, data: CaptionData, names: list[str], beam: int,
                   alpha: float = ALPHA) -> dict[str, str]:
     model.eval()
     out = {}
     for n in names:
-        memory = data.memory(model, [n])
+        memory = model.memory(data.features_of([n]).to(next(model.parameters()).device))
         v = data.vocab
         out[n] = v.decode(beam_search(model, memory, v.bos, v.eos, beam=beam, alpha=alpha,
                                       forbid=(v.pad, v.bos, v.unk)))
@@ -182,20 +136,16 @@ def score(captions: dict[str, str], refs: dict[str, list[list[str]]]) -> dict[st
 
 def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epochs: int = 40, batch: int = 64,
           lr: float = 4e-4, threads: int = 1, val_images: int = 250, config: CaptionerConfig | None = None,
-          seed: int = 0, exclude: frozenset[str] = frozenset(), labels: int = 0, copy: bool = False,
-          substitute: float = 0.0, unsaid: frozenset[str] = frozenset()) -> float:
+          seed: int = 0, exclude: frozenset[str] = frozenset()) -> float:
     """One epoch = every training image once with one of its captions at random (but those in `exclude`). Keeps
-    the best dev CIDEr. With `labels`, the decoder also attends to that many of the classifier's words (with
-    `copy`, a pointer may copy them), and `substitute` of the captions that say one of them have it replaced
-    (substituted(); never by a word of `unsaid`)."""
+    the best dev CIDEr."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = CaptionData(prepared, (config or CaptionerConfig(vocab_size=1)).max_len)
     last = run_dir / "last.pt"
     state = training.saved(last)
-    vocab = Vocabulary.load(prepared / "vocab.json")
-    config = CaptionerConfig(**state["config"]) if state else (config or CaptionerConfig(len(vocab), labels=labels, copy=copy))
-    data = CaptionData(prepared, config.max_len, config.labels)
+    config = CaptionerConfig(**state["config"]) if state else (config or CaptionerConfig(vocab_size=len(data.vocab)))
     model = Captioner(config).to(device)
     run = training.Run(last, "epoch", model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01))
     if run.resume(state):
@@ -203,20 +153,15 @@ def train(prepared: Path, run_dir: Path, export: Path, hours: float = 1.0, epoch
     train_names = [n for n in data.splits["train"] if n not in exclude]
     dev_names = data.splits["dev"][:val_images]
     steps_per_epoch = math.ceil(len(train_names) / batch)
-    pool = substitutes(data.vocab, read_table().words, unsaid)
     rng = np.random.default_rng(seed + run.done)
     for epoch in run.rounds(epochs, hours):
         order = rng.permutation(len(train_names))
         t0, total = time.monotonic(), 0.0
         for i in range(steps_per_epoch):
             names = [train_names[j] for j in order[i * batch:(i + 1) * batch]]
-            tokens = data.tokens_of([data.refs[n][rng.integers(len(data.refs[n]))] for n in names])
-            given = data.labels_of(names)
-            if given is not None and substitute:
-                tokens, given = substituted(tokens, given, pool, rng, substitute)
-            tokens = tokens.to(device)
-            logp = model(data.memory(model, names, given), tokens[:, :-1])
-            loss = F.cross_entropy(logp.transpose(1, 2), tokens[:, 1:], ignore_index=data.vocab.pad,
+            tokens = data.tokens_of([data.refs[n][rng.integers(len(data.refs[n]))] for n in names]).to(device)
+            logits = model(model.memory(data.features_of(names).to(device)), tokens[:, :-1])
+            loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], ignore_index=data.vocab.pad,
                                    label_smoothing=0.1)
             step = epoch * steps_per_epoch + i
             warmup = min(1.0, (step + 1) / 300)

@@ -140,7 +140,7 @@ def caption_dev(model: CaptionModel, data: CaptionData, names: list[str]) -> dic
     with torch.inference_mode():
         for n in names:
             features = data.features_of([n])
-            out[n] = model.captions(*model.read(features))[0]
+            out[n] = model.captions(model.decoder.memory(features), model.guides(features))[0]
     return out
 
 

@@ -17,18 +17,17 @@ def tiny_denoiser(channels: int, seed: int = 0) -> FFDNet:
     return FFDNet(FFDNetConfig(channels=channels, features=8, blocks=1)).eval()
 
 
-def tiny_captioner(seed: int = 0, labels: int = 0, copy: bool = False) -> tuple[Captioner, Vocabulary]:
+def tiny_captioner(seed: int = 0) -> tuple[Captioner, Vocabulary]:
     torch.manual_seed(seed)
     vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", *WORDS])
-    config = CaptionerConfig(vocab_size=len(vocab), d_model=16, heads=2, layers=1, max_len=8, dropout=0.0,
-                             labels=labels, copy=copy)
+    config = CaptionerConfig(vocab_size=len(vocab), d_model=16, heads=2, layers=1, max_len=8, dropout=0.0)
     return Captioner(config).eval(), vocab
 
 
-def write_weights(folder: Path, labels: int = 0, copy: bool = False) -> Path:
+def write_weights(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     export_denoiser(tiny_denoiser(3), folder / "ffdnet_color.pt", step=0, val_psnr=0.0)
     export_denoiser(tiny_denoiser(1), folder / "ffdnet_gray.pt", step=0, val_psnr=0.0)
-    model, vocab = tiny_captioner(labels=labels, copy=copy)
+    model, vocab = tiny_captioner()
     export_captioner(model, vocab, folder / "captioner.pt", epoch=0, scores={})
     return folder

@@ -187,33 +187,3 @@ def test_precision_auto_runs_the_encoder_in_bfloat16_on_a_cpu_that_has_it_and_sa
     assert (a != e).any() == reduced and torch.allclose(a, e, atol=0.1 * float(e.abs().max()))
     with pytest.raises(ModelError, match="precision must be one of auto, float32"):
         load_captioner("attention", folder, "cpu", precision="float16")
-
-
-def test_labels_are_the_likeliest_words_as_the_decoder_knows_them() -> None:
-    table = WordTable(("cat", "lighthouse", "zebu"), torch.zeros(1000, dtype=torch.long),
-                      {"cat": "animal", "lighthouse": "structure", "zebu": "ox"})
-    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "cat", "structure"])
-    ids, probs = table.labels(torch.tensor([[0.2, 0.7, 0.1], [0.0, 0.1, 0.9]]), vocab, 2)
-    assert ids.tolist() == [[vocab.index["structure"], vocab.index["cat"]], [vocab.unk, vocab.index["structure"]]]
-    assert probs.flatten().tolist() == pytest.approx([0.7, 0.2, 0.9, 0.1])
-
-
-def test_a_captioner_trained_with_labels_is_given_them(tmp_path) -> None:
-    folder = write_weights(tmp_path / "w", labels=3, copy=True)
-    image = np.random.default_rng(0).random((40, 60, 3), dtype=np.float32)
-    plain = load_captioner("attention", folder, "cpu")  # no grounding.json: the table is read for the labels
-    assert isinstance(plain, CaptionModel) and plain.grounding is None and plain.table is not None
-    features = plain.encoder(torch.from_numpy(image).permute(2, 0, 1)[None])
-    with torch.inference_mode():
-        memory, _ = plain.read(features)
-        ids, _ = plain.table.labels(plain.table.probabilities(plain.encoder.classify(features)), plain.vocab, 3)
-    assert memory.rows.shape == (1, 49 + 3, 16) and memory.ids is not None and torch.equal(memory.ids, ids)
-    assert set(plain([image])[0].split()) <= set(WORDS)
-    Grounding(0.0, {"cat": ("dog",)}).save(folder / "grounding.json")
-    model = load_captioner("attention", folder, "cpu", beam=2)
-    assert isinstance(model, CaptionModel)
-    of_class = torch.zeros(1000, dtype=torch.long)
-    of_class[1], of_class[2] = 1, 2  # all classes but two: cat
-    model.table = WordTable(("cat", "dog", "grass"), of_class, {"cat": "animal", "dog": "dog", "grass": "plant"})
-    words = model([image])[0].split()
-    assert "cat" in words and "dog" not in words

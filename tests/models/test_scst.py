@@ -40,8 +40,7 @@ def test_sampled_captions_are_well_formed() -> None:
 
 def test_positive_advantage_raises_the_probability_of_the_caption() -> None:
     model, vocab = tiny_captioner()
-    with torch.no_grad():
-        memory = model.memory(torch.randn(2, 49, 1280))
+    memory = model.memory(torch.randn(2, 49, 1280)).detach()
     tokens = sample(model, memory, vocab)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     before = -policy_loss(model, memory, tokens, torch.ones(2), vocab.pad).item()
@@ -54,7 +53,7 @@ def test_positive_advantage_raises_the_probability_of_the_caption() -> None:
 
 def test_top_1_sampling_is_greedy_and_top_k_stays_in_the_top_k() -> None:
     model, vocab = tiny_captioner()
-    memory = model.memory(torch.randn(1, 49, 1280))[[0] * 16]
+    memory = model.memory(torch.randn(1, 49, 1280)).detach().expand(16, -1, -1)
     torch.manual_seed(1)
     greedy = sample(model, memory, vocab, top_k=1)
     assert (greedy == greedy[0]).all()  # the same image gives the same caption 16 times
