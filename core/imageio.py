@@ -59,6 +59,8 @@ class Picture:
     notes: tuple[str, ...] = ()  # what the user is told of how it was read or made (only a file's first page)
     dpi: tuple[float, float] | None = None  # the source's resolution (a 600 dpi scan prints at its size), x and y
     xmp: bytes | None = None  # the source's XMP (a photo library's keywords, rating, title), orientation 1
+    gamma: float | None = None  # a PNG's gAMA: the encoding gamma that a viewer undoes where there is no profile
+    chromaticity: tuple[float, ...] | None = None  # a PNG's cHRM: white point and primaries, x and y of each
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -83,7 +85,7 @@ def decode(data: bytes, limits: Limits, page: int | None = None) -> Picture:
         picture, orientation = _pixels(img, data, icc, page)
         exif = img.info.get("exif") or (_tiff_exif(img) if img.format == "TIFF" else None)
         picture = replace(picture, icc=icc, exif=_upright_exif(exif), dpi=dpi,
-                          xmp=_upright_xmp(img.info.get("xmp"), turned))
+                          xmp=_upright_xmp(img.info.get("xmp"), turned), **_png_colour(img.info))
         notes = _first_only(img) if whole or img.format != "TIFF" else ()  # last: it moves to other frames; an
         # animation asked for its first frame still says it has more
         return _upright(replace(picture, notes=notes), orientation)
@@ -145,6 +147,16 @@ def _dpi(img: Image.Image, turned: bool) -> tuple[float, float] | None:
     if not (1 < x <= DPI_MOST and 1 < y <= DPI_MOST):
         return None
     return (y, x) if turned else (x, y)
+
+
+def _png_colour(info: dict) -> dict:
+    """A PNG's gAMA and cHRM as Pillow reads them, where sane: an old scanner's PNG says its colour space by them
+    alone, and its denoised PNG without them looks darker or lighter than the upload."""
+    gamma, chromaticity = info.get("gamma"), info.get("chromaticity")
+    sane_gamma = isinstance(gamma, float) and 0 < gamma < 20
+    sane_chromaticity = (isinstance(chromaticity, tuple) and len(chromaticity) == 8
+                         and all(isinstance(v, float) and 0 <= v <= 1 for v in chromaticity))
+    return {"gamma": gamma if sane_gamma else None, "chromaticity": chromaticity if sane_chromaticity else None}
 
 
 def _profile(icc: bytes | None) -> bytes | None:
@@ -573,6 +585,10 @@ def encode_png(picture: Picture) -> bytes:
     space, chunks = b"GRAY" if arr.shape[2] == 1 else b"RGB ", []
     if picture.icc is not None and picture.icc[16:20] == space:  # a CMYK profile does not describe the RGB made of it
         chunks.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(picture.icc)))  # name, method 0 (zlib)
+    if picture.gamma is not None:  # in 1/100000s, as are the cHRM's values
+        chunks.append(_chunk(b"gAMA", struct.pack(">I", round(picture.gamma * 100_000))))
+    if picture.chromaticity is not None:
+        chunks.append(_chunk(b"cHRM", struct.pack(">8I", *(round(v * 100_000) for v in picture.chromaticity))))
     if picture.exif is not None:
         chunks.append(_chunk(b"eXIf", picture.exif))
     if picture.xmp is not None:  # iTXt, keyword, uncompressed, no language nor translated keyword (the XMP spec's)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from core.imageio import ImageError, Limits, decode, encode_png, full_pages, full_pages_file
 from tests.conftest import many_frames, png, smooth_image
@@ -551,6 +551,32 @@ def test_a_scans_resolution_is_kept_in_its_png_turned_with_it() -> None:
     assert decode(tiff.getvalue(), LIMITS).pixels.shape[:2] == (10, 6)
     assert png_dpi(deep_png) == pytest.approx((1200, 1200), abs=0.03) and decode(deep_png, LIMITS).bit_depth == 16
     assert png_dpi(odd.getvalue()) is None and png_dpi(png(smooth_image())) is None
+
+
+def png_with_chunks(pixels: np.ndarray, chunks: dict[bytes, bytes]) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    for kind, body in chunks.items():
+        info.add(kind, body)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_a_pngs_gamma_and_chromaticity_are_kept_in_its_png(depth: int) -> None:
+    """An old scanner's PNG may say its colour space by gAMA and cHRM alone; without them a viewer shows the
+    denoised PNG darker or lighter than the upload."""
+    white_and_primaries = (31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+    chunks = {b"gAMA": struct.pack(">I", 55556), b"cHRM": struct.pack(">8I", *white_and_primaries)}
+    picture = replace(decode(png_with_chunks(smooth_image(6, 10), chunks), LIMITS), bit_depth=depth)
+    out = Image.open(io.BytesIO(encode_png(picture)))
+    assert out.info["gamma"] == 0.55556
+    assert out.info["chromaticity"] == pytest.approx(tuple(v / 100_000 for v in white_and_primaries))
+    assert decode(encode_png(picture), LIMITS).gamma == 0.55556
+    broken = decode(png_with_chunks(smooth_image(6, 10), {b"gAMA": struct.pack(">I", 0),
+                                                          b"cHRM": struct.pack(">8I", *[200_000] * 8)}), LIMITS)
+    assert broken.gamma is None and broken.chromaticity is None  # dropped, not copied
+    assert "gamma" not in Image.open(io.BytesIO(encode_png(decode(png(smooth_image()), LIMITS)))).info
 
 
 XMP = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
