@@ -149,7 +149,7 @@ def _dpi(img: Image.Image, turned: bool) -> tuple[float, float] | None:
     return (y, x) if turned else (x, y)
 
 
-def _png_colour(info: dict) -> dict:
+def _png_colour(info: dict) -> dict[str, float | tuple[float, ...] | None]:
     """A PNG's gAMA and cHRM as Pillow reads them, where sane: an old scanner's PNG says its colour space by them
     alone, and its denoised PNG without them looks darker or lighter than the upload."""
     gamma, chromaticity = info.get("gamma"), info.get("chromaticity")

@@ -2,6 +2,7 @@
 own labels, with the labels of another image (a fixed shuffle), and with every label at probability 1e-4.
 
 python docs/results/caption_labels_s20.py PREPARED WEIGHTS.pt [IMAGES]
+at 72db5cd: the label code it needs was reverted after the measurement.
 """
 import sys
 from pathlib import Path
