@@ -19,7 +19,7 @@ from core import queries
 from core.config import Settings, get_settings
 from core.db import sessions_for
 from core.imageio import decode, encode_png, thumbnail_jpeg
-from core.storage import Storage, input_key, results_prefix
+from core.storage import THUMB_SIZE, Storage, input_key, results_prefix, thumbnail_key
 from core.submit import limits_of
 from core.tables import Batch, Item, Result
 
@@ -80,14 +80,13 @@ def _png(storage: Storage, item: Item, which: str) -> bytes:
     return data
 
 
-def thumbnail(storage: Storage, item: Item, which: str, size: int = 320) -> Response:
+def thumbnail(storage: Storage, item: Item, which: str) -> Response:
     """Made on first request, then served from storage: a page of thousands of items stays fast."""
-    result = own_result(item)
-    key = f"thumbs/{results_prefix(item.id, result.denoiser_version).removeprefix('results/')}/{which}-{size}.jpg"
+    key = thumbnail_key(item.id, own_result(item).denoiser_version, which)
     if (data := storage.find(key)) is None:
         png = _png(storage, item, which)
         with conversion_slot():
-            data = thumbnail_jpeg(png, size)
+            data = thumbnail_jpeg(png, THUMB_SIZE)
         storage.put(key, data)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 

@@ -19,6 +19,7 @@ class Storage(Protocol):
     def put_file(self, key: str, file: BinaryIO) -> None: ...  # from the file's position to its end, streamed
     def get(self, key: str) -> bytes: ...
     def find(self, key: str) -> bytes | None: ...  # get, or None when there is no such object
+    def delete(self, keys: list[str]) -> None: ...  # those there; a key that is not is no error
 
 
 def check_key(key: str) -> str:
@@ -38,6 +39,25 @@ def reference_key(item_id: str) -> str:
 def results_prefix(item_id: str, denoiser_version: str) -> str:
     """Where an item's result images live: a rerun with the same model overwrites the same keys."""
     return f"results/{item_id}/{denoiser_version.replace('@', '-').replace('+', '-')}"
+
+
+THUMB_SIZE = 320  # pixels, the longer side of the gallery's thumbnails
+
+
+def thumbnail_key(item_id: str, denoiser_version: str, which: str) -> str:
+    """A thumbnail, made when first asked for."""
+    return f"thumbs/{results_prefix(item_id, denoiser_version).removeprefix('results/')}/{which}-{THUMB_SIZE}.jpg"
+
+
+def item_keys(item_id: str, denoiser_version: str | None) -> list[str]:
+    """Every key an item may have: its upload and reference, and with a result of that model, its images (the
+    noisy one too when the API made it from the upload) and their thumbnails."""
+    keys = [input_key(item_id), reference_key(item_id)]
+    if denoiser_version is not None:
+        prefix = results_prefix(item_id, denoiser_version)
+        keys += [f"{prefix}/denoised.png", f"{prefix}/noisy.png",
+                 *(thumbnail_key(item_id, denoiser_version, which) for which in ("noisy", "denoised"))]
+    return keys
 
 
 class LocalStorage:
@@ -68,6 +88,19 @@ class LocalStorage:
             return self.get(key)
         except FileNotFoundError:
             return None
+
+    def delete(self, keys: list[str]) -> None:
+        """Also the folders the files leave empty, up to the root."""
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            for folder in path.parents:
+                if folder == self.root:
+                    break
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty, or gone
+                    break
 
 
 class S3Storage:
@@ -106,6 +139,18 @@ class S3Storage:
             if _missing(e):
                 return None
             raise
+
+    def delete(self, keys: list[str]) -> None:
+        """OSError when the server cannot be reached or keeps an object."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            chunk = [{"Key": check_key(k)} for k in keys[start:start + 1000]]
+            try:
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            except (BotoCoreError, ClientError) as e:
+                raise OSError(f"object storage: {e}") from e
+            if errors := answer.get("Errors"):
+                raise OSError(f"object storage kept {len(errors)} objects, {errors[0]['Key']}: {errors[0]['Message']}")
 
 
 def _missing(error: Exception) -> bool:

@@ -82,3 +82,33 @@ def test_put_file_streams_a_file_from_its_position(storage: Storage, tmp_path: P
         f.seek(4)
         storage.put_file("items/big/input", f)
     assert storage.get("items/big/input") == data
+
+
+def test_delete_removes_the_keys_given_and_nothing_else(storage: Storage, tmp_path: Path) -> None:
+    kept = ["items/b/input", "results/a/v1/other.png"]
+    for key in ["items/a/input", "items/a/reference", "results/a/v1/denoised.png", *kept]:
+        storage.put(key, key.encode())
+    storage.delete(["items/a/input", "items/a/reference", "results/a/v1/denoised.png", "thumbs/a/never-made.jpg"])
+    assert storage.find("items/a/input") is None and storage.find("results/a/v1/denoised.png") is None
+    assert [storage.get(k) for k in kept] == [k.encode() for k in kept]
+    storage.delete([])
+    if isinstance(storage, LocalStorage):  # the folders left empty go too; the root stays
+        assert sorted(p.relative_to(storage.root).as_posix() for p in storage.root.rglob("*")) == [
+            "items", "items/b", "items/b/input", "results", "results/a", "results/a/v1", "results/a/v1/other.png"]
+        storage.delete(kept)
+        assert storage.root.is_dir() and not any(storage.root.iterdir())
+
+
+def test_delete_takes_more_keys_than_one_s3_request_holds(storage: Storage) -> None:
+    keys = [f"items/n{i}/input" for i in range(1003)]
+    for key in keys[:3] + keys[-3:]:
+        storage.put(key, b"x")
+    storage.delete(keys)
+    assert all(storage.find(k) is None for k in keys[:3] + keys[-3:])
+
+
+def test_a_storage_that_fails_to_delete_says_so_as_an_oserror(s3: ThrowawayS3) -> None:
+    storage = S3Storage(s3.endpoint, "gone-bucket", s3.ACCESS, s3.SECRET, "us-east-1")
+    storage.client.delete_bucket(Bucket="gone-bucket")
+    with pytest.raises(OSError, match="object storage"):
+        storage.delete(["items/a/input"])
