@@ -908,6 +908,31 @@ def status_cmd(batch_id: str, url: Url = None, key: Key = None) -> None:
         print_notes(api.items(batch_id, noted=True))
 
 
+@app.command("delete")
+def delete_cmd(batch_ids: Annotated[list[str], typer.Argument(help="one or more batch ids")],
+               yes: Annotated[bool, typer.Option("--yes", help="do not ask first")] = False,
+               url: Url = None, key: Key = None) -> None:
+    """Deletes batches for good: their items, results and every stored file (uploads, references, result images,
+    thumbnails). Each id is checked before any is deleted; asks first unless --yes."""
+    from core.client import NotFound
+    with _client(url, key) as api:
+        try:
+            batches = [api.batch(b) for b in dict.fromkeys(batch_ids)]
+        except NotFound as e:
+            fail(str(e))
+        what = ", ".join(f"{b.id} ({b.total} item{'s' * (b.total != 1)})" for b in batches)
+        if not yes:
+            if not sys.stdin.isatty():
+                fail("add --yes to delete without being asked")
+            typer.confirm(f"delete {what} for good?", abort=True, err=True)
+        for batch in batches:
+            try:
+                api.delete_batch(batch.id)
+            except NotFound:  # deleted meanwhile, or the first try's answer was lost
+                pass
+            err.print(f"deleted batch {batch.id}")
+
+
 @app.command("results")
 def results_cmd(
     batch_id: str,

@@ -138,6 +138,9 @@ class Client:
     def batch(self, batch_id: str) -> BatchOut:
         return BatchOut.model_validate(self._send("GET", f"/batches/{batch_id}").json())
 
+    def delete_batch(self, batch_id: str) -> None:
+        self._send("DELETE", f"/batches/{batch_id}")
+
     def items(self, batch_id: str, state: str | None = None, page: int = 1000,
               noted: bool = False) -> Iterator[ItemOut]:
         """Every item of the batch in upload order (of a state; with a note), fetched a page at a time."""

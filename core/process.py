@@ -21,7 +21,7 @@ from core import pipeline
 from core.config import Settings
 from core.imageio import encode_png
 from core.options import BatchOptions
-from core.storage import Storage, input_key, reference_key, results_prefix
+from core.storage import Storage, input_key, item_keys, reference_key, results_prefix
 from core.submit import limits_of
 from core.tables import Item, ItemState, Result
 from models.registry import CaptionBackend, Denoiser, ModelError, load_captioner, load_denoiser
@@ -29,6 +29,10 @@ from models.registry import CaptionBackend, Denoiser, ModelError, load_captioner
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 HOST = socket.gethostname()
+
+
+class Gone(Exception):
+    """The item's batch was deleted while the item ran."""
 
 
 class Claim(Enum):
@@ -85,8 +89,8 @@ def claim(session: Session, item_id: str, max_deliveries: int, lease: int) -> Cl
 def fail(session: Session, item_id: str, reason: str, kind: str) -> None:
     """Fails a running item; one already settled stays as it is (a time limit that strikes just after the result's
     commit must not fail a done item)."""
-    item = session.get_one(Item, item_id, with_for_update=True)
-    if item.state != ItemState.running:
+    item = session.get(Item, item_id, with_for_update=True)
+    if item is None or item.state != ItemState.running:  # None: its batch was deleted
         return
     log.info("item failed: %s", reason, extra={"item_id": item_id, "batch_id": item.batch_id, "failure": kind})
     item.state, item.error, item.failure, item.finished_at = ItemState.failed, reason, kind, _now()
@@ -127,7 +131,12 @@ class DatabaseSink:
         self.storage.put(f"{prefix}/denoised.png", encode_png(result.denoised))
         if not result.noisy_is_upload:
             self.storage.put(noisy_key, encode_png(result.noisy))
-        batch_id = with_database(self.settings, lambda: self._store(item_id, result, prefix, noisy_key))
+        try:
+            batch_id = with_database(self.settings, lambda: self._store(item_id, result, prefix, noisy_key))
+        except Gone:  # the deletion could not know the files written above
+            self.storage.delete(item_keys(item_id, result.denoiser_version))
+            log.info("item dropped: its batch was deleted", extra={"item_id": item_id})
+            return
         if batch_id is not None:  # logged once committed: a commit that failed and was retried is not a second "done"
             log.info("item done in %.2f s", sum(result.timings.values()),
                      extra={"item_id": item_id, "batch_id": batch_id, "timings": result.timings})
@@ -135,7 +144,9 @@ class DatabaseSink:
     def _store(self, item_id: str, r: pipeline.Result, prefix: str, noisy_key: str) -> str | None:
         """The batch id once stored; None when the item was no longer running (another run settled it)."""
         with self.sessions.begin() as session:
-            item = session.get_one(Item, item_id, with_for_update=True)
+            item = session.get(Item, item_id, with_for_update=True)
+            if item is None:
+                raise Gone(item_id)
             if item.state != ItemState.running:
                 return None
             h, w = r.denoised.shape

@@ -1,6 +1,7 @@
 """The write side of the API and of `denocap run`: check a submission, store its files, make its rows. No torch."""
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -8,15 +9,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.imageio import ImageError, Limits, TooLarge, full_pages, full_pages_file, probe, probe_file
 from core.options import BatchOptions
-from core.storage import Storage, input_key, reference_key
-from core.tables import Batch, Item, ItemState, Tenant
+from core.storage import Storage, input_key, item_keys, reference_key
+from core.tables import Batch, Item, ItemState, Result, Tenant
+
+log = logging.getLogger(__name__)
 
 
 class SubmitError(ValueError):
@@ -48,6 +51,16 @@ class IdempotencyConflict(SubmitError):
 class BatchSealed(SubmitError):
     """Files were sent to a batch that is sealed (409)."""
     code = "batch_sealed"
+
+
+class BatchGone(SubmitError):
+    """The batch was deleted while the request waited for its row (404)."""
+    code = "not_found"
+
+
+class StorageFailed(SubmitError):
+    """The file storage failed while a batch was being deleted (503): nothing was deleted, asking again is safe."""
+    code = "storage_unavailable"
 
 
 @dataclass(frozen=True)
@@ -303,7 +316,8 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
     The batch row is locked: appends to one batch take turns, and none lands after the seal."""
     locked = session.scalar(select(Batch).where(Batch.id == batch.id).with_for_update()
                             .execution_options(populate_existing=True))  # the row as of the lock, not as loaded
-    assert locked is not None
+    if locked is None:
+        raise BatchGone("batch not found")
     if locked.sealed_at is not None:
         raise BatchSealed("the batch is sealed; open a new batch to add files")
     room = Room(settings, session.scalar(select(func.coalesce(func.max(Item.position) + 1, 0))
@@ -327,3 +341,20 @@ def seal(session: Session, batch: Batch) -> None:
     session.execute(update(Batch).where(Batch.id == batch.id, Batch.sealed_at.is_(None))
                     .values(sealed_at=datetime.now(UTC)))
     session.refresh(batch)
+
+
+def delete_batch(session: Session, storage: Storage, batch: Batch) -> None:
+    """Deletes the batch, its items and results, and every file stored for them (the caller commits).
+    The files go first, while this transaction holds the rows: when storage fails the rows stay, so asking again
+    finishes the job; a worker that finishes an item meanwhile waits for its row, then finds it gone and removes
+    what it wrote (process.DatabaseSink)."""
+    if session.scalar(select(Batch.id).where(Batch.id == batch.id).with_for_update()) is None:
+        raise BatchGone("batch not found")
+    rows = session.execute(select(Item.id, Result.denoiser_version).outerjoin(Result)
+                           .where(Item.batch_id == batch.id).with_for_update(of=Item)).all()
+    try:
+        storage.delete([key for item_id, version in rows for key in item_keys(item_id, version)])
+    except OSError as e:
+        raise StorageFailed(f"the stored files could not be deleted ({e}); the batch is kept, try again shortly") from e
+    session.execute(delete(Batch).where(Batch.id == batch.id))  # items and results by ON DELETE CASCADE
+    log.info("batch deleted with its %d items and their files", len(rows), extra={"batch_id": batch.id})

@@ -100,7 +100,10 @@ STATUS = {service.RequestTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
           service.BatchFull: status.HTTP_409_CONFLICT,
           service.TooManyInFlight: status.HTTP_429_TOO_MANY_REQUESTS,
           service.IdempotencyConflict: status.HTTP_409_CONFLICT,
-          service.BatchSealed: status.HTTP_409_CONFLICT}
+          service.BatchSealed: status.HTTP_409_CONFLICT,
+          service.BatchGone: status.HTTP_404_NOT_FOUND,
+          service.StorageFailed: status.HTTP_503_SERVICE_UNAVAILABLE}
+RETRY_AFTER = {status.HTTP_429_TOO_MANY_REQUESTS: "60", status.HTTP_503_SERVICE_UNAVAILABLE: "30"}
 IdempotencyKey = Annotated[str | None, Header(max_length=255, pattern=r"^[\x21-\x7e]+$",
                                               description="the same key and request give the same batch")]
 OptionsForm = Annotated[BatchOptions, Form()]
@@ -115,7 +118,7 @@ def committed(session: Session) -> Iterator[None]:
     except service.SubmitError as e:
         session.rollback()
         code = STATUS.get(type(e), status.HTTP_422_UNPROCESSABLE_CONTENT)
-        headers = {"Retry-After": "60"} if code == status.HTTP_429_TOO_MANY_REQUESTS else None
+        headers = {"Retry-After": RETRY_AFTER[code]} if code in RETRY_AFTER else None
         raise Refused(code, str(e), e.code, headers) from None
 
 
@@ -194,6 +197,17 @@ def seal_batch(session: SessionDep, batch: BatchDep) -> BatchOut:
     service.seal(session, batch)
     session.commit()
     return presenters.batch_out(session, batch)
+
+
+@list_router.delete("/{batch_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+                    operation_id="batches-delete")
+def delete_batch(session: SessionDep, storage: StorageDep, batch: BatchDep) -> Response:
+    """Deletes the batch, open or sealed, finished or not, with its items, results and every stored file: uploads,
+    references, result images, thumbnails. An item a worker is running is dropped when it finishes. 503 when the
+    file storage fails: nothing is deleted then, and asking again is safe."""
+    with committed(session):
+        service.delete_batch(session, storage, batch)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @list_router.get("", response_model=Page[BatchOut], operation_id="batches-list")

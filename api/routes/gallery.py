@@ -28,6 +28,7 @@ from api.deps import (
 )
 from api.schemas import BatchOut, Page
 from core import queries, tenants
+from core import submit as service
 from core.tables import ItemState
 
 router = APIRouter(prefix="/gallery", tags=["gallery"], default_response_class=HTMLResponse)
@@ -141,6 +142,19 @@ def batch_page(request: Request, session: SessionDep, batch: GalleryBatchDep,
     _, progress, _ = queries.progress(counts)
     return render(request, "batch.html", batch=batch, items=items, counts=counts, progress=progress,
                   states=list(ItemState), state=state, **paging(request, page, count))
+
+
+@router.post("/batches/{batch_id}/delete", operation_id="gallery-delete")
+def delete_batch(session: SessionDep, storage: StorageDep, batch: GalleryBatchDep,
+                 _: Annotated[None, SameOrigin]) -> RedirectResponse:  # signed in first: 401 before 403
+    """The batch, its results and its files, for good (the page asks first); back to the batches."""
+    try:
+        service.delete_batch(session, storage, batch)
+    except service.SubmitError as e:  # deleted meanwhile (404), or the storage failed (503, nothing deleted)
+        code = status.HTTP_404_NOT_FOUND if isinstance(e, service.BatchGone) else status.HTTP_503_SERVICE_UNAVAILABLE
+        raise HTTPException(code, str(e)) from None
+    session.commit()
+    return RedirectResponse("/gallery", status_code=status.HTTP_303_SEE_OTHER)
 
 
 @router.get("/items/{item_id}", operation_id="gallery-item")

@@ -290,3 +290,24 @@ def test_a_page_keeps_its_number_and_extension_in_a_name_of_at_most_255() -> Non
     assert service.label("x" * 300 + ".tif", 0, 12) == "x" * 243 + " page 12.tif"
     assert service.label("x" * 300 + ".png", 0) == "x" * 251 + ".png" and service.label("", 3) == "file3"
     assert service.label("a.tif/", 0, 1) == "a.tif/ page 1" and service.label(".tif", 0, 1) == ".tif page 1"
+
+
+def test_an_item_whose_batch_is_deleted_while_it_runs_leaves_no_row_and_no_file(sessions: sessionmaker, tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    ids = make_batch(sessions, storage)
+    store = process.DatabaseSink._store
+
+    def deleted_first(sink: process.DatabaseSink, item_id: str, *args: object) -> str | None:
+        """The user deletes the batch after the worker wrote the item's images, before it stores the row."""
+        assert (tmp_path / "files" / "results" / item_id).is_dir()
+        with sessions.begin() as s:
+            service.delete_batch(s, storage, s.get_one(Item, item_id).batch)
+        return store(sink, item_id, *args)
+
+    monkeypatch.setattr(process.DatabaseSink, "_store", deleted_first)
+    assert process.process_items(sessions, storage, get_settings(), ids) == ([], [])  # the second: nothing to claim
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Item).where(Item.id.in_(ids))) == 0
+        process.fail(s, ids[1], "too late", "internal")  # a failure of a deleted item changes nothing
+    assert not any(p.is_file() for p in (tmp_path / "files").rglob("*"))

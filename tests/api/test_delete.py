@@ -1,0 +1,126 @@
+"""Deleting a batch on real parts (PostgreSQL, Redis, a worker process, the HTTP server), by the API, the gallery
+and `denocap delete`: its rows and every file stored for it go, another batch's stay."""
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.deps import get_storage
+from api.main import create_app
+from core.config import get_settings
+from core.db import migrate
+from core.storage import LocalStorage
+from tests.api.conftest import running_stack
+from tests.api.test_security import signed_in
+from tests.conftest import api_key, png, smooth_image
+from tests.services import files, wait_batch
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(weights_dir: Path, postgres_url: str, redis_url: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The server's URL and its storage folder."""
+    folder = tmp_path_factory.mktemp("delete")
+    with running_stack(folder, weights_dir, postgres_url, redis_url) as url:
+        yield url, folder / "data" / "files"
+
+
+def stored(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def denocap(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """No terminal on stdin: `delete` cannot ask."""
+    return subprocess.run([sys.executable, "-m", "core.cli", *args], env={**os.environ, **env}, text=True,
+                          capture_output=True, stdin=subprocess.DEVNULL, timeout=120, check=False)
+
+
+def test_a_deleted_batch_leaves_no_row_and_no_file_and_others_keep_theirs(
+        stack: tuple[str, Path], postgres_url: str) -> None:
+    url, root = stack
+    alpha, beta = (httpx.Client(base_url=url, timeout=60, headers={"X-API-Key": api_key(postgres_url, t)})
+                   for t in ("alpha", "beta"))
+    clean = png(smooth_image(40, 48, seed=1))
+    gone = alpha.post("/batches", data={"add_noise": "20", "seed": "1"},
+                      files=files(("a.png", png(smooth_image(32, 32, seed=2))), ("b.png", clean), ("bad.png", b"no")))
+    kept = alpha.post("/batches", files=files(("c.png", png(smooth_image(32, 40, seed=3)))))
+    with_ref = alpha.post("/images", files={"file": ("d.png", png(smooth_image(24, 24, seed=4))), "reference": (
+        "d.png", png(smooth_image(24, 24, seed=4)))})
+    gone_id, kept_id = gone.json()["id"], kept.json()["id"]
+    for batch in (gone_id, kept_id, with_ref.json()["id"]):
+        assert wait_batch(alpha, batch)["counts"]["done"] >= 1
+    items = {b: [i["id"] for i in alpha.get(f"/batches/{b}/items").json()["data"]]
+             for b in (gone_id, kept_id, with_ref.json()["id"])}
+    for item in items[gone_id][:2] + items[kept_id]:  # thumbnails, and the noisy PNG made from an upload
+        for which in ("noisy", "denoised"):
+            assert alpha.get(f"/items/{item}/thumbs/{which}.jpg").status_code == 200
+        assert alpha.get(f"/items/{item}/noisy.png").status_code == 200
+    before = stored(root)
+    assert {f.split("/")[0] for f in before} == {"items", "results", "thumbs"}
+    assert any(f.endswith("/reference") for f in before)
+
+    assert beta.delete(f"/batches/{gone_id}").status_code == 404  # another tenant's
+    assert stored(root) == before
+    browser = signed_in(url, alpha)  # the gallery's button, from the gallery's own page only
+    page = browser.get(f"/gallery/batches/{with_ref.json()['id']}").text
+    assert f'action="/gallery/batches/{with_ref.json()["id"]}/delete"' in page
+    forged = browser.post(f"/gallery/batches/{with_ref.json()['id']}/delete", headers={"Origin": "https://evil.example"})
+    assert forged.status_code == 403 and stored(root) == before
+    r = browser.post(f"/gallery/batches/{with_ref.json()['id']}/delete")
+    assert r.status_code == 303 and r.headers["location"] == "/gallery"
+    r = alpha.delete(f"/batches/{gone_id}")
+    assert r.status_code == 204 and r.content == b""
+    ours = [*items[gone_id], *items[with_ref.json()["id"]]]
+    assert stored(root) == {f for f in before if f.split("/")[1] not in ours}
+    assert not any(p.name in ours for p in root.rglob("*"))  # no empty folder left behind either
+    assert alpha.get(f"/batches/{gone_id}").status_code == 404
+    assert alpha.get(f"/items/{items[gone_id][0]}").status_code == 404
+    assert alpha.get("/captions", params={"batch_id": gone_id}).json()["count"] == 0
+    assert [b["id"] for b in alpha.get("/batches").json()["data"]] == [kept_id]
+    assert alpha.get(f"/items/{items[kept_id][0]}/denoised.png").status_code == 200
+    assert alpha.delete(f"/batches/{gone_id}").json()["detail"] == "batch not found"
+
+    opened = alpha.post("/batches/open", json={}).json()["id"]
+    alpha.post(f"/batches/{opened}/files", files=files(("e.png", png(smooth_image(16, 16, seed=5)))))
+    assert alpha.delete(f"/batches/{opened}").status_code == 204  # open, its item perhaps running
+    assert alpha.post(f"/batches/{opened}/files", files=files(("f.png", clean))).status_code == 404
+
+    env = {"DENOCAP_URL": url, "DENOCAP_API_KEY": api_key(postgres_url, "alpha")}
+    asked = denocap(env, "delete", kept_id)
+    assert asked.returncode == 2 and asked.stderr.strip() == "error: add --yes to delete without being asked"
+    missing = denocap(env, "delete", kept_id, "0" * 32, "--yes")
+    assert missing.returncode == 2 and "batch not found" in missing.stderr  # checked before any is deleted
+    assert alpha.get(f"/batches/{kept_id}").status_code == 200
+    done = denocap(env, "delete", kept_id, "--yes")
+    assert done.returncode == 0 and done.stderr.strip() == f"deleted batch {kept_id}", done.stderr
+    assert alpha.get(f"/batches/{kept_id}").status_code == 404
+    assert not any(p.is_file() for p in root.rglob("*"))
+
+
+class BrokenDeletes(LocalStorage):
+    def delete(self, keys: list[str]) -> None:
+        raise OSError("the bucket's server is down")
+
+
+def test_when_storage_fails_nothing_is_deleted_and_asking_again_works(env: dict[str, str]) -> None:
+    migrate(get_settings().database_url)
+    app = create_app(enqueue=lambda ids: None)
+    client = TestClient(app, headers={"X-API-Key": api_key(get_settings().database_url, "alpha")})
+    upload = png(smooth_image(16, 16, seed=1))
+    batch = client.post("/batches", files=files(("a.png", upload))).json()
+    app.dependency_overrides[get_storage] = lambda: BrokenDeletes(get_settings().files)
+    refused = client.delete(f"/batches/{batch['id']}")
+    assert refused.status_code == 503 and refused.json()["code"] == "storage_unavailable"
+    assert refused.headers["retry-after"] == "30" and "the batch is kept" in refused.json()["detail"]
+    assert client.get(f"/items/{batch['items'][0]['id']}/original").content == upload
+    app.dependency_overrides.clear()
+    assert client.delete(f"/batches/{batch['id']}").status_code == 204
+    assert client.get(f"/batches/{batch['id']}").status_code == 404
+    assert not any(p.is_file() for p in get_settings().files.rglob("*"))
