@@ -2,6 +2,7 @@
 JSON API, a server-side session cookie for the gallery), storage, the queue, and the caller's own rows (404
 for anything else, exactly as for an id that does not exist)."""
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
@@ -10,6 +11,7 @@ from pydantic import AfterValidator
 from sqlalchemy.orm import Session
 
 from core import queries
+from core import submit as service
 from core.config import Settings, get_settings
 from core.db import sessions_for
 from core.storage import Storage, make_storage
@@ -26,6 +28,30 @@ class Refused(HTTPException):
     def __init__(self, status_code: int, detail: str, code: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(status_code, detail, headers)
         self.code = code
+
+
+STATUS = {service.RequestTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
+          service.BatchFull: status.HTTP_409_CONFLICT,
+          service.TooManyInFlight: status.HTTP_429_TOO_MANY_REQUESTS,
+          service.IdempotencyConflict: status.HTTP_409_CONFLICT,
+          service.BatchSealed: status.HTTP_409_CONFLICT,
+          service.Gone: status.HTTP_404_NOT_FOUND,
+          service.StorageFailed: status.HTTP_503_SERVICE_UNAVAILABLE}
+RETRY_AFTER = {status.HTTP_429_TOO_MANY_REQUESTS: "60", status.HTTP_503_SERVICE_UNAVAILABLE: "30"}
+
+
+@contextmanager
+def committed(session: Session) -> Iterator[None]:
+    """Commits what the block wrote; a refusal of the write side rolls it back instead, its status and code saying
+    which it was."""
+    try:
+        yield
+        session.commit()
+    except service.SubmitError as e:
+        session.rollback()
+        code = STATUS.get(type(e), status.HTTP_422_UNPROCESSABLE_CONTENT)
+        headers = {"Retry-After": RETRY_AFTER[code]} if code in RETRY_AFTER else None
+        raise Refused(code, str(e), e.code, headers) from None
 
 
 def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:

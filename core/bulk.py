@@ -19,7 +19,7 @@ from pathlib import Path, PurePath
 from pydantic import BaseModel
 
 from api.schemas import ItemOut, spreadsheet_safe
-from core.client import ROW_FIELDS, ApiError, Client, Conflict, item_row
+from core.client import ROW_FIELDS, ApiError, Client, Conflict, NotFound, item_row
 from core.config import open_files
 from core.imageio import IMAGE_SUFFIXES
 from core.options import BatchOptions
@@ -126,6 +126,7 @@ class State(BaseModel):
     done: dict[str, str] = {}  # file path -> item id
     stamps: dict[str, tuple[int, int]] = {}  # file path -> (size, mtime in ns) as the walk saw it before sending
     too_large: dict[str, int] = {}  # file path -> its size when the server refused it in a request of its own
+    replaced: list[str] = []  # items of files changed since they were sent, to delete from the batch
     sealed: bool = False
     full: bool = False  # sealed because the batch held as many files as a batch may
 
@@ -214,6 +215,7 @@ class Uploaded:
     files: int
     bytes: int
     duplicates: int  # the server had them already (a chunk sent before a kill, or the same content twice)
+    replaced: int = 0  # files changed since an earlier run sent them: their first copies are deleted
 
 
 def too_large(state: State, found: Found) -> list[Path]:
@@ -245,6 +247,7 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
         save_state(path, state)  # the key first: a run killed while opening finds the same batch again
         state.batch_id = _open(api, options, state, path)
         save_state(path, state)
+    _drop_replaced(api, state, path)  # a run killed before it did
     for f in too_large(state, found):  # reported again
         on_unreadable(f, "larger than the server took in one request in an earlier run")
     todo = unsent(state, found)
@@ -315,10 +318,27 @@ def _append(api: Client, state: State, path: Path, files: list[Path], found: Fou
         for half in (files[:len(files) // 2], files[len(files) // 2:]):
             _append(api, state, path, half, found, on_chunk, on_unreadable)
         return
+    earlier = {state.done[key(f)] for f in files if key(f) in state.done}
     state.done.update((key(f), a.item.id) for f, a in zip(files, answer.files, strict=True))
     state.stamps.update((key(f), stamp(found, f)) for f in files)
+    replaced = earlier - set(state.done.values())  # not an item another file still is (the same content)
+    state.replaced += sorted(replaced)
     save_state(path, state)
-    on_chunk(Uploaded(len(files), sum(found.sizes[f] for f in files), sum(a.duplicate for a in answer.files)))
+    on_chunk(Uploaded(len(files), sum(found.sizes[f] for f in files), sum(a.duplicate for a in answer.files),
+                      len(replaced)))
+    _drop_replaced(api, state, path)
+
+
+def _drop_replaced(api: Client, state: State, path: Path) -> None:
+    """Deletes the items of files that changed after they were sent (a photo still being exported then): the batch
+    holds each file once, as it is now."""
+    while state.replaced:
+        try:
+            api.delete_item(state.replaced[0])
+        except NotFound:  # deleted already: the answer to an earlier try was lost
+            pass
+        state.replaced.pop(0)
+        save_state(path, state)
 
 
 def output_names(items: list[ItemOut]) -> dict[str, str]:

@@ -830,6 +830,7 @@ def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.S
             progress.update(task, advance=sent.bytes, files=f"{sent_files}/{total_files}")
             if not err.is_terminal:  # rich redraws bars on a terminal only; a pipe or a log file gets lines
                 again = f", {sent.duplicates} already there" if sent.duplicates else ""
+                again += f", {sent.replaced} replacing the copy sent before they changed" if sent.replaced else ""
                 err.print(f"uploaded {sent_files}/{total_files} files{again}")
 
         def on_unreadable(path: Path, reason: str) -> None:

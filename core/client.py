@@ -141,6 +141,9 @@ class Client:
     def delete_batch(self, batch_id: str) -> None:
         self._send("DELETE", f"/batches/{batch_id}")
 
+    def delete_item(self, item_id: str) -> None:
+        self._send("DELETE", f"/items/{item_id}")
+
     def items(self, batch_id: str, state: str | None = None, page: int = 1000,
               noted: bool = False) -> Iterator[ItemOut]:
         """Every item of the batch in upload order (of a state; with a note), fetched a page at a time."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,8 +53,8 @@ class BatchSealed(SubmitError):
     code = "batch_sealed"
 
 
-class BatchGone(SubmitError):
-    """The batch was deleted while the request waited for its row (404)."""
+class Gone(SubmitError):
+    """The batch or item was deleted while the request waited for its row (404)."""
     code = "not_found"
 
 
@@ -317,7 +317,7 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
     locked = session.scalar(select(Batch).where(Batch.id == batch.id).with_for_update()
                             .execution_options(populate_existing=True))  # the row as of the lock, not as loaded
     if locked is None:
-        raise BatchGone("batch not found")
+        raise Gone("batch not found")
     if locked.sealed_at is not None:
         raise BatchSealed("the batch is sealed; open a new batch to add files")
     room = Room(settings, session.scalar(select(func.coalesce(func.max(Item.position) + 1, 0))
@@ -344,17 +344,35 @@ def seal(session: Session, batch: Batch) -> None:
 
 
 def delete_batch(session: Session, storage: Storage, batch: Batch) -> None:
-    """Deletes the batch, its items and results, and every file stored for them (the caller commits).
-    The files go first, while this transaction holds the rows: when storage fails the rows stay, so asking again
-    finishes the job; a worker that finishes an item meanwhile waits for its row, then finds it gone and removes
-    what it wrote (process.DatabaseSink)."""
+    """Deletes the batch, its items and results, and every file stored for them (the caller commits)."""
     if session.scalar(select(Batch.id).where(Batch.id == batch.id).with_for_update()) is None:
-        raise BatchGone("batch not found")
-    rows = session.execute(select(Item.id, Result.denoiser_version).outerjoin(Result)
-                           .where(Item.batch_id == batch.id).with_for_update(of=Item)).all()
+        raise Gone("batch not found")
+    n = _delete_items(session, storage, Item.batch_id == batch.id)
+    session.execute(delete(Batch).where(Batch.id == batch.id))
+    log.info("batch deleted with its %d items and their files", n, extra={"batch_id": batch.id})
+
+
+def delete_item(session: Session, storage: Storage, item: Item) -> None:
+    """Deletes the item, its result and its files; the first page of a multi-page upload takes the other pages with
+    it (they read its stored file). Under the batch's lock, so an append cannot answer with it as a duplicate."""
+    item_id, batch_id = item.id, item.batch_id
+    session.execute(select(Batch.id).where(Batch.id == batch_id).with_for_update())
+    if not (n := _delete_items(session, storage, or_(Item.id == item_id, Item.upload_id == item_id))):
+        raise Gone("item not found")
+    log.info("item deleted with its files (%d items with its pages)", n, extra={"batch_id": batch_id,
+                                                                              "item_id": item_id})
+
+
+def _delete_items(session: Session, storage: Storage, which: ColumnElement[bool]) -> int:
+    """The items `which` selects, their results and stored files; returns how many. The files go first, while this
+    transaction holds the rows: when storage fails the rows stay (StorageFailed), so asking again finishes the
+    job; a worker that finishes an item meanwhile waits for its row, then finds it gone and removes what it wrote
+    (process.DatabaseSink)."""
+    rows = session.execute(select(Item.id, Result.denoiser_version).outerjoin(Result).where(which)
+                           .with_for_update(of=Item)).all()
     try:
         storage.delete([key for item_id, version in rows for key in item_keys(item_id, version)])
     except OSError as e:
-        raise StorageFailed(f"the stored files could not be deleted ({e}); the batch is kept, try again shortly") from e
-    session.execute(delete(Batch).where(Batch.id == batch.id))  # items and results by ON DELETE CASCADE
-    log.info("batch deleted with its %d items and their files", len(rows), extra={"batch_id": batch.id})
+        raise StorageFailed(f"the stored files could not be deleted ({e}); nothing was deleted, try again shortly") from e
+    session.execute(delete(Item).where(which))  # results by ON DELETE CASCADE
+    return len(rows)

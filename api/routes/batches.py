@@ -1,7 +1,6 @@
 """Submit batches (or one image) and poll them."""
 import logging
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Header, Query, Request, Response, UploadFile, status
@@ -21,6 +20,7 @@ from api.deps import (
     SettingsDep,
     StorageDep,
     TenantDep,
+    committed,
     unauthorized,
 )
 from api.schemas import AppendedOut, AppendOut, BatchOut, ItemOut, Page, SubmitOut
@@ -96,30 +96,9 @@ def spooled(upload: UploadFile) -> service.SpooledUpload:
     return service.SpooledUpload(upload.filename or "", upload.file, upload.size or 0)
 
 
-STATUS = {service.RequestTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
-          service.BatchFull: status.HTTP_409_CONFLICT,
-          service.TooManyInFlight: status.HTTP_429_TOO_MANY_REQUESTS,
-          service.IdempotencyConflict: status.HTTP_409_CONFLICT,
-          service.BatchSealed: status.HTTP_409_CONFLICT,
-          service.BatchGone: status.HTTP_404_NOT_FOUND,
-          service.StorageFailed: status.HTTP_503_SERVICE_UNAVAILABLE}
-RETRY_AFTER = {status.HTTP_429_TOO_MANY_REQUESTS: "60", status.HTTP_503_SERVICE_UNAVAILABLE: "30"}
 IdempotencyKey = Annotated[str | None, Header(max_length=255, pattern=r"^[\x21-\x7e]+$",
                                               description="the same key and request give the same batch")]
 OptionsForm = Annotated[BatchOptions, Form()]
-
-
-@contextmanager
-def committed(session: Session) -> Iterator[None]:
-    """Commits what the block wrote; a refusal rolls it back instead, its status and code saying which it was."""
-    try:
-        yield
-        session.commit()
-    except service.SubmitError as e:
-        session.rollback()
-        code = STATUS.get(type(e), status.HTTP_422_UNPROCESSABLE_CONTENT)
-        headers = {"Retry-After": RETRY_AFTER[code]} if code in RETRY_AFTER else None
-        raise Refused(code, str(e), e.code, headers) from None
 
 
 def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: str,

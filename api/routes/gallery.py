@@ -24,6 +24,7 @@ from api.deps import (
     SessionDep,
     SettingsDep,
     StorageDep,
+    committed,
     session_cookie,
 )
 from api.schemas import BatchOut, Page
@@ -148,12 +149,8 @@ def batch_page(request: Request, session: SessionDep, batch: GalleryBatchDep,
 def delete_batch(session: SessionDep, storage: StorageDep, batch: GalleryBatchDep,
                  _: Annotated[None, SameOrigin]) -> RedirectResponse:  # signed in first: 401 before 403
     """The batch, its results and its files, for good (the page asks first); back to the batches."""
-    try:
+    with committed(session):
         service.delete_batch(session, storage, batch)
-    except service.SubmitError as e:  # deleted meanwhile (404), or the storage failed (503, nothing deleted)
-        code = status.HTTP_404_NOT_FOUND if isinstance(e, service.BatchGone) else status.HTTP_503_SERVICE_UNAVAILABLE
-        raise HTTPException(code, str(e)) from None
-    session.commit()
     return RedirectResponse("/gallery", status_code=status.HTTP_303_SEE_OTHER)
 
 

@@ -1,11 +1,12 @@
 """One item: status, result, and its images."""
 from typing import Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Response, status
 
 from api import presenters
-from api.deps import ItemDep, StorageDep
+from api.deps import ItemDep, SessionDep, StorageDep, committed
 from api.schemas import ItemOut
+from core import submit as service
 
 router = APIRouter(prefix="/items", tags=["items"])
 PNG = {"content": {"image/png": {}}}
@@ -14,6 +15,16 @@ PNG = {"content": {"image/png": {}}}
 @router.get("/{item_id}", response_model=ItemOut, operation_id="items-get")
 def get_item(item: ItemDep) -> ItemOut:
     return presenters.item_out(item)
+
+
+@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+               operation_id="items-delete")
+def delete_item(session: SessionDep, storage: StorageDep, item: ItemDep) -> Response:
+    """Deletes the item, its result and its stored files, from an open or a sealed batch; the first page of a
+    multi-page file takes the file's other pages with it. 503 when the file storage fails: nothing is deleted."""
+    with committed(session):
+        service.delete_item(session, storage, item)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{item_id}/denoised.png", response_class=Response, responses={200: PNG}, operation_id="items-denoised")

@@ -210,3 +210,30 @@ def test_new_seals_the_batch_an_earlier_run_left_open(stack: str, postgres_url: 
         assert sent.returncode == 0 and sent.stdout.strip() == opened, sent.stderr  # the empty batch is the new one
         assert api.get(f"/batches/{opened}").json()["sealed"] is True
         assert api.get(f"/batches/{opened}").json()["total"] == 1
+
+
+def test_a_file_changed_after_it_was_sent_replaces_its_first_copy(stack: str, postgres_url: str, tmp_path: Path) -> None:
+    """A photo still being exported when a stopped run sent it: the next run sends it again and deletes the item
+    of the copy sent first, so the batch holds each file once, as it is now."""
+    a, b = (tmp_path / "photos" / n for n in photos(tmp_path / "photos", 2, start=6000))
+    key = api_key(postgres_url, "changed")
+    with httpx.Client(base_url=stack, headers={"X-API-Key": key}) as api:
+        batch = api.post("/batches/open", json={}).json()["id"]
+        sent = api.post(f"/batches/{batch}/files", files=[("files", (p.name, p.read_bytes())) for p in (a, b)]).json()
+        first_a, first_b = (f["item"]["id"] for f in sent["files"])
+        state = bulk.state_file(tmp_path / "client" / "submits", stack, [(tmp_path / "photos").absolute()],
+                                BatchOptions())
+        found = bulk.walk([tmp_path / "photos"])
+        bulk.save_state(state, bulk.State(url=stack, idempotency_key="k", batch_id=batch,
+                                          done={bulk.key(a.absolute()): first_a, bulk.key(b.absolute()): first_b},
+                                          stamps={bulk.key(p): bulk.stamp(found, p) for p in found.files}))
+        a.write_bytes(png(np.full((24, 24, 3), 7, np.uint8)))  # the export finished
+        os.utime(a, ns=(10**18, 10**18))
+        run = denocap(client_env(tmp_path, stack, key), "submit", str(tmp_path / "photos"), "--wait")
+        assert run.returncode == 0, run.stderr
+        assert "uploaded 2/2 files, 1 replacing the copy sent before they changed" in run.stderr
+        items = api.get(f"/batches/{batch}/items").json()["data"]
+        assert sorted(i["filename"] for i in items) == [a.name, b.name] and all(i["state"] == "done" for i in items)
+        now_a = next(i["id"] for i in items if i["filename"] == a.name)
+        assert now_a != first_a and api.get(f"/items/{first_a}").status_code == 404
+        assert api.get(f"/items/{now_a}/original").content == a.read_bytes()

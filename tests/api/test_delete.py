@@ -17,7 +17,7 @@ from core.db import migrate
 from core.storage import LocalStorage
 from tests.api.conftest import running_stack
 from tests.api.test_security import signed_in
-from tests.conftest import api_key, png, smooth_image
+from tests.conftest import api_key, many_frames, png, smooth_image
 from tests.services import files, wait_batch
 
 pytestmark = pytest.mark.slow
@@ -118,9 +118,34 @@ def test_when_storage_fails_nothing_is_deleted_and_asking_again_works(env: dict[
     app.dependency_overrides[get_storage] = lambda: BrokenDeletes(get_settings().files)
     refused = client.delete(f"/batches/{batch['id']}")
     assert refused.status_code == 503 and refused.json()["code"] == "storage_unavailable"
-    assert refused.headers["retry-after"] == "30" and "the batch is kept" in refused.json()["detail"]
+    assert refused.headers["retry-after"] == "30" and "nothing was deleted" in refused.json()["detail"]
     assert client.get(f"/items/{batch['items'][0]['id']}/original").content == upload
     app.dependency_overrides.clear()
     assert client.delete(f"/batches/{batch['id']}").status_code == 204
     assert client.get(f"/batches/{batch['id']}").status_code == 404
     assert not any(p.is_file() for p in get_settings().files.rglob("*"))
+
+
+def test_an_item_is_deleted_alone_and_a_files_first_page_takes_its_other_pages(env: dict[str, str]) -> None:
+    migrate(get_settings().database_url)
+    client = TestClient(create_app(enqueue=lambda ids: None),
+                        headers={"X-API-Key": api_key(get_settings().database_url, "alpha")})
+    other = TestClient(create_app(enqueue=lambda ids: None),
+                       headers={"X-API-Key": api_key(get_settings().database_url, "beta")})
+    scans, single = many_frames("TIFF", 3), png(smooth_image(16, 16, seed=1))
+    batch = client.post("/batches/open", json={}).json()["id"]
+    client.post(f"/batches/{batch}/files", files=files(("scan.tif", scans), ("a.png", single)))
+    page1, page2, page3, a = (i["id"] for i in client.get(f"/batches/{batch}/items").json()["data"])
+    root = get_settings().files
+    assert stored(root) == {f"items/{page1}/input", f"items/{a}/input"}
+    assert other.delete(f"/items/{page2}").status_code == 404
+    assert client.delete(f"/items/{page2}").status_code == 204  # a later page: only itself
+    assert [i["id"] for i in client.get(f"/batches/{batch}/items").json()["data"]] == [page1, page3, a]
+    assert client.get(f"/items/{page3}/original").content == scans
+    assert client.delete(f"/items/{page1}").status_code == 204  # the file's first page: the file and its pages
+    assert [i["id"] for i in client.get(f"/batches/{batch}/items").json()["data"]] == [a]
+    assert stored(root) == {f"items/{a}/input"} and client.get(f"/items/{page3}").status_code == 404
+    assert client.delete(f"/items/{page1}").status_code == 404
+    again = client.post(f"/batches/{batch}/files", files=files(("scan.tif", scans), ("a.png", single))).json()
+    assert [f["duplicate"] for f in again["files"]] == [False, True]  # deleted content is content no more
+    assert again["batch"]["total"] == 4

@@ -346,21 +346,25 @@ def test_a_state_folder_that_cannot_be_written_is_one_line(tmp_path: Path) -> No
         bulk.load_state(tmp_path / "dir.json", "http://api")
 
 
-def test_a_file_changed_since_it_was_sent_is_sent_again(tmp_path: Path) -> None:
+def test_a_file_changed_since_it_was_sent_is_sent_again_and_replaces_its_first_copy(tmp_path: Path) -> None:
     """A photo still being exported when a run read it: the run is stopped, the photo finished; the next run sends
-    it again, and the other sent photo not."""
+    it again and deletes the item of the half-written copy, and does not send the other sent photo again."""
     for name in ("a.png", "b.png", "c.png"):
         (tmp_path / name).write_bytes(b"first")
     sent: list[str] = []
+    deleted: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/seal"):
             return httpx.Response(200, json=BATCH)
+        if request.method == "DELETE":
+            deleted.append(request.url.path)
+            return httpx.Response(204)
         [name] = [n.decode() for n in re.findall(rb'filename="([^"]+)"', request.content)]
         if name == "c.png" and len(sent) == 2:  # the first run stops here
             return httpx.Response(400, json={"detail": "stop"})
         sent.append(name)
-        item = {"id": "i" * 32, "batch_id": "b" * 32, "position": 0, "filename": name, "state": "queued",
+        item = {"id": f"{len(sent):032d}", "batch_id": "b" * 32, "position": 0, "filename": name, "state": "queued",
                 "error": None, "deliveries": 0, "has_reference": False, "created_at": BATCH["created_at"],
                 "started_at": None, "finished_at": None, "result": None}
         return httpx.Response(200, json={"batch": BATCH, "files": [{"filename": name, "duplicate": False,
@@ -375,5 +379,6 @@ def test_a_file_changed_since_it_was_sent_is_sent_again(tmp_path: Path) -> None:
     assert [f.name for f in found.files if bulk.is_sent(state, found, f)] == ["b.png"]
     bulk.upload(api, found, BatchOptions(), state, tmp_path / "s.json", 1, lambda _: None, lambda *_: None)
     assert sent == ["a.png", "b.png", "a.png", "c.png"] and bulk.unsent(state, bulk.walk([tmp_path])) == []
+    assert deleted == [f"/items/{1:032d}"] and state.done[bulk.key(tmp_path / "a.png")] == f"{3:032d}"
     os.utime(tmp_path / "b.png", ns=(0, 0))  # the same size, touched: changed too
     assert [f.name for f in bulk.unsent(state, bulk.walk([tmp_path]))] == ["b.png"]
