@@ -1027,6 +1027,25 @@ def apikey_revoke(key_id: str) -> None:
     console.print(f"revoked {key_id}")
 
 
+@app.command("expire")
+def expire_cmd(days: Annotated[int | None, typer.Option(min=1, help="default: DENOCAP_RETENTION_DAYS")] = None,
+               dry_run: Annotated[bool, typer.Option("--dry-run", help="only list them")] = False) -> None:
+    """Delete every tenant's finished batches sealed more than DAYS days ago, with their results and files (from cron;
+    a worker started with --beat does it every DENOCAP_EXPIRE_EVERY seconds when DENOCAP_RETENTION_DAYS is set)."""
+    from core import submit
+    from core.storage import make_storage
+    if not (days := days or get_settings().retention_days):
+        fail("give --days or set DENOCAP_RETENTION_DAYS")
+    sessions = _migrated_sessions()
+    if dry_run:
+        with sessions() as session:
+            ids = submit.expired(session, days)
+        console.print("\n".join(ids) or f"no finished batch sealed over {days} days ago")
+        return
+    n = len(submit.expire(sessions, make_storage(get_settings()), days))
+    console.print(f"deleted {n} finished batch{'es' * (n != 1)} sealed over {days} days ago")
+
+
 @app.command("reconcile")
 def reconcile_cmd() -> None:
     """Re-send the items whose message may be lost (broker flushed, worker died); safe to run any time."""

@@ -5,13 +5,13 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.imageio import ImageError, Limits, TooLarge, full_pages, full_pages_file, probe, probe_file
@@ -350,6 +350,33 @@ def delete_batch(session: Session, storage: Storage, batch: Batch) -> None:
     n = _delete_items(session, storage, Item.batch_id == batch.id)
     session.execute(delete(Batch).where(Batch.id == batch.id))
     log.info("batch deleted with its %d items and their files", n, extra={"batch_id": batch.id})
+
+
+def expired(session: Session, days: int) -> list[str]:
+    """The batches sealed over `days` days ago whose items have all finished, oldest first."""
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    unfinished = select(Item.batch_id).where(Item.state.in_([ItemState.queued, ItemState.running]))
+    return list(session.scalars(select(Batch.id).where(Batch.sealed_at < cutoff, Batch.id.not_in(unfinished))
+                                .order_by(Batch.sealed_at, Batch.id)))
+
+
+def expire(sessions: sessionmaker, storage: Storage, days: int) -> list[str]:
+    """Deletes the expired batches, a transaction each: one whose files storage fails to delete is kept (and logged)
+    for the next run, the others go. Returns the ids deleted."""
+    with sessions() as session:
+        ids = expired(session, days)
+    deleted = []
+    for batch_id in ids:
+        try:
+            with sessions.begin() as session:
+                if (batch := session.get(Batch, batch_id)) is not None:
+                    delete_batch(session, storage, batch)
+                    deleted.append(batch_id)
+        except Gone:  # deleted by its owner meanwhile
+            pass
+        except StorageFailed as e:
+            log.warning("expiring batch %s: %s", batch_id, e, extra={"batch_id": batch_id})
+    return deleted
 
 
 def delete_item(session: Session, storage: Storage, item: Item) -> None:

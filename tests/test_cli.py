@@ -143,3 +143,24 @@ def test_worker_shape_is_one_process_per_core_on_a_cpu_and_one_per_two_cores_sha
     assert worker_shape(4, 0, 16, gpu_gib=0) == (4, 4)
     assert worker_shape(None, 3, 8, gpu_gib=0) == (8, 3)  # DENOCAP_TORCH_THREADS wins
     assert worker_shape(3, 0, 2, gpu_gib=0) == (3, 1)
+
+
+def test_expire_deletes_finished_batches_sealed_over_the_days_given(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    for n in range(2):
+        (tmp_path / "in" / f"{n}.png").write_bytes(png(smooth_image(24, 24, seed=n)))
+    assert denocap(env, "run", str(tmp_path / "in")).returncode == 0
+    db = sqlite3.connect(Path(env["DENOCAP_DATA_DIR"]) / "denocap.db")
+    [batch] = [row[0] for row in db.execute("SELECT id FROM batches")]
+    files = Path(env["DENOCAP_DATA_DIR"]) / "files"
+    assert any(p.is_file() for p in files.rglob("*"))
+    no_days = denocap(env, "expire")
+    assert no_days.returncode == 2 and no_days.stderr.strip() == "error: give --days or set DENOCAP_RETENTION_DAYS"
+    assert denocap(env, "expire", "--days", "1", "--dry-run").stdout.strip() == "no finished batch sealed over 1 days ago"
+    with db:
+        db.execute("UPDATE batches SET sealed_at = datetime('now', '-2 days')")
+    assert denocap(env, "expire", "--days", "1", "--dry-run").stdout.strip() == batch
+    done = denocap({**env, "DENOCAP_RETENTION_DAYS": "1"}, "expire")
+    assert done.returncode == 0 and done.stdout.strip() == "deleted 1 finished batch sealed over 1 days ago", done.stderr
+    assert [db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("batches", "items", "results")] == [0, 0, 0]
+    assert not any(p.is_file() for p in files.rglob("*"))

@@ -6,6 +6,7 @@ from core.config import QUEUE, get_settings
 
 PROCESS = "denocap.process_items"
 RECONCILE = "denocap.reconcile"
+EXPIRE = "denocap.expire"
 
 
 def make_celery() -> Celery:
@@ -22,7 +23,8 @@ def make_celery() -> Celery:
         task_ignore_result=True,
         worker_max_memory_per_child=4_000_000,  # KiB: a leaking child is replaced between tasks
         task_default_queue=QUEUE,
-        beat_schedule={"reconcile": {"task": RECONCILE, "schedule": float(s.reconcile_every)}},
+        beat_schedule={"reconcile": {"task": RECONCILE, "schedule": float(s.reconcile_every)}}
+        | ({"expire": {"task": EXPIRE, "schedule": float(s.expire_every)}} if s.retention_days else {}),
     )
     return app
 

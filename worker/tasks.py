@@ -4,11 +4,11 @@ import logging
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init, worker_ready
 
-from core import logs, process, queue
+from core import logs, process, queue, submit
 from core.config import get_settings
 from core.db import sessions_for
 from core.storage import make_storage
-from worker.app import PROCESS, RECONCILE, app, enqueue
+from worker.app import EXPIRE, PROCESS, RECONCILE, app, enqueue
 
 log = logging.getLogger(__name__)
 BUSY_RETRY = 60  # seconds before asking again for an item another live process holds
@@ -36,6 +36,16 @@ def reconcile() -> int:
         log.warning("reconciler re-enqueues %d items", len(ids))
         send(ids)
     return len(ids)
+
+
+@app.task(name=EXPIRE)
+def expire() -> int:
+    """Deletes the finished batches sealed more than DENOCAP_RETENTION_DAYS days ago, with their files."""
+    settings = get_settings()
+    deleted = submit.expire(sessions_for(settings.database_url), make_storage(settings), settings.retention_days)
+    if deleted:
+        log.info("deleted %d finished batches sealed over %d days ago", len(deleted), settings.retention_days)
+    return len(deleted)
 
 
 def send(item_ids: list[str]) -> None:

@@ -1,10 +1,10 @@
 """Submit, claim and process against PostgreSQL: the row is the truth and a re-run stores one result."""
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from core import process, queries, queue
@@ -13,7 +13,7 @@ from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
 from core.options import BatchOptions
 from core.storage import LocalStorage, input_key
-from core.tables import Item, ItemState, Result
+from core.tables import Batch, Item, ItemState, Result
 from tests.conftest import many_frames, png, smooth_image, tenant_id
 from tests.core.test_imageio import tiff_of_pages
 
@@ -311,3 +311,36 @@ def test_an_item_whose_batch_is_deleted_while_it_runs_leaves_no_row_and_no_file(
         assert s.scalar(select(func.count()).select_from(Item).where(Item.id.in_(ids))) == 0
         process.fail(s, ids[1], "too late", "internal")  # a failure of a deleted item changes nothing
     assert not any(p.is_file() for p in (tmp_path / "files").rglob("*"))
+
+
+class FailsOnce(LocalStorage):
+    """Object storage that fails the first deletion asked of it."""
+    failed = False
+
+    def delete(self, keys: list[str]) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError("the bucket's server is down")
+        super().delete(keys)
+
+
+def test_expire_deletes_finished_batches_sealed_long_ago_one_at_a_time(sessions: sessionmaker, tmp_path: Path) -> None:
+    storage = FailsOnce(tmp_path / "files")
+    old_done, old_done_too, old_queued, new_done = (make_batch(sessions, storage, 1) for _ in range(4))
+    process.process_items(sessions, storage, get_settings(), old_done + old_done_too + new_done)
+    with sessions.begin() as s:
+        opened, _ = service.open_batch(s, get_settings(), tenant_id(s), BatchOptions(), sealed=False)
+        batch_of = {i: s.get_one(Item, i).batch_id for i in (*old_done, *old_done_too, *old_queued, *new_done)}
+        for ids, days in ((old_done, 33), (old_done_too, 32), (old_queued, 31)):
+            s.execute(update(Batch).where(Batch.id == batch_of[ids[0]])
+                      .values(sealed_at=datetime.now(UTC) - timedelta(days=days)))
+        s.execute(update(Batch).where(Batch.id == opened.id).values(created_at=datetime.now(UTC) - timedelta(days=40)))
+    with sessions() as s:
+        assert service.expired(s, 30) == [batch_of[old_done[0]], batch_of[old_done_too[0]]]
+    assert service.expire(sessions, storage, 30) == [batch_of[old_done_too[0]]]  # the first: storage failed, kept
+    assert not (tmp_path / "files" / "items" / old_done_too[0]).exists()
+    assert (tmp_path / "files" / "results" / old_done[0]).is_dir()
+    assert service.expire(sessions, storage, 30) == [batch_of[old_done[0]]]  # the next run
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Item).where(Item.id.in_(old_queued + new_done))) == 2
+        assert service.expired(s, 30) == [] and s.get(Batch, opened.id) is not None
