@@ -71,12 +71,18 @@ def _png(storage: Storage, item: Item, which: str) -> bytes:
     result = own_result(item)
     key = result.denoised_key if which == "denoised" else result.noisy_key
     if key != input_key(item.id):
-        return storage.get(key)
+        return _stored(storage, key)
     made = f"{results_prefix(item.id, result.denoiser_version)}/noisy.png"
     if (data := storage.find(made)) is None:
         with conversion_slot():
-            data = encode_png(decode(storage.get(key), limits_of(get_settings())))
+            data = encode_png(decode(_stored(storage, key), limits_of(get_settings())))
         storage.put(made, data)
+    return data
+
+
+def _stored(storage: Storage, key: str) -> bytes:
+    if (data := storage.find(key)) is None:  # the item was deleted after this request read its row
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "item not found")
     return data
 
 

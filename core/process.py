@@ -32,7 +32,7 @@ HOST = socket.gethostname()
 
 
 class Gone(Exception):
-    """The item's batch was deleted while the item ran."""
+    """The item (or its batch) was deleted while it ran."""
 
 
 class Claim(Enum):
@@ -135,7 +135,7 @@ class DatabaseSink:
             batch_id = with_database(self.settings, lambda: self._store(item_id, result, prefix, noisy_key))
         except Gone:  # the deletion could not know the files written above
             self.storage.delete(item_keys(item_id, result.denoiser_version))
-            log.info("item dropped: its batch was deleted", extra={"item_id": item_id})
+            log.info("item dropped: it was deleted while it ran", extra={"item_id": item_id})
             return
         if batch_id is not None:  # logged once committed: a commit that failed and was retried is not a second "done"
             log.info("item done in %.2f s", sum(result.timings.values()),

@@ -20,6 +20,7 @@ class Storage(Protocol):
     def get(self, key: str) -> bytes: ...
     def find(self, key: str) -> bytes | None: ...  # get, or None when there is no such object
     def delete(self, keys: list[str]) -> None: ...  # those there; a key that is not is no error
+    def delete_under(self, folder: str) -> None: ...  # every key that begins with folder + "/"
 
 
 def check_key(key: str) -> str:
@@ -36,9 +37,13 @@ def reference_key(item_id: str) -> str:
     return f"items/{item_id}/reference"
 
 
+def results_folder(item_id: str) -> str:
+    return f"results/{item_id}"
+
+
 def results_prefix(item_id: str, denoiser_version: str) -> str:
     """Where an item's result images live: a rerun with the same model overwrites the same keys."""
-    return f"results/{item_id}/{denoiser_version.replace('@', '-').replace('+', '-')}"
+    return f"{results_folder(item_id)}/{denoiser_version.replace('@', '-').replace('+', '-')}"
 
 
 THUMB_SIZE = 320  # pixels, the longer side of the gallery's thumbnails
@@ -74,9 +79,16 @@ class LocalStorage:
 
     def put_file(self, key: str, file: BinaryIO) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with tmp.open("wb") as out:
+        for attempt in range(3):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                out = tmp.open("wb")
+                break
+            except FileNotFoundError:  # a deletion pruned the empty folder between the two: make it again
+                if attempt == 2:
+                    raise
+        with out:
             shutil.copyfileobj(file, out)
         os.replace(tmp, path)
 
@@ -94,13 +106,24 @@ class LocalStorage:
         for key in keys:
             path = self._path(key)
             path.unlink(missing_ok=True)
-            for folder in path.parents:
-                if folder == self.root:
-                    break
-                try:
-                    folder.rmdir()
-                except OSError:  # not empty, or gone
-                    break
+            self._prune(path.parent)
+
+    def delete_under(self, folder: str) -> None:
+        path = self._path(folder)
+        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            raise OSError(f"could not delete {folder}")
+        self._prune(path.parent)
+
+    def _prune(self, folder: Path) -> None:
+        """Removes the folder and those above it while they are empty, up to the root."""
+        for here in (folder, *folder.parents):
+            if here == self.root:
+                return
+            try:
+                here.rmdir()
+            except OSError:  # not empty, or gone
+                return
 
 
 class S3Storage:
@@ -146,11 +169,28 @@ class S3Storage:
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
             chunk = [{"Key": check_key(k)} for k in keys[start:start + 1000]]
             try:
-                answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+                try:
+                    answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+                except ClientError as e:
+                    if e.response["Error"]["Code"] != "MissingContentMD5":
+                        raise
+                    # a server that wants the MD5 boto3 no longer sends (since 1.36; older MinIO, Ceph): key by key
+                    answer = {}
+                    for o in chunk:
+                        self.client.delete_object(Bucket=self.bucket, Key=o["Key"])
             except (BotoCoreError, ClientError) as e:
                 raise OSError(f"object storage: {e}") from e
             if errors := answer.get("Errors"):
                 raise OSError(f"object storage kept {len(errors)} objects, {errors[0]['Key']}: {errors[0]['Message']}")
+
+    def delete_under(self, folder: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{folder}/")
+            keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        except (BotoCoreError, ClientError) as e:
+            raise OSError(f"object storage: {e}") from e
+        self.delete(keys)
 
 
 def _missing(error: Exception) -> bool:

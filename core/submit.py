@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.imageio import ImageError, Limits, TooLarge, full_pages, full_pages_file, probe, probe_file
 from core.options import BatchOptions
-from core.storage import Storage, input_key, item_keys, reference_key
+from core.storage import Storage, input_key, item_keys, reference_key, results_folder
 from core.tables import Batch, Item, ItemState, Result, Tenant
 
 log = logging.getLogger(__name__)
@@ -340,7 +340,8 @@ def seal(session: Session, batch: Batch) -> None:
     """No more appends; the batch finishes when its items do. Sealing twice is harmless (a client may retry)."""
     session.execute(update(Batch).where(Batch.id == batch.id, Batch.sealed_at.is_(None))
                     .values(sealed_at=datetime.now(UTC)))
-    session.refresh(batch)
+    if session.get(Batch, batch.id, populate_existing=True) is None:  # deleted while the seal waited for it
+        raise Gone("batch not found")
 
 
 def delete_batch(session: Session, storage: Storage, batch: Batch) -> None:
@@ -384,22 +385,29 @@ def delete_item(session: Session, storage: Storage, item: Item) -> None:
     it (they read its stored file). Under the batch's lock, so an append cannot answer with it as a duplicate."""
     item_id, batch_id = item.id, item.batch_id
     session.execute(select(Batch.id).where(Batch.id == batch_id).with_for_update())
-    if not (n := _delete_items(session, storage, or_(Item.id == item_id, Item.upload_id == item_id))):
+    pages = and_(Item.batch_id == batch_id, or_(Item.id == item_id, Item.upload_id == item_id))  # by the batch's index
+    if not (n := _delete_items(session, storage, pages)):
         raise Gone("item not found")
     log.info("item deleted with its files (%d items with its pages)", n, extra={"batch_id": batch_id,
                                                                               "item_id": item_id})
 
 
 def _delete_items(session: Session, storage: Storage, which: ColumnElement[bool]) -> int:
-    """The items `which` selects, their results and stored files; returns how many. The files go first, while this
-    transaction holds the rows: when storage fails the rows stay (StorageFailed), so asking again finishes the
-    job; a worker that finishes an item meanwhile waits for its row, then finds it gone and removes what it wrote
+    """The items `which` selects, their results and stored files; returns how many. The rows are locked (in id
+    order) and deleted first, which on SQLite takes the write lock before anything else can commit; then the files,
+    inside the same transaction: when storage fails it rolls back (StorageFailed), so asking again finishes the job.
+    A worker that finishes an item meanwhile waits for its row, then finds it gone and removes what it wrote
     (process.DatabaseSink)."""
-    rows = session.execute(select(Item.id, Result.denoiser_version).outerjoin(Result).where(which)
-                           .with_for_update(of=Item)).all()
+    session.execute(select(Item.id).where(which).order_by(Item.id).with_for_update())
+    rows = session.execute(select(Item.id, Item.deliveries, Result.denoiser_version).outerjoin(Result)
+                           .where(which).order_by(Item.id)).all()  # after the lock: results stored before it
+    session.execute(delete(Item).where(which))  # results by ON DELETE CASCADE
     try:
-        storage.delete([key for item_id, version in rows for key in item_keys(item_id, version)])
+        for start in range(0, len(rows), 1000):
+            storage.delete([key for r in rows[start:start + 1000] for key in item_keys(r.id, r.denoiser_version)])
+        for r in rows:  # an item that ran and has no result may hold images a run wrote before it failed
+            if r.denoiser_version is None and r.deliveries:
+                storage.delete_under(results_folder(r.id))
     except OSError as e:
         raise StorageFailed(f"the stored files could not be deleted ({e}); nothing was deleted, try again shortly") from e
-    session.execute(delete(Item).where(which))  # results by ON DELETE CASCADE
     return len(rows)

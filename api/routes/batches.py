@@ -173,8 +173,8 @@ async def append_files(
 @list_router.post("/{batch_id}/seal", response_model=BatchOut, operation_id="batches-seal")
 def seal_batch(session: SessionDep, batch: BatchDep) -> BatchOut:
     """No more files; the batch finishes when its items do. Sealing a sealed batch changes nothing."""
-    service.seal(session, batch)
-    session.commit()
+    with committed(session):
+        service.seal(session, batch)
     return presenters.batch_out(session, batch)
 
 

@@ -92,6 +92,11 @@ def test_a_deleted_batch_leaves_no_row_and_no_file_and_others_keep_theirs(
     assert alpha.delete(f"/batches/{opened}").status_code == 204  # open, its item perhaps running
     assert alpha.post(f"/batches/{opened}/files", files=files(("f.png", clean))).status_code == 404
 
+    kept_png = next(root.glob(f"results/{items[kept_id][0]}/*/denoised.png"))
+    kept_png.unlink()  # as when the item is deleted after a request read its row
+    missing_file = alpha.get(f"/items/{items[kept_id][0]}/denoised.png")
+    assert missing_file.status_code == 404 and missing_file.json()["detail"] == "item not found"
+
     env = {"DENOCAP_URL": url, "DENOCAP_API_KEY": api_key(postgres_url, "alpha")}
     asked = denocap(env, "delete", kept_id)
     assert asked.returncode == 2 and asked.stderr.strip() == "error: add --yes to delete without being asked"

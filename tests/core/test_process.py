@@ -313,6 +313,23 @@ def test_an_item_whose_batch_is_deleted_while_it_runs_leaves_no_row_and_no_file(
     assert not any(p.is_file() for p in (tmp_path / "files").rglob("*"))
 
 
+def test_deleting_finds_the_images_of_a_run_that_wrote_them_and_failed(sessions: sessionmaker, tmp_path: Path) -> None:
+    """A run wrote its images, then the item failed (time limit, too many deliveries): no result row names them."""
+    storage = LocalStorage(tmp_path / "files")
+    ids = make_batch(sessions, storage, 1)
+    process.process_items(sessions, storage, get_settings(), ids)
+    with sessions.begin() as s:
+        s.delete(s.get_one(Result, ids[0]))
+        s.get_one(Item, ids[0]).state = ItemState.failed
+    assert any((tmp_path / "files" / "results" / ids[0]).rglob("*.png"))
+    with sessions.begin() as s:
+        batch = s.get_one(Item, ids[0]).batch
+        service.delete_batch(s, storage, batch)
+    assert not any(p.is_file() for p in (tmp_path / "files").rglob("*"))
+    with sessions() as s, pytest.raises(service.Gone):  # a seal that waited for a batch deleted meanwhile
+        service.seal(s, batch)
+
+
 class FailsOnce(LocalStorage):
     """Object storage that fails the first deletion asked of it."""
     failed = False

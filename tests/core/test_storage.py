@@ -99,6 +99,17 @@ def test_delete_removes_the_keys_given_and_nothing_else(storage: Storage, tmp_pa
         assert storage.root.is_dir() and not any(storage.root.iterdir())
 
 
+def test_delete_under_removes_a_folder_whatever_its_keys(storage: Storage) -> None:
+    for key in ("results/a/v1/denoised.png", "results/a/v2/noisy.png", "results/ab/v1/denoised.png"):
+        storage.put(key, b"x")
+    storage.delete_under("results/a")
+    storage.delete_under("results/never")
+    assert storage.find("results/a/v1/denoised.png") is None and storage.find("results/a/v2/noisy.png") is None
+    assert storage.get("results/ab/v1/denoised.png") == b"x"  # a folder, not a prefix of names
+    if isinstance(storage, LocalStorage):
+        assert not (storage.root / "results" / "a").exists()
+
+
 def test_delete_takes_more_keys_than_one_s3_request_holds(storage: Storage) -> None:
     keys = [f"items/n{i}/input" for i in range(1003)]
     for key in keys[:3] + keys[-3:]:
@@ -112,3 +123,17 @@ def test_a_storage_that_fails_to_delete_says_so_as_an_oserror(s3: ThrowawayS3) -
     storage.client.delete_bucket(Bucket="gone-bucket")
     with pytest.raises(OSError, match="object storage"):
         storage.delete(["items/a/input"])
+
+
+def test_a_server_that_wants_content_md5_for_bulk_deletes_gets_them_key_by_key(s3: ThrowawayS3) -> None:
+    """boto3 sends no Content-MD5 since 1.36, and some S3 servers refuse DeleteObjects without it."""
+    storage = S3Storage(s3.endpoint, "md5-bucket", s3.ACCESS, s3.SECRET, "us-east-1")
+    for key in ("items/a/input", "items/b/input"):
+        storage.put(key, b"x")
+
+    def refuse(params: dict, **_: object) -> None:
+        raise ClientError({"Error": {"Code": "MissingContentMD5", "Message": "Missing required header"}},
+                          "DeleteObjects")
+    storage.client.meta.events.register("before-call.s3.DeleteObjects", refuse)
+    storage.delete(["items/a/input", "items/b/input", "items/never/input"])
+    assert storage.find("items/a/input") is None and storage.find("items/b/input") is None
