@@ -59,7 +59,7 @@ class Gone(SubmitError):
 
 
 class StorageFailed(SubmitError):
-    """The file storage failed while a batch was being deleted (503): nothing was deleted, asking again is safe."""
+    """The file storage failed during a deletion (503): nothing was deleted, asking again is safe."""
     code = "storage_unavailable"
 
 
