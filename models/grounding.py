@@ -96,10 +96,11 @@ class Grounding:
     dominant: float = 1.0  # a subject kind this likely that outweighs every group's evidence is said
     nobody: float = 0.0  # people are ruled out when the person probe gives less than this
     probe: tuple[float, ...] = ()  # the person probe: a weight per max-pooled encoder feature, then the bias
+    alone: float | None = None  # the threshold instead on a photo the probe sees no one in (None: the same)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps({"threshold": self.threshold, "absent": self.absent, "dominant": self.dominant,
-                                    "nobody": self.nobody, "suppress": self.suppress,
+                                    "nobody": self.nobody, "alone": self.alone, "suppress": self.suppress,
                                     "probe": [round(w, 6) for w in self.probe]},
                                    indent=0, sort_keys=True))
 
@@ -107,7 +108,7 @@ class Grounding:
     def load(cls, path: Path) -> "Grounding":
         data = json.loads(path.read_text())
         return cls(data["threshold"], {w: tuple(g) for w, g in data["suppress"].items()}, data["absent"],
-                   data["dominant"], data.get("nobody", 0.0), tuple(data.get("probe", ())))
+                   data["dominant"], data.get("nobody", 0.0), tuple(data.get("probe", ())), data.get("alone"))
 
     def people(self, features: torch.Tensor) -> list[float]:
         """features: (N, 49, 1280) from the encoder. The probe's probability that a person is in each photo (1 when
@@ -139,17 +140,19 @@ def guide(word: tuple[str, float], kind: tuple[str, float], evidence: dict[str, 
           table: WordTable, vocab: Vocabulary, person: float = 1.0) -> Guide:
     """word, kind: the image's likeliest word and subject kind (WordTable.top, .top_kind) with their probabilities;
     evidence: Grounding.evidence of the image; person: Grounding.people of the image. The word is said when it
-    reaches the threshold; else the kind when it does, or when it reaches `dominant` and outweighs the evidence
-    for every habitual subject."""
+    reaches the threshold (`alone` when the probe sees no one: the decoder's habits are then people, and wrong);
+    else the kind when it does, or when it reaches `dominant` and outweighs the evidence for every habitual
+    subject."""
     nobody = {"person"} if person < grounding.nobody else set()
     evidence = {g: 0.0 if g in nobody else e for g, e in evidence.items()}  # the words' evidence for no one
     absent = nobody | {g for g, e in evidence.items() if e < grounding.absent}
+    threshold = grounding.threshold if not nobody or grounding.alone is None else grounding.alone
     (word, p), (kind_word, q) = word, kind
-    if p < grounding.threshold:
-        if not (q >= grounding.threshold or q >= grounding.dominant and q > max(evidence.values())):
+    if p < threshold:
+        if not (q >= threshold or q >= grounding.dominant and q > max(evidence.values())):
             return Guide(forbid=_ids({w for g in absent for w in GROUPS[g]}, vocab))
         word, absent = kind_word, {g for g, e in evidence.items() if e < q}  # the kind outweighs these (and no one)
-    kind = table.kind[word] if p >= grounding.threshold else word
+    kind = table.kind[word] if p >= threshold else word
     # A subject begins the caption as "a <kind>", the kind said for the word: the decoder knows how sentences
     # about an animal or a building go on, not how those about a word it saw a few times do.
     subject = kind in vocab.index and kind not in NOT_SUBJECTS + SCENES + GROUPS["dog"]

@@ -151,7 +151,8 @@ def fit(prepared: Path, weights_dir: Path, out: Path, photos: Path, threads: int
     then the lowest of DOMINANT (an unsure photo's kind outweighing every subject's evidence is said) within it;
     then the person probe (photos: the CBSD432 folder) and the level of NOBODY that decides the most labelled
     photos right (cross-validated: the probe is for photos unlike Flickr8k's, whose dev split is 77% people), among
-    those whose dev CIDEr-D is within TOLERANCE of the grounding's without the probe."""
+    those whose dev CIDEr-D is within TOLERANCE of the grounding's without the probe; last, the lowest of THRESHOLDS
+    under the threshold to guide the photos the probe sees no one in (`alone`) within TOLERANCE of that."""
     torch.set_num_threads(threads)
     data = CaptionData(prepared, max_len=22)
     model = load_captioner("attention", weights_dir, "cpu", grounded=False)
@@ -185,9 +186,14 @@ def fit(prepared: Path, weights_dir: Path, out: Path, photos: Path, threads: int
         if candidate.nobody:
             chosen = candidate
             break
+    if chosen.nobody:
+        model.grounding = chosen
+        with_probe = score(caption_dev(model, data, dev), data.refs)["CIDEr"]
+        lower = tuple(reversed([t for t in THRESHOLDS if t < chosen.threshold]))
+        chosen = sweep(model, data, chosen, "alone", lower, with_probe, rows)
     chosen.save(out)
-    log.info("threshold %.2f absent %.2f dominant %.2f nobody %.2f written to %s", chosen.threshold, chosen.absent,
-             chosen.dominant, chosen.nobody, out)
+    log.info("threshold %.2f absent %.2f dominant %.2f nobody %.2f alone %s written to %s", chosen.threshold,
+             chosen.absent, chosen.dominant, chosen.nobody, chosen.alone, out)
     return rows
 
 

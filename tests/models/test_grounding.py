@@ -115,6 +115,19 @@ def test_people_are_ruled_out_when_the_probe_sees_no_one() -> None:
     assert guide(("mountains", 0.3), ("mountain", 0.4), evidence, grounding, table, vocab, person=0.3).must == ()
 
 
+def test_on_a_photo_the_probe_sees_no_one_in_the_word_is_said_from_the_lower_threshold() -> None:
+    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "an", "structure", "man", "people", "dog"])
+    table = read_table()
+    grounding = Grounding(0.5, absent=0.05, dominant=0.9, nobody=0.2, alone=0.3)
+    evidence = {"person": 0.5, "dog": 0.01, "ball": 0.01, "water": 0.01, "snow": 0.01, "grass": 0.01}
+    alone = guide(("lighthouse", 0.35), ("structure", 0.35), evidence, grounding, table, vocab, person=0.1)
+    assert alone.word == "lighthouse" and alone.start == (vocab.index["a"], vocab.index["structure"])
+    assert guide(("lighthouse", 0.35), ("structure", 0.35), evidence, grounding, table, vocab, person=0.3).must == ()
+    assert guide(("lighthouse", 0.25), ("structure", 0.25), evidence, grounding, table, vocab, person=0.1).must == ()
+    unset = Grounding(0.5, absent=0.05, dominant=0.9, nobody=0.2)  # grounding.json of before: the one threshold
+    assert guide(("lighthouse", 0.35), ("structure", 0.35), evidence, unset, table, vocab, person=0.1).must == ()
+
+
 def test_the_person_probe_is_fitted_and_read_back(tmp_path) -> None:
     gen = torch.Generator().manual_seed(1)
     flickr_x = torch.randn(400, 8, generator=gen) + 3.0  # on another scale than the labelled photos: folded back
@@ -124,10 +137,10 @@ def test_the_person_probe_is_fitted_and_read_back(tmp_path) -> None:
     probe, rows, held_out = person_probe((flickr_x, flickr_y), (photos_x, photos_y))
     assert len(probe) == 9 and len(rows) == 12 and max(r["cross_validated_auc"] for r in rows) > 0.9
     assert held_out.shape == (60,) and ((held_out > 0.5) == (photos_y > 0.5)).float().mean() > 0.7  # out of fold
-    grounding = Grounding(0.5, nobody=0.2, probe=probe)
+    grounding = Grounding(0.5, nobody=0.2, probe=probe, alone=0.3)
     grounding.save(tmp_path / "grounding.json")
     assert Grounding.load(tmp_path / "grounding.json") == Grounding(0.5, nobody=0.2, probe=tuple(
-        round(w, 6) for w in probe))
+        round(w, 6) for w in probe), alone=0.3)
     features = torch.zeros(2, 49, 8)
     features[0, 0, 0], features[1, :, 0] = 4.0, -4.0  # the feature that says "person", in one cell of the first
     seen, unseen = grounding.people(features)
