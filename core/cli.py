@@ -915,7 +915,9 @@ def delete_cmd(batch_ids: Annotated[list[str], typer.Argument(help="one or more 
                url: Url = None, key: Key = None) -> None:
     """Deletes batches for good: their items, results and every stored file (uploads, references, result images,
     thumbnails). Each id is checked before any is deleted; asks first unless --yes."""
-    from core.client import NotFound
+    import httpx
+
+    from core.client import ApiError, NotFound
     with _client(url, key) as api:
         try:
             batches = [api.batch(b) for b in dict.fromkeys(batch_ids)]
@@ -931,6 +933,8 @@ def delete_cmd(batch_ids: Annotated[list[str], typer.Argument(help="one or more 
                 api.delete_batch(batch.id)
             except NotFound:  # deleted meanwhile, or the first try's answer was lost
                 pass
+            except (ApiError, httpx.HTTPError) as e:  # the server or its storage gone past the retries
+                fail(f"batch {batch.id} not deleted ({e}); run the same command again", 1)
             err.print(f"deleted batch {batch.id}")
 
 
