@@ -928,13 +928,14 @@ def delete_cmd(batch_ids: Annotated[list[str], typer.Argument(help="one or more 
             if not sys.stdin.isatty():
                 fail("add --yes to delete without being asked")
             typer.confirm(f"delete {what} for good?", abort=True, err=True)
-        for batch in batches:
+        for n, batch in enumerate(batches):
             try:
                 api.delete_batch(batch.id)
             except NotFound:  # deleted meanwhile, or the first try's answer was lost
                 pass
             except (ApiError, httpx.HTTPError) as e:  # the server or its storage gone past the retries
-                fail(f"batch {batch.id} not deleted ({e}); run the same command again", 1)
+                rest = " ".join(b.id for b in batches[n:])
+                fail(f"batch {batch.id} not deleted ({e}); again: denocap delete {rest} --yes", 1)
             err.print(f"deleted batch {batch.id}")
 
 

@@ -59,7 +59,7 @@ class Gone(SubmitError):
 
 
 class StorageFailed(SubmitError):
-    """The file storage failed during a deletion (503): nothing was deleted, asking again is safe."""
+    """The file storage failed during a deletion (503): the rows are kept, and asking again finishes it."""
     code = "storage_unavailable"
 
 
@@ -395,7 +395,8 @@ def delete_item(session: Session, storage: Storage, item: Item) -> None:
 def _delete_items(session: Session, storage: Storage, which: ColumnElement[bool]) -> int:
     """The items `which` selects, their results and stored files; returns how many. The rows are locked (in id
     order) and deleted first, which on SQLite takes the write lock before anything else can commit; then the files,
-    inside the same transaction: when storage fails it rolls back (StorageFailed), so asking again finishes the job.
+    inside the same transaction: when storage fails it rolls back (StorageFailed) and the rows stay, whose files
+    deleted by then answer 404, so asking again finishes the job.
     A worker that finishes an item meanwhile waits for its row, then finds it gone and removes what it wrote
     (process.DatabaseSink)."""
     session.execute(select(Item.id).where(which).order_by(Item.id).with_for_update())
@@ -409,5 +410,6 @@ def _delete_items(session: Session, storage: Storage, which: ColumnElement[bool]
             if r.denoiser_version is None and r.deliveries:
                 storage.delete_under(results_folder(r.id))
     except OSError as e:
-        raise StorageFailed(f"the stored files could not be deleted ({e}); nothing was deleted, try again shortly") from e
+        raise StorageFailed(f"the stored files could not all be deleted ({e}); the rows are kept, ask again shortly "
+                            "to finish") from e
     return len(rows)

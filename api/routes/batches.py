@@ -183,7 +183,7 @@ def seal_batch(session: SessionDep, batch: BatchDep) -> BatchOut:
 def delete_batch(session: SessionDep, storage: StorageDep, batch: BatchDep) -> Response:
     """Deletes the batch, open or sealed, finished or not, with its items, results and every stored file: uploads,
     references, result images, thumbnails. An item a worker is running is dropped when it finishes. 503 when the
-    file storage fails: nothing is deleted then, and asking again is safe."""
+    file storage fails: the rows stay (files deleted by then are gone), and asking again finishes it."""
     with committed(session):
         service.delete_batch(session, storage, batch)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

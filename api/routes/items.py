@@ -21,7 +21,7 @@ def get_item(item: ItemDep) -> ItemOut:
                operation_id="items-delete")
 def delete_item(session: SessionDep, storage: StorageDep, item: ItemDep) -> Response:
     """Deletes the item, its result and its stored files, from an open or a sealed batch; the first page of a
-    multi-page file takes the file's other pages with it. 503 when the file storage fails: nothing is deleted."""
+    multi-page file takes the file's other pages with it. 503 when the file storage fails: the rows stay."""
     with committed(session):
         service.delete_item(session, storage, item)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -123,7 +123,7 @@ def test_when_storage_fails_nothing_is_deleted_and_asking_again_works(env: dict[
     app.dependency_overrides[get_storage] = lambda: BrokenDeletes(get_settings().files)
     refused = client.delete(f"/batches/{batch['id']}")
     assert refused.status_code == 503 and refused.json()["code"] == "storage_unavailable"
-    assert refused.headers["retry-after"] == "30" and "nothing was deleted" in refused.json()["detail"]
+    assert refused.headers["retry-after"] == "30" and "the rows are kept" in refused.json()["detail"]
     assert client.get(f"/items/{batch['items'][0]['id']}/original").content == upload
     app.dependency_overrides.clear()
     assert client.delete(f"/batches/{batch['id']}").status_code == 204
