@@ -668,12 +668,19 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
                 proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips)
 
 
-def worker_shape(concurrency: int | None, torch_threads: int, cores: int, gpu_gib: float) -> tuple[int, int]:
+def worker_shape(concurrency: int | None, torch_threads: int, cores: int, gpu_gib: float,
+                 exclusive: bool = False) -> tuple[int, int]:
     """Pool processes and torch threads per process: by default one process per core with one thread each on a
     CPU (1.36x the images/s of one process with two threads on two cores: bench.e2e, the README), and one per two
     cores sharing a GPU, where an item spends 97% of its time outside the denoiser (decode, metrics, captions, PNG,
     database: 8 such processes did 3.2x the images/s of one on an H200, docs/results/e2e_gpu_*), at most one per GPU_GIB_PER_PROCESS of its
-    memory; threads share out the cores unless DENOCAP_TORCH_THREADS says. gpu_gib: 0 without a GPU."""
+    memory; threads share out the cores unless DENOCAP_TORCH_THREADS says. gpu_gib: 0 without a GPU. A GPU in
+    exclusive-process mode takes one process (ValueError when more are asked for): a second would fail every item."""
+    if exclusive and gpu_gib:
+        if concurrency not in (None, 1):
+            raise ValueError(f"the GPU is in exclusive-process mode: one process can use it, not {concurrency}; give "
+                             "--concurrency 1, or make the GPU shared (nvidia-smi -c DEFAULT)")
+        concurrency = 1
     processes = concurrency or (max(1, min(cores // 2, int(gpu_gib // GPU_GIB_PER_PROCESS))) if gpu_gib else cores)
     return processes, torch_threads or max(1, cores // processes)
 
@@ -692,7 +699,11 @@ def worker(concurrency: Annotated[int | None, typer.Option(min=1, help="pool pro
     gpu_gib = _gpu_gib() if settings.device == "auto" or settings.device.startswith("cuda") else 0.0
     if settings.device.startswith("cuda") and not gpu_gib:  # CUDA asked for, its memory unread: one process
         gpu_gib = GPU_GIB_PER_PROCESS
-    processes, threads = worker_shape(concurrency, settings.torch_threads, os.cpu_count() or 1, gpu_gib)
+    try:
+        processes, threads = worker_shape(concurrency, settings.torch_threads, os.cpu_count() or 1, gpu_gib,
+                                          gpu_gib > 0 and _gpu_exclusive(settings.device))
+    except ValueError as e:
+        fail(str(e))
     os.environ["DENOCAP_TORCH_THREADS"] = str(threads)  # read by each pool process (worker.tasks)
     os.environ["DENOCAP_GPU_PROCESSES"] = str(processes if gpu_gib else 1)  # each sizes its micro-batches to a share
     get_settings.cache_clear()
@@ -713,6 +724,18 @@ def _gpu_gib() -> float:
         return float(lines[-1]) if lines and lines[-1] != "False" else 0.0
     except ValueError:  # something else printed last: no GPU that can be used
         return 0.0
+
+
+def _gpu_exclusive(device: str) -> bool:
+    """Whether nvidia-smi says the worker's GPU (cuda:N, else 0) takes one process at a time; False when it cannot
+    tell."""
+    index = device.partition(":")[2] or "0"
+    try:
+        out = subprocess.run(["nvidia-smi", f"--id={index}", "--query-gpu=compute_mode", "--format=csv,noheader"],
+                             check=False, capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.strip().lower().startswith("exclusive")
 
 
 Url = Annotated[str | None, typer.Option(help="the API's base URL (default: DENOCAP_URL)")]

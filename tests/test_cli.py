@@ -143,6 +143,31 @@ def test_worker_shape_is_one_process_per_core_on_a_cpu_and_one_per_two_cores_sha
     assert worker_shape(4, 0, 16, gpu_gib=0) == (4, 4)
     assert worker_shape(None, 3, 8, gpu_gib=0) == (8, 3)  # DENOCAP_TORCH_THREADS wins
     assert worker_shape(3, 0, 2, gpu_gib=0) == (3, 1)
+    assert worker_shape(None, 0, 16, gpu_gib=141, exclusive=True) == (1, 16)  # a second process would fail its items
+    assert worker_shape(1, 0, 16, gpu_gib=141, exclusive=True) == (1, 16)
+    with pytest.raises(ValueError, match="exclusive-process mode: one process can use it, not 4"):
+        worker_shape(4, 0, 16, gpu_gib=141, exclusive=True)
+
+
+def test_exclusive_process_mode_is_read_from_nvidia_smi_for_the_workers_gpu(monkeypatch) -> None:
+    import subprocess
+
+    from core import cli
+    asked: list[list[str]] = []
+
+    def answer(out: str) -> None:
+        monkeypatch.setattr(cli.subprocess, "run",
+                            lambda args, **k: asked.append(args) or subprocess.CompletedProcess(args, 0, out))
+    for out, exclusive in [("Exclusive_Process\n", True), ("Default\n", False), ("", False)]:
+        answer(out)
+        assert cli._gpu_exclusive("auto") is exclusive
+    answer("Exclusive_Process\n")
+    assert cli._gpu_exclusive("cuda:1") and asked[-1][1] == "--id=1"
+
+    def missing(*a: object, **k: object) -> None:
+        raise FileNotFoundError("nvidia-smi")
+    monkeypatch.setattr(cli.subprocess, "run", missing)
+    assert cli._gpu_exclusive("cuda") is False  # no nvidia-smi: cannot tell
 
 
 def test_expire_deletes_finished_batches_sealed_over_the_days_given(env: dict[str, str], tmp_path: Path) -> None:
