@@ -137,7 +137,11 @@ class S3Storage:
         self.client = boto3.client(
             "s3", endpoint_url=endpoint or None, aws_access_key_id=access_key or None,
             aws_secret_access_key=secret_key or None, region_name=region,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 8, "mode": "standard"}))
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 8, "mode": "standard"},
+                          # checksums only where the API requires them, as before boto3 1.36: older MinIO and Ceph
+                          # refuse the CRC32 trailers it now puts on every upload
+                          request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required"))
         try:
             self.client.head_bucket(Bucket=bucket)
         except ClientError as e:

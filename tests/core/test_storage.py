@@ -137,3 +137,16 @@ def test_a_server_that_wants_content_md5_for_bulk_deletes_gets_them_key_by_key(s
     storage.client.meta.events.register("before-call.s3.DeleteObjects", refuse)
     storage.delete(["items/a/input", "items/b/input", "items/never/input"])
     assert storage.find("items/a/input") is None and storage.find("items/b/input") is None
+
+
+def test_uploads_carry_no_checksum_that_older_s3_servers_refuse(s3: ThrowawayS3, tmp_path: Path) -> None:
+    """boto3 since 1.36 adds CRC32 checksums (as trailers on streamed uploads) to every upload by default."""
+    storage = S3Storage(s3.endpoint, "plain-bucket", s3.ACCESS, s3.SECRET, "us-east-1")
+    sent: list[dict[str, str]] = []
+    storage.client.meta.events.register("before-send.s3.*", lambda request, **_: sent.append(dict(request.headers)))
+    storage.put("items/a/input", b"x")
+    (tmp_path / "f").write_bytes(b"y" * 1000)
+    with (tmp_path / "f").open("rb") as f:
+        storage.put_file("items/b/input", f)
+    assert sent and not [h for headers in sent for h in headers if h.lower().startswith(("x-amz-checksum", "x-amz-trailer"))]
+    assert storage.get("items/b/input") == b"y" * 1000
