@@ -154,6 +154,16 @@ def delete_batch(session: SessionDep, storage: StorageDep, batch: GalleryBatchDe
     return RedirectResponse("/gallery", status_code=status.HTTP_303_SEE_OTHER)
 
 
+@router.post("/items/{item_id}/delete", operation_id="gallery-delete-item")
+def delete_item(session: SessionDep, storage: StorageDep, item: GalleryItemDep,
+                _: Annotated[None, SameOrigin]) -> RedirectResponse:
+    """The item (a multi-page file's first page: the file), its result and files; back to its batch."""
+    batch_id = item.batch_id
+    with committed(session):
+        service.delete_item(session, storage, item)
+    return RedirectResponse(f"/gallery/batches/{batch_id}", status_code=status.HTTP_303_SEE_OTHER)
+
+
 @router.get("/items/{item_id}", operation_id="gallery-item")
 def item_page(request: Request, item: GalleryItemDep) -> HTMLResponse:
     return render(request, "item.html", item=item, r=item.result)

@@ -151,6 +151,13 @@ def test_an_item_is_deleted_alone_and_a_files_first_page_takes_its_other_pages(e
     assert [i["id"] for i in client.get(f"/batches/{batch}/items").json()["data"]] == [a]
     assert stored(root) == {f"items/{a}/input"} and client.get(f"/items/{page3}").status_code == 404
     assert client.delete(f"/items/{page1}").status_code == 404
+    browser = TestClient(client.app, headers={"Origin": "http://testserver"})  # the gallery's button
+    assert browser.post("/gallery/login", data={"key": client.headers["X-API-Key"]}).status_code == 200
+    assert 'action="/gallery/items/' + a + '/delete"' in browser.get(f"/gallery/items/{a}").text
+    assert browser.post(f"/gallery/items/{a}/delete", headers={"Origin": "https://evil.example"}).status_code == 403
+    gone = browser.post(f"/gallery/items/{a}/delete", follow_redirects=False)
+    assert gone.status_code == 303 and gone.headers["location"] == f"/gallery/batches/{batch}"
+    assert stored(root) == set() and client.get(f"/items/{a}").status_code == 404
     again = client.post(f"/batches/{batch}/files", files=files(("scan.tif", scans), ("a.png", single))).json()
-    assert [f["duplicate"] for f in again["files"]] == [False, True]  # deleted content is content no more
+    assert [f["duplicate"] for f in again["files"]] == [False, False]  # deleted content is content no more
     assert again["batch"]["total"] == 4

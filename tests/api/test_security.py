@@ -100,7 +100,8 @@ def signed_in(stack: str, client: httpx.Client) -> httpx.Client:
     return browser
 
 
-DELETES = {("DELETE", "/batches/{batch_id}"), ("DELETE", "/items/{item_id}"), ("POST", "/gallery/batches/{batch_id}/delete")}
+DELETES = {("DELETE", "/batches/{batch_id}"), ("DELETE", "/items/{item_id}"), ("POST", "/gallery/batches/{batch_id}/delete"),
+           ("POST", "/gallery/items/{item_id}/delete")}
 
 
 def test_another_tenant_gets_404_on_every_route_with_my_ids(stack: str, client: httpx.Client, other: httpx.Client,
