@@ -50,6 +50,15 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+@contextmanager
+def failing(*errors: type[Exception], code: int = 2) -> Iterator[None]:
+    """These errors of the block end the command as one line (their message) and exit `code`."""
+    try:
+        yield
+    except errors as e:
+        fail(str(e), code)
+
+
 def collect(paths: list[Path]) -> list[submit.Sendable]:
     from core import submit
     return [submit.LocalFile(p.name, p) for p in image_files(paths)]
@@ -96,12 +105,9 @@ def run(
                        captioner=captioner)
     sessions = _migrated_sessions()
     storage = make_storage(settings)
-    with sessions.begin() as session:
-        try:
-            tenant = tenants.tenant_named(session, tenants.LOCAL, create=True)
-            batch, _ = submit.submit(session, storage, settings, tenant.id, uploads, options)
-        except submit.SubmitError as e:
-            fail(str(e))
+    with sessions.begin() as session, failing(submit.SubmitError):
+        tenant = tenants.tenant_named(session, tenants.LOCAL, create=True)
+        batch, _ = submit.submit(session, storage, settings, tenant.id, uploads, options)
         batch_id = batch.id
         queued = [i.id for i in batch.items if i.state == ItemState.queued]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -268,11 +274,9 @@ def denoise(
     settings = get_settings()
     files = image_files(inputs)
     outputs = out_dir(out, files)
-    try:
+    with failing(ModelError):
         net = load_denoiser(model, settings.weights_dir, settings.device, settings.tile_size, settings.precision,
                             settings.denoise_ensemble if ensemble is None else ensemble)
-    except ModelError as e:
-        fail(str(e))
     runtime = Runtime(submit.limits_of(settings), settings.tile_size, settings.tile_overlap)
     table, failed = Table("file -> output", "noise (estimated)", "noise used", "seconds"), 0
     for path in files:
@@ -448,12 +452,10 @@ def caption_images(paths: list[Path],
     files = image_files(paths)
     if weights is not None and not weights.is_dir():
         fail(f"weights folder not found: {weights}")
-    try:
+    with failing(ModelError):
         folder = weights or (settings.blip_weights if captioner == "blip" else None) or settings.weights_dir
         model = load_captioner(captioner, folder, settings.device, grounded=grounded, precision=settings.precision,
                                **({"beam": beam} if beam else {}))
-    except ModelError as e:
-        fail(str(e))
     limits, failed = submit.limits_of(settings), 0
     for path in files:
         try:
@@ -699,11 +701,9 @@ def worker(concurrency: Annotated[int | None, typer.Option(min=1, help="pool pro
     gpu_gib = _gpu_gib() if settings.device == "auto" or settings.device.startswith("cuda") else 0.0
     if settings.device.startswith("cuda") and not gpu_gib:  # CUDA asked for, its memory unread: one process
         gpu_gib = GPU_GIB_PER_PROCESS
-    try:
+    with failing(ValueError):
         processes, threads = worker_shape(concurrency, settings.torch_threads, os.cpu_count() or 1, gpu_gib,
                                           gpu_gib > 0 and _gpu_exclusive(settings.device))
-    except ValueError as e:
-        fail(str(e))
     os.environ["DENOCAP_TORCH_THREADS"] = str(threads)  # read by each pool process (worker.tasks)
     os.environ["DENOCAP_GPU_PROCESSES"] = str(processes if gpu_gib else 1)  # each sizes its micro-batches to a share
     get_settings.cache_clear()
@@ -775,10 +775,8 @@ def submit_cmd(
     from core import bulk
     options = _options(add_noise=add_noise, seed=seed, denoise_sigma=denoise_sigma, denoiser=denoiser,
                        captioner=captioner)
-    try:
+    with failing(FileNotFoundError):
         found = bulk.walk(paths)
-    except FileNotFoundError as e:
-        fail(str(e))
     for path, reason in found.unreadable:
         typer.echo(f"{path}: unreadable ({reason}), skipped", err=True)
     if found.unnamed:
@@ -788,7 +786,7 @@ def submit_cmd(
     settings = get_settings()
     base = url or settings.url
     state_path = bulk.state_file(settings.data_dir / "submits", base, [p.absolute() for p in paths], options)
-    with _client(url, key) as api, _state_error():
+    with _client(url, key) as api, failing(bulk.StateError):
         with bulk.only_run(state_path):
             if new:
                 _seal_earlier(api, state_path)
@@ -822,15 +820,6 @@ def _seal_earlier(api: Client, state_path: Path) -> None:
         pass  # gone, or another key's
     except (ApiError, httpx.HTTPError) as e:  # the new batch matters more
         typer.echo(f"could not seal batch {batch_id}, left open by an earlier run of these paths: {e}", err=True)
-
-
-@contextmanager
-def _state_error() -> Iterator[None]:
-    from core.bulk import StateError
-    try:
-        yield
-    except StateError as e:
-        fail(str(e))
 
 
 def _upload(api: Client, found: bulk.Found, options: BatchOptions, state: bulk.State, state_path: Path,
@@ -918,10 +907,8 @@ def status_cmd(batch_id: str, url: Url = None, key: Key = None) -> None:
     from core.client import NotFound
     from core.tables import ItemState
     with _client(url, key) as api:
-        try:
+        with failing(NotFound):
             batch = api.batch(batch_id)
-        except NotFound as e:
-            fail(str(e))
         table = Table("batch", "sealed", "total", *(s.value for s in ItemState), "progress", "finished")
         table.add_row(batch.id, "yes" if batch.sealed else "no (open)", str(batch.total),
                       *(str(batch.counts[s]) for s in ItemState), f"{batch.progress:.0%}",
@@ -942,10 +929,8 @@ def delete_cmd(batch_ids: Annotated[list[str], typer.Argument(help="one or more 
 
     from core.client import ApiError, NotFound
     with _client(url, key) as api:
-        try:
+        with failing(NotFound):
             batches = [api.batch(b) for b in dict.fromkeys(batch_ids)]
-        except NotFound as e:
-            fail(str(e))
         what = ", ".join(f"{b.id} ({b.total} item{'s' * (b.total != 1)})" for b in batches)
         if not yes:
             if not sys.stdin.isatty():
@@ -978,16 +963,12 @@ def results_cmd(
     if format not in ("csv", "jsonl"):
         fail(f"--format must be csv or jsonl, got {format!r}")
     with _client(url, key) as api:
-        try:
+        with failing(NotFound):
             batch, items = api.batch(batch_id), list(api.items(batch_id))
-        except NotFound as e:
-            fail(str(e))
         out.mkdir(parents=True, exist_ok=True)
         names = bulk.output_names(items)
-        try:
+        with failing(ValueError, code=1):
             bulk.claim_folder(out, batch.id, [*names.values(), f"results.{format}"])
-        except ValueError as e:
-            fail(str(e), 1)
         bulk.write_table(items, names, out / f"results.{format}", format)
         fetched = 0
         with Progress(TextColumn("download"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -1022,11 +1003,8 @@ def apikey_create(tenant: Annotated[str, typer.Argument(help="tenant name; made 
                   label: Annotated[str, typer.Option(help="what the key is for")] = "") -> None:
     """Print a new key (shown once; only its hash is stored)."""
     from core import tenants
-    with _migrated_sessions().begin() as session:
-        try:
-            new = tenants.create_key(session, tenant, label)
-        except tenants.TenantError as e:
-            fail(str(e))
+    with _migrated_sessions().begin() as session, failing(tenants.TenantError):
+        new = tenants.create_key(session, tenant, label)
     typer.echo(f"key {new.id} for tenant {new.tenant!r} (store it now; it is not shown again):", err=True)
     typer.echo(new.key)
 
@@ -1047,11 +1025,8 @@ def apikey_list(tenant: Annotated[str | None, typer.Argument(help="only this ten
 def apikey_revoke(key_id: str) -> None:
     """Revoke a key at once: its next request gets 401, and the gallery sessions signed in with it end."""
     from core import tenants
-    with _migrated_sessions().begin() as session:
-        try:
-            tenants.revoke_key(session, key_id)
-        except tenants.TenantError as e:
-            fail(str(e))
+    with _migrated_sessions().begin() as session, failing(tenants.TenantError):
+        tenants.revoke_key(session, key_id)
     console.print(f"revoked {key_id}")
 
 
