@@ -728,8 +728,10 @@ def _gpu_gib() -> float:
 
 def _gpu_exclusive(device: str) -> bool:
     """Whether nvidia-smi says the worker's GPU (cuda:N, else 0) takes one process at a time; False when it cannot
-    tell."""
-    index = device.partition(":")[2] or "0"
+    tell. nvidia-smi numbers the GPUs as the machine does: CUDA_VISIBLE_DEVICES says which the N-th is."""
+    index = int(device.partition(":")[2] or 0)
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    index = visible[index] if index < len(visible) else str(index)  # an index or a UUID: --id takes both
     try:
         out = subprocess.run(["nvidia-smi", f"--id={index}", "--query-gpu=compute_mode", "--format=csv,noheader"],
                              check=False, capture_output=True, text=True, timeout=30).stdout
@@ -1045,8 +1047,15 @@ def expire_cmd(days: Annotated[int | None, typer.Option(min=1, help="default: DE
             ids = submit.expired(session, days)
         console.print("\n".join(ids) or f"no finished batch sealed over {days} days ago")
         return
-    n = len(submit.expire(sessions, make_storage(get_settings()), days))
+    n, storage = 0, make_storage(get_settings())
+    while True:  # a run at a time, each a bounded list
+        deleted, kept = submit.expire(sessions, storage, days)
+        n += len(deleted)
+        if not deleted:
+            break
     console.print(f"deleted {n} finished batch{'es' * (n != 1)} sealed over {days} days ago")
+    if kept:
+        fail(f"{len(kept)} kept: their files could not be deleted (the log says why); run it again", 1)
 
 
 @app.command("reconcile")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -353,20 +353,27 @@ def delete_batch(session: Session, storage: Storage, batch: Batch) -> None:
     log.info("batch deleted with its %d items and their files", n, extra={"batch_id": batch.id})
 
 
-def expired(session: Session, days: int) -> list[str]:
-    """The batches sealed over `days` days ago whose items have all finished, oldest first."""
+EXPIRE_AT_ONCE = 100  # batches one run deletes at most: a backlog takes several runs, none holding a worker long
+
+
+def expired(session: Session, days: int, most: int | None = None) -> list[str]:
+    """The batches sealed over `days` days ago whose items have all finished, oldest first (open batches never
+    expire). ValueError under a day: 0 means "kept", never "everything"."""
+    if days < 1:
+        raise ValueError(f"a retention of {days} days: at least 1")
     cutoff = datetime.now(UTC) - timedelta(days=days)
-    unfinished = select(Item.batch_id).where(Item.state.in_([ItemState.queued, ItemState.running]))
-    return list(session.scalars(select(Batch.id).where(Batch.sealed_at < cutoff, Batch.id.not_in(unfinished))
-                                .order_by(Batch.sealed_at, Batch.id)))
+    unfinished = exists().where(Item.batch_id == Batch.id, Item.state.in_([ItemState.queued, ItemState.running]))
+    return list(session.scalars(select(Batch.id).where(Batch.sealed_at < cutoff, ~unfinished)
+                                .order_by(Batch.sealed_at, Batch.id).limit(most)))
 
 
-def expire(sessions: sessionmaker, storage: Storage, days: int) -> list[str]:
-    """Deletes the expired batches, a transaction each: one whose files storage fails to delete is kept (and logged)
-    for the next run, the others go. Returns the ids deleted."""
+def expire(sessions: sessionmaker, storage: Storage, days: int,
+           most: int = EXPIRE_AT_ONCE) -> tuple[list[str], list[str]]:
+    """Deletes up to `most` expired batches, a transaction each. Returns the ids deleted and those kept because
+    storage failed to delete their files (logged; the next run tries them first)."""
     with sessions() as session:
-        ids = expired(session, days)
-    deleted = []
+        ids = expired(session, days, most)
+    deleted, kept = [], []
     for batch_id in ids:
         try:
             with sessions.begin() as session:
@@ -376,8 +383,9 @@ def expire(sessions: sessionmaker, storage: Storage, days: int) -> list[str]:
         except Gone:  # deleted by its owner meanwhile
             pass
         except StorageFailed as e:
+            kept.append(batch_id)
             log.warning("expiring batch %s: %s", batch_id, e, extra={"batch_id": batch_id})
-    return deleted
+    return deleted, kept
 
 
 def delete_item(session: Session, storage: Storage, item: Item) -> None:

@@ -163,6 +163,10 @@ def test_exclusive_process_mode_is_read_from_nvidia_smi_for_the_workers_gpu(monk
         assert cli._gpu_exclusive("auto") is exclusive
     answer("Exclusive_Process\n")
     assert cli._gpu_exclusive("cuda:1") and asked[-1][1] == "--id=1"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, GPU-8f0e")  # cuda:0 is the machine's GPU 2, cuda:1 a UUID
+    cli._gpu_exclusive("auto")
+    cli._gpu_exclusive("cuda:1")
+    assert [a[1] for a in asked[-2:]] == ["--id=2", "--id=GPU-8f0e"]
 
     def missing(*a: object, **k: object) -> None:
         raise FileNotFoundError("nvidia-smi")

@@ -24,7 +24,8 @@ def make_celery() -> Celery:
         worker_max_memory_per_child=4_000_000,  # KiB: a leaking child is replaced between tasks
         task_default_queue=QUEUE,
         beat_schedule={"reconcile": {"task": RECONCILE, "schedule": float(s.reconcile_every)}}
-        | ({"expire": {"task": EXPIRE, "schedule": float(s.expire_every)}} if s.retention_days else {}),
+        | ({"expire": {"task": EXPIRE, "schedule": float(s.expire_every), "args": (s.retention_days,),  # beat's own
+                       "options": {"expires": float(s.expire_every)}}} if s.retention_days else {}),
     )
     return app
 

@@ -39,12 +39,16 @@ def reconcile() -> int:
 
 
 @app.task(name=EXPIRE)
-def expire() -> int:
-    """Deletes the finished batches sealed more than DENOCAP_RETENTION_DAYS days ago, with their files."""
+def expire(days: int) -> int:
+    """Deletes up to submit.EXPIRE_AT_ONCE finished batches sealed more than `days` days ago (the retention beat
+    read), with their files; a message without a retention of a day or more deletes nothing."""
+    if days < 1:
+        log.warning("expire asked with a retention of %s days: nothing deleted", days)
+        return 0
     settings = get_settings()
-    deleted = submit.expire(sessions_for(settings.database_url), make_storage(settings), settings.retention_days)
+    deleted, _ = submit.expire(sessions_for(settings.database_url), make_storage(settings), days)
     if deleted:
-        log.info("deleted %d finished batches sealed over %d days ago", len(deleted), settings.retention_days)
+        log.info("deleted %d finished batches sealed over %d days ago", len(deleted), days)
     return len(deleted)
 
 

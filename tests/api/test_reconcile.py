@@ -51,3 +51,20 @@ def test_lost_messages_are_sent_again_and_expired_batches_deleted(weights_dir: P
             assert s.get(Batch, old_id) is None and s.get(Batch, batch_id) is not None  # over 30 days: deleted
     finally:
         stop(worker)
+
+
+def test_an_expire_message_without_a_retention_of_a_day_deletes_nothing(env: dict[str, str]) -> None:
+    """Beat puts its retention in the message; one of 0 (retention turned off, a hand-sent message) is not "now"."""
+    from core.config import get_settings
+    from core.db import sessions_for
+    from worker.tasks import expire
+    settings = get_settings()
+    migrate(settings.database_url)
+    with sessions_for(settings.database_url).begin() as s:
+        batch, _ = service.submit(s, LocalStorage(settings.files), settings, tenant_id(s),
+                                  [service.Upload("bad.png", b"no")], BatchOptions())  # finished at once
+        batch.sealed_at, batch_id = datetime.now(UTC) - timedelta(days=2), batch.id
+    assert expire(0) == 0 and expire(3) == 0
+    assert expire(1) == 1
+    with sessions_for(settings.database_url)() as s:
+        assert s.get(Batch, batch_id) is None

@@ -354,10 +354,11 @@ def test_expire_deletes_finished_batches_sealed_long_ago_one_at_a_time(sessions:
         s.execute(update(Batch).where(Batch.id == opened.id).values(created_at=datetime.now(UTC) - timedelta(days=40)))
     with sessions() as s:
         assert service.expired(s, 30) == [batch_of[old_done[0]], batch_of[old_done_too[0]]]
-    assert service.expire(sessions, storage, 30) == [batch_of[old_done_too[0]]]  # the first: storage failed, kept
+        with pytest.raises(ValueError, match="at least 1"):  # 0 is "kept", never "everything"
+            service.expired(s, 0)
+    assert service.expire(sessions, storage, 30, most=1) == ([], [batch_of[old_done[0]]])  # storage failed: kept
+    assert service.expire(sessions, storage, 30) == ([batch_of[old_done[0]], batch_of[old_done_too[0]]], [])
     assert not (tmp_path / "files" / "items" / old_done_too[0]).exists()
-    assert (tmp_path / "files" / "results" / old_done[0]).is_dir()
-    assert service.expire(sessions, storage, 30) == [batch_of[old_done[0]]]  # the next run
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(Item).where(Item.id.in_(old_queued + new_done))) == 2
         assert service.expired(s, 30) == [] and s.get(Batch, opened.id) is not None
