@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 from fastapi import HTTPException, Response, status
 from fastapi.responses import StreamingResponse
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import Receive, Scope, Send
 
@@ -76,8 +77,20 @@ def _png(storage: Storage, item: Item, which: str) -> bytes:
     if (data := storage.find(made)) is None:
         with conversion_slot():
             data = encode_png(decode(_stored(storage, key), limits_of(get_settings())))
-        storage.put(made, data)
+        _keep(storage, item, made, data)
     return data
+
+
+def _keep(storage: Storage, item: Item, key: str, data: bytes) -> None:
+    """Stores a file made on request. A deletion of its item meanwhile could not know of it: a fresh transaction
+    (the request's may see the row as it was) waits for such a deletion to commit (FOR SHARE on PostgreSQL) and, the
+    row gone, the file is removed and the answer is 404."""
+    storage.put(key, data)
+    with sessions_for(get_settings().database_url)() as session:
+        gone = session.scalar(select(Item.id).where(Item.id == item.id).with_for_update(read=True)) is None
+    if gone:
+        storage.delete([key])
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "item not found")
 
 
 def _stored(storage: Storage, key: str) -> bytes:
@@ -93,7 +106,7 @@ def thumbnail(storage: Storage, item: Item, which: str) -> Response:
         png = _png(storage, item, which)
         with conversion_slot():
             data = thumbnail_jpeg(png, THUMB_SIZE)
-        storage.put(key, data)
+        _keep(storage, item, key, data)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 

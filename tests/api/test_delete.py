@@ -9,12 +9,16 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import sessionmaker
 
 from api.deps import get_storage
 from api.main import create_app
+from core import process
+from core import submit as service
 from core.config import get_settings
-from core.db import migrate
+from core.db import migrate, sessions_for
 from core.storage import LocalStorage
+from core.tables import Item
 from tests.api.conftest import running_stack
 from tests.api.test_security import signed_in
 from tests.conftest import api_key, many_frames, png, smooth_image
@@ -161,3 +165,29 @@ def test_an_item_is_deleted_alone_and_a_files_first_page_takes_its_other_pages(e
     again = client.post(f"/batches/{batch}/files", files=files(("scan.tif", scans), ("a.png", single))).json()
     assert [f["duplicate"] for f in again["files"]] == [False, False]  # deleted content is content no more
     assert again["batch"]["total"] == 4
+
+
+class DeletedWhileMade(LocalStorage):
+    """Storage under which the item is deleted just before a thumbnail made on request is stored."""
+    sessions: sessionmaker
+
+    def put(self, key: str, data: bytes) -> None:
+        if key.startswith("thumbs/"):
+            with self.sessions.begin() as s:
+                service.delete_item(s, self, s.get_one(Item, key.split("/")[1]))
+        super().put(key, data)
+
+
+def test_a_thumbnail_made_while_its_item_is_deleted_is_not_left_behind(env: dict[str, str]) -> None:
+    settings = get_settings()
+    migrate(settings.database_url)
+    app = create_app(enqueue=lambda ids: None)
+    client = TestClient(app, headers={"X-API-Key": api_key(settings.database_url, "alpha")})
+    item = client.post("/batches", files=files(("a.png", png(smooth_image(24, 24, seed=1))))).json()["items"][0]["id"]
+    storage = DeletedWhileMade(settings.files)
+    storage.sessions = sessions_for(settings.database_url)
+    process.process_items(storage.sessions, storage, settings, [item])
+    app.dependency_overrides[get_storage] = lambda: storage
+    r = client.get(f"/items/{item}/thumbs/denoised.jpg")
+    assert r.status_code == 404 and r.json()["detail"] == "item not found"
+    assert stored(settings.files) == set()  # the deletion took the rest; the thumbnail made after it went too

@@ -15,26 +15,35 @@ from PIL import Image
 from sqlalchemy.orm import Session
 
 from api import presenters
-from core.config import Settings
+from core import submit as service
+from core.config import Settings, get_settings
+from core.db import migrate, sessions_for
+from core.options import BatchOptions
 from core.queries import CaptionFilter
 from core.storage import LocalStorage, input_key, results_prefix
 from core.tables import Item, Result
-from tests.conftest import png, smooth_image
+from tests.conftest import png, smooth_image, tenant_id
 
 
 def item_with_upload(storage: LocalStorage) -> Item:
-    """A done item without synthetic noise: its noisy image is the upload (a JPEG)."""
-    item_id = "a" * 32
+    """A done item without synthetic noise, in the database: its noisy image is the upload (a JPEG)."""
+    settings = get_settings()
+    migrate(settings.database_url)
     buf = io.BytesIO()
     Image.fromarray(smooth_image(40, 40)).save(buf, format="JPEG")
-    storage.put(input_key(item_id), buf.getvalue())
-    prefix = results_prefix(item_id, "ffdnet@1")
+    with sessions_for(settings.database_url).begin() as s:
+        batch, _ = service.submit(s, storage, settings, tenant_id(s), [service.Upload("a.jpg", buf.getvalue())],
+                                  BatchOptions())
+        item = batch.items[0]
+        prefix = results_prefix(item.id, "ffdnet@1")
+        item.result = Result(item_id=item.id, noisy_key=input_key(item.id), denoiser_version="ffdnet@1",
+                             denoised_key=f"{prefix}/denoised.png", width=40, height=40, sigma_estimate=0.0,
+                             caption="", caption_noisy="", captioner_version="attention@1")
     storage.put(f"{prefix}/denoised.png", png(smooth_image(40, 40)))
-    return Item(id=item_id, result=Result(item_id=item_id, noisy_key=input_key(item_id), denoiser_version="ffdnet@1",
-                                          denoised_key=f"{prefix}/denoised.png"))
+    return item
 
 
-def test_the_upload_is_made_a_png_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_upload_is_made_a_png_once(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     storage = LocalStorage(tmp_path)
     item = item_with_upload(storage)
     first = presenters.result_png(storage, item, "noisy").body
@@ -47,7 +56,8 @@ def test_the_upload_is_made_a_png_once(tmp_path: Path, monkeypatch: pytest.Monke
     assert presenters.thumbnail(storage, item, "noisy").media_type == "image/jpeg"
 
 
-def test_conversions_beyond_the_slots_wait_then_get_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conversions_beyond_the_slots_wait_then_get_503(env: dict[str, str], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     storage = LocalStorage(tmp_path)
     item = item_with_upload(storage)
     monkeypatch.setattr(presenters, "CONVERSIONS", threading.BoundedSemaphore(1))
