@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     requeue_after: int = 1800  # a queued item with no run for this long gets another message
     reconcile_every: int = 60  # seconds between reconciler runs (worker started with --beat)
     retention_days: int = Field(0, ge=0)  # finished batches sealed this long ago are deleted with their files (0: kept)
-    expire_every: int = Field(3600, gt=0)  # seconds between those deletions (a worker with --beat; or `denocap expire`)
+    expire_every: int = Field(3600, gt=0)  # seconds between those deletions by a worker started with --beat
     database_retry_seconds: int = 300  # a worker keeps a finished result this long while the database is down
     log_format: str = "text"  # text | json (one object a line, with batch and item ids)
 

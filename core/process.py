@@ -22,17 +22,13 @@ from core.config import Settings
 from core.imageio import encode_png
 from core.options import BatchOptions
 from core.storage import Storage, input_key, item_keys, reference_key, results_prefix
-from core.submit import limits_of
+from core.submit import Gone, limits_of
 from core.tables import Item, ItemState, Result
 from models.registry import CaptionBackend, Denoiser, ModelError, load_captioner, load_denoiser
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 HOST = socket.gethostname()
-
-
-class Gone(Exception):
-    """The item (or its batch) was deleted while it ran."""
 
 
 class Claim(Enum):
@@ -133,7 +129,7 @@ class DatabaseSink:
             self.storage.put(noisy_key, encode_png(result.noisy))
         try:
             batch_id = with_database(self.settings, lambda: self._store(item_id, result, prefix, noisy_key))
-        except Gone:  # the deletion could not know the files written above
+        except Gone:  # deleted while it ran: the deletion could not know the files written above
             self.storage.delete(item_keys(item_id, result.denoiser_version))
             log.info("item dropped: it was deleted while it ran", extra={"item_id": item_id})
             return
@@ -146,7 +142,7 @@ class DatabaseSink:
         with self.sessions.begin() as session:
             item = session.get(Item, item_id, with_for_update=True)
             if item is None:
-                raise Gone(item_id)
+                raise Gone("item not found")
             if item.state != ItemState.running:
                 return None
             h, w = r.denoised.shape

@@ -54,7 +54,7 @@ class BatchSealed(SubmitError):
 
 
 class Gone(SubmitError):
-    """The batch or item was deleted while the request waited for its row (404)."""
+    """The batch or item was deleted while a request or a worker waited for its row (404)."""
     code = "not_found"
 
 
