@@ -8,6 +8,8 @@ from core.tables import Item, ItemState
 
 
 def mark_enqueued(session: Session, item_ids: list[str]) -> None:
+    """Locks the rows in id order first, as a deletion does: in scan order the two could deadlock."""
+    session.execute(select(Item.id).where(Item.id.in_(item_ids)).order_by(Item.id).with_for_update())
     session.execute(update(Item).where(Item.id.in_(item_ids)).values(enqueued_at=datetime.now(UTC)))
 
 

@@ -1,4 +1,6 @@
 """Submit, claim and process against PostgreSQL: the row is the truth and a re-run stores one result."""
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -106,6 +108,34 @@ def test_queued_items_without_a_recent_message_are_due(sessions: sessionmaker, t
     with sessions() as s:
         assert queue.due_for_requeue(s, settings.requeue_after, settings.lease) == []
         assert queue.due_for_requeue(s, -1, settings.lease) == ids  # as if requeue_after had passed
+
+
+def test_items_marked_sent_are_locked_in_id_order_as_a_deletion_locks_them(sessions: sessionmaker,
+                                                                            tmp_path: Path) -> None:
+    """Else a reconcile and a deletion of the same items can each hold one the other waits for (a deadlock)."""
+    storage = LocalStorage(tmp_path / "files")
+    while (ids := make_batch(sessions, storage))[0] < ids[1]:  # stored out of id order, so a plain scan is too
+        pass
+    low, high = sorted(ids)
+    errors: list[Exception] = []
+
+    def mark() -> None:
+        try:
+            with sessions.begin() as s:
+                queue.mark_enqueued(s, ids)
+        except Exception as e:  # noqa: BLE001 - the deadlock PostgreSQL ends, whichever side it picks
+            errors.append(e)
+
+    with sessions.begin() as deleting:
+        deleting.execute(select(Item.id).where(Item.id == low).with_for_update())
+        marking = threading.Thread(target=mark)
+        marking.start()
+        time.sleep(0.5)  # it waits for the lowest id
+        deleting.execute(select(Item.id).where(Item.id == high).with_for_update())
+    marking.join()
+    assert errors == []
+    with sessions() as s:
+        assert None not in s.scalars(select(Item.enqueued_at).where(Item.id.in_(ids))).all()
 
 
 def test_submit_refuses_bad_batches(sessions: sessionmaker, tmp_path: Path) -> None:
