@@ -5,7 +5,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session
@@ -35,8 +36,7 @@ STATUS = {service.RequestTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
           service.TooManyInFlight: status.HTTP_429_TOO_MANY_REQUESTS,
           service.IdempotencyConflict: status.HTTP_409_CONFLICT,
           service.BatchSealed: status.HTTP_409_CONFLICT,
-          service.Gone: status.HTTP_404_NOT_FOUND,
-          service.StorageFailed: status.HTTP_503_SERVICE_UNAVAILABLE}
+          service.Gone: status.HTTP_404_NOT_FOUND}
 RETRY_AFTER = {status.HTTP_429_TOO_MANY_REQUESTS: "60", status.HTTP_503_SERVICE_UNAVAILABLE: "30"}
 
 
@@ -52,6 +52,18 @@ def committed(session: Session) -> Iterator[None]:
         code = STATUS.get(type(e), status.HTTP_422_UNPROCESSABLE_CONTENT)
         headers = {"Retry-After": RETRY_AFTER[code]} if code in RETRY_AFTER else None
         raise Refused(code, str(e), e.code, headers) from None
+
+
+DELETED = {202: {"description": "deleted, but the file storage failed: the reconciler deletes the files later"}}
+
+
+def swept(session: Session, storage: Storage, item_ids: list[str]) -> Response:
+    """After a deletion commits: 204 when storage has deleted the items' files, else 202 saying so (the rows are
+    gone either way)."""
+    if left := service.sweep(session, storage, item_ids):
+        return JSONResponse({"detail": f"the file storage failed: the stored files of {left} items are deleted later",
+                             "code": "files_pending"}, status.HTTP_202_ACCEPTED)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:

@@ -940,13 +940,13 @@ def delete_cmd(batch_ids: Annotated[list[str], typer.Argument(help="one or more 
             typer.confirm(f"delete {what} for good?", abort=True, err=True)
         for n, batch in enumerate(batches):
             try:
-                api.delete_batch(batch.id)
+                later = api.delete_batch(batch.id)
             except NotFound:  # deleted meanwhile, or the first try's answer was lost
-                pass
-            except (ApiError, httpx.HTTPError) as e:  # the server or its storage gone past the retries
+                later = None
+            except (ApiError, httpx.HTTPError) as e:  # the server gone past the retries
                 rest = " ".join(b.id for b in batches[n:])
                 fail(f"batch {batch.id} not deleted ({e}); again: denocap delete {rest} --yes", 1)
-            err.print(f"deleted batch {batch.id}")
+            err.print(f"deleted batch {batch.id}" + (f"; {later}" if later else ""))
 
 
 @app.command("results")
@@ -1048,19 +1048,19 @@ def expire_cmd(days: Annotated[int | None, typer.Option(min=1, help="default: DE
         console.print("\n".join(ids) or f"no finished batch sealed over {days} days ago")
         return
     n, storage = 0, make_storage(get_settings())
-    while True:  # a run at a time, each a bounded list
-        deleted, kept = submit.expire(sessions, storage, days)
+    while deleted := submit.expire(sessions, storage, days):  # a run at a time, each a bounded list
         n += len(deleted)
-        if not deleted:
-            break
     console.print(f"deleted {n} finished batch{'es' * (n != 1)} sealed over {days} days ago")
-    if kept:
-        fail(f"{len(kept)} kept: their files could not be deleted (the log says why); run it again", 1)
+    with sessions() as session:
+        if left := submit.sweep(session, storage):  # these batches' files and any a deletion left before
+            fail(f"the file storage failed: the stored files of {left} deleted items are left (the log says why); "
+                 "run it again", 1)
 
 
 @app.command("reconcile")
 def reconcile_cmd() -> None:
-    """Re-send the items whose message may be lost (broker flushed, worker died); safe to run any time."""
+    """Re-send the items whose message may be lost (broker flushed, worker died), and delete the files of deleted
+    items that the file storage failed to delete; safe to run any time."""
     from worker.tasks import reconcile
     console.print(f"re-enqueued {reconcile()} items")
 

@@ -138,11 +138,12 @@ class Client:
     def batch(self, batch_id: str) -> BatchOut:
         return BatchOut.model_validate(self._send("GET", f"/batches/{batch_id}").json())
 
-    def delete_batch(self, batch_id: str) -> None:
-        self._send("DELETE", f"/batches/{batch_id}")
+    def delete_batch(self, batch_id: str) -> str | None:
+        """None, or the server's message when it deleted the batch but its file storage failed (202)."""
+        return _later(self._send("DELETE", f"/batches/{batch_id}"))
 
-    def delete_item(self, item_id: str) -> None:
-        self._send("DELETE", f"/items/{item_id}")
+    def delete_item(self, item_id: str) -> str | None:
+        return _later(self._send("DELETE", f"/items/{item_id}"))
 
     def items(self, batch_id: str, state: str | None = None, page: int = 1000,
               noted: bool = False) -> Iterator[ItemOut]:
@@ -157,6 +158,10 @@ class Client:
 
     def get_bytes(self, path: str) -> bytes:
         return self._send("GET", path).content
+
+
+def _later(response: httpx.Response) -> str | None:
+    return _detail(response)[0] if response.status_code == httpx.codes.ACCEPTED else None
 
 
 def _detail(response: httpx.Response) -> tuple[str, str | None]:

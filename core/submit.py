@@ -3,13 +3,13 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,7 +17,7 @@ from core.config import Settings
 from core.imageio import ImageError, Limits, TooLarge, full_pages, full_pages_file, probe, probe_file
 from core.options import BatchOptions
 from core.storage import Storage, input_key, item_keys, reference_key, results_folder
-from core.tables import Batch, Item, ItemState, Result, Tenant
+from core.tables import Batch, Deletion, Item, ItemState, Result, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,6 @@ class BatchSealed(SubmitError):
 class Gone(SubmitError):
     """The batch or item was deleted while a request or a worker waited for its row (404)."""
     code = "not_found"
-
-
-class StorageFailed(SubmitError):
-    """The file storage failed during a deletion (503): the rows are kept, and asking again finishes it."""
-    code = "storage_unavailable"
 
 
 @dataclass(frozen=True)
@@ -344,13 +339,14 @@ def seal(session: Session, batch: Batch) -> None:
         raise Gone("batch not found")
 
 
-def delete_batch(session: Session, storage: Storage, batch: Batch) -> None:
-    """Deletes the batch, its items and results, and every file stored for them (the caller commits)."""
+def delete_batch(session: Session, batch: Batch) -> list[str]:
+    """Deletes the batch, its items and results (the caller commits, then sweeps its files); returns the items' ids."""
     if session.scalar(select(Batch.id).where(Batch.id == batch.id).with_for_update()) is None:
         raise Gone("batch not found")
-    n = _delete_items(session, storage, Item.batch_id == batch.id)
+    ids = _delete_items(session, Item.batch_id == batch.id)
     session.execute(delete(Batch).where(Batch.id == batch.id))
-    log.info("batch deleted with its %d items and their files", n, extra={"batch_id": batch.id})
+    log.info("batch deleted with its %d items", len(ids), extra={"batch_id": batch.id})
+    return ids
 
 
 EXPIRE_AT_ONCE = 100  # batches one run deletes at most: a backlog takes several runs, none holding a worker long
@@ -367,57 +363,82 @@ def expired(session: Session, days: int, most: int | None = None) -> list[str]:
                                 .order_by(Batch.sealed_at, Batch.id).limit(most)))
 
 
-def expire(sessions: sessionmaker, storage: Storage, days: int,
-           most: int = EXPIRE_AT_ONCE) -> tuple[list[str], list[str]]:
-    """Deletes up to `most` expired batches, a transaction each. Returns the ids deleted and those kept because
-    storage failed to delete their files (logged; the next run tries them first)."""
+def expire(sessions: sessionmaker, storage: Storage, days: int, most: int = EXPIRE_AT_ONCE) -> list[str]:
+    """Deletes up to `most` expired batches, a transaction each, then sweeps their files; returns their ids."""
     with sessions() as session:
         ids = expired(session, days, most)
-    deleted, kept = [], []
+    deleted, items = [], []
     for batch_id in ids:
         try:
             with sessions.begin() as session:
                 if (batch := session.get(Batch, batch_id)) is not None:
-                    delete_batch(session, storage, batch)
+                    items += delete_batch(session, batch)
                     deleted.append(batch_id)
         except Gone:  # deleted by its owner meanwhile
             pass
-        except StorageFailed as e:
-            kept.append(batch_id)
-            log.warning("expiring batch %s: %s", batch_id, e, extra={"batch_id": batch_id})
-    return deleted, kept
+    with sessions() as session:
+        sweep(session, storage, items)
+    return deleted
 
 
-def delete_item(session: Session, storage: Storage, item: Item) -> None:
-    """Deletes the item, its result and its files; the first page of a multi-page upload takes the other pages with
-    it (they read its stored file). Under the batch's lock, so an append cannot answer with it as a duplicate."""
+def delete_item(session: Session, item: Item) -> list[str]:
+    """Deletes the item and its result (the caller commits, then sweeps); the first page of a multi-page upload takes
+    the other pages with it (they read its stored file). Under the batch's lock, so an append cannot answer with it
+    as a duplicate. Returns the ids deleted."""
     item_id, batch_id = item.id, item.batch_id
     session.execute(select(Batch.id).where(Batch.id == batch_id).with_for_update())
     pages = and_(Item.batch_id == batch_id, or_(Item.id == item_id, Item.upload_id == item_id))  # by the batch's index
-    if not (n := _delete_items(session, storage, pages)):
+    if not (ids := _delete_items(session, pages)):
         raise Gone("item not found")
-    log.info("item deleted with its files (%d items with its pages)", n, extra={"batch_id": batch_id,
-                                                                              "item_id": item_id})
+    log.info("item deleted (%d items with its pages)", len(ids), extra={"batch_id": batch_id, "item_id": item_id})
+    return ids
 
 
-def _delete_items(session: Session, storage: Storage, which: ColumnElement[bool]) -> int:
-    """The items `which` selects, their results and stored files; returns how many. The rows are locked (in id
-    order) and deleted first, which on SQLite takes the write lock before anything else can commit; then the files,
-    inside the same transaction: when storage fails it rolls back (StorageFailed) and the rows stay, whose files
-    deleted by then answer 404, so asking again finishes the job.
+def _delete_items(session: Session, which: ColumnElement[bool]) -> list[str]:
+    """Deletes the items `which` selects with their results, and records their stored files in `deletions`, in the
+    same transaction, for sweep() once it commits; returns their ids. The rows are locked in id order first.
     A worker that finishes an item meanwhile waits for its row, then finds it gone and removes what it wrote
     (process.DatabaseSink)."""
     session.execute(select(Item.id).where(which).order_by(Item.id).with_for_update())
     rows = session.execute(select(Item.id, Item.deliveries, Result.denoiser_version).outerjoin(Result)
                            .where(which).order_by(Item.id)).all()  # after the lock: results stored before it
     session.execute(delete(Item).where(which))  # results by ON DELETE CASCADE
-    try:
-        for start in range(0, len(rows), 1000):
-            storage.delete([key for r in rows[start:start + 1000] for key in item_keys(r.id, r.denoiser_version)])
-        for r in rows:  # an item that ran and has no result may hold images a run wrote before it failed
-            if r.denoiser_version is None and r.deliveries:
-                storage.delete_under(results_folder(r.id))
-    except OSError as e:
-        raise StorageFailed(f"the stored files could not all be deleted ({e}); the rows are kept, ask again shortly "
-                            "to finish") from e
-    return len(rows)
+    if rows:
+        session.execute(insert(Deletion), [{"item_id": r.id, "denoiser_version": r.denoiser_version,
+                                            "ran": r.denoiser_version is None and r.deliveries > 0} for r in rows])
+    return [r.id for r in rows]
+
+
+SWEEP_AT_ONCE = 1000  # items a storage round and a commit
+
+
+def sweep(session: Session, storage: Storage, item_ids: list[str] | None = None) -> int:
+    """Deletes the stored files of deleted items (these, else every one waiting) and forgets them, SWEEP_AT_ONCE
+    items a commit. Returns how many items' files are left because storage failed (logged; the reconciler tries
+    again)."""
+    done = 0
+    for rows in _waiting(session, item_ids):
+        try:
+            storage.delete([key for r in rows for key in item_keys(r.item_id, r.denoiser_version)])
+            for r in rows:
+                if r.ran:
+                    storage.delete_under(results_folder(r.item_id))
+        except OSError as e:
+            session.rollback()
+            left = (len(item_ids) - done if item_ids is not None
+                    else session.scalar(select(func.count()).select_from(Deletion)) or 0)
+            log.warning("the stored files of %d deleted items are left for the reconciler: %s", left, e)
+            return left
+        session.execute(delete(Deletion).where(Deletion.item_id.in_([r.item_id for r in rows])))
+        session.commit()
+        done += SWEEP_AT_ONCE
+    return 0
+
+
+def _waiting(session: Session, item_ids: list[str] | None) -> Iterator[Sequence[Deletion]]:
+    if item_ids is None:
+        while rows := session.scalars(select(Deletion).limit(SWEEP_AT_ONCE)).all():
+            yield rows
+        return
+    for start in range(0, len(item_ids), SWEEP_AT_ONCE):  # a bind parameter an id: 65,535 at most
+        yield session.scalars(select(Deletion).where(Deletion.item_id.in_(item_ids[start:start + SWEEP_AT_ONCE]))).all()

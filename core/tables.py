@@ -132,3 +132,13 @@ class Result(Base):
     notes: Mapped[list[str]] = mapped_column(JSON, default=list)  # what the user is told (only a file's first page)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     item: Mapped[Item] = relationship(back_populates="result")
+
+
+class Deletion(Base):
+    """A deleted item whose stored files storage has not deleted yet (core.submit.sweep: at once after the deletion
+    commits, and by the reconciler when storage failed then)."""
+    __tablename__ = "deletions"
+    item_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    denoiser_version: Mapped[str | None] = mapped_column(String(128))  # its result's, which names its images' keys
+    ran: Mapped[bool] = mapped_column(default=False)  # with no result: a run may have written images before it failed
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

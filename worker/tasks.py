@@ -28,10 +28,12 @@ def process_items(self, item_ids: list[str]) -> None:  # type: ignore[no-untyped
 
 @app.task(name=RECONCILE)
 def reconcile() -> int:
-    """The broker is not a database: re-send items whose message may be lost (see core.queue.due_for_requeue)."""
+    """The broker is not a database: re-send items whose message may be lost (see core.queue.due_for_requeue);
+    and storage may have failed a deletion: delete the files of deleted items it left. Returns how many were sent."""
     settings = get_settings()
     with sessions_for(settings.database_url)() as session:
         ids = queue.due_for_requeue(session, settings.requeue_after, settings.lease)
+        submit.sweep(session, make_storage(settings))
     if ids:
         log.warning("reconciler re-enqueues %d items", len(ids))
         send(ids)
@@ -46,7 +48,7 @@ def expire(days: int) -> int:
         log.warning("expire asked with a retention of %s days: nothing deleted", days)
         return 0
     settings = get_settings()
-    deleted, _ = submit.expire(sessions_for(settings.database_url), make_storage(settings), days)
+    deleted = submit.expire(sessions_for(settings.database_url), make_storage(settings), days)
     if deleted:
         log.info("deleted %d finished batches sealed over %d days ago", len(deleted), days)
     return len(deleted)

@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect
 
 from api import presenters
 from api.deps import (
+    DELETED,
     BatchDep,
     EnqueueDep,
     Offset,
@@ -21,6 +22,7 @@ from api.deps import (
     StorageDep,
     TenantDep,
     committed,
+    swept,
     unauthorized,
 )
 from api.schemas import AppendedOut, AppendOut, BatchOut, ItemOut, Page, SubmitOut
@@ -179,14 +181,14 @@ def seal_batch(session: SessionDep, batch: BatchDep) -> BatchOut:
 
 
 @list_router.delete("/{batch_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
-                    operation_id="batches-delete")
+                    responses=DELETED, operation_id="batches-delete")
 def delete_batch(session: SessionDep, storage: StorageDep, batch: BatchDep) -> Response:
     """Deletes the batch, open or sealed, finished or not, with its items, results and every stored file: uploads,
-    references, result images, thumbnails. An item a worker is running is dropped when it finishes. 503 when the
-    file storage fails: the rows stay (files deleted by then are gone), and asking again finishes it."""
+    references, result images, thumbnails. An item a worker is running is dropped when it finishes. 202 when the
+    file storage failed: the batch is gone, and the reconciler deletes its files later."""
     with committed(session):
-        service.delete_batch(session, storage, batch)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+        ids = service.delete_batch(session, batch)
+    return swept(session, storage, ids)
 
 
 @list_router.get("", response_model=Page[BatchOut], operation_id="batches-list")

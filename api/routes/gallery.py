@@ -150,7 +150,8 @@ def delete_batch(session: SessionDep, storage: StorageDep, batch: GalleryBatchDe
                  _: Annotated[None, SameOrigin]) -> RedirectResponse:  # signed in first: 401 before 403
     """The batch, its results and its files, for good (the page asks first); back to the batches."""
     with committed(session):
-        service.delete_batch(session, storage, batch)
+        ids = service.delete_batch(session, batch)
+    service.sweep(session, storage, ids)
     return RedirectResponse("/gallery", status_code=status.HTTP_303_SEE_OTHER)
 
 
@@ -160,7 +161,8 @@ def delete_item(session: SessionDep, storage: StorageDep, item: GalleryItemDep,
     """The item (a multi-page file's first page: the file), its result and files; back to its batch."""
     batch_id = item.batch_id
     with committed(session):
-        service.delete_item(session, storage, item)
+        ids = service.delete_item(session, item)
+    service.sweep(session, storage, ids)
     return RedirectResponse(f"/gallery/batches/{batch_id}", status_code=status.HTTP_303_SEE_OTHER)
 
 

@@ -4,7 +4,7 @@ from typing import Literal
 from fastapi import APIRouter, Response, status
 
 from api import presenters
-from api.deps import ItemDep, SessionDep, StorageDep, committed
+from api.deps import DELETED, ItemDep, SessionDep, StorageDep, committed, swept
 from api.schemas import ItemOut
 from core import submit as service
 
@@ -17,14 +17,15 @@ def get_item(item: ItemDep) -> ItemOut:
     return presenters.item_out(item)
 
 
-@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=DELETED,
                operation_id="items-delete")
 def delete_item(session: SessionDep, storage: StorageDep, item: ItemDep) -> Response:
     """Deletes the item, its result and its stored files, from an open or a sealed batch; the first page of a
-    multi-page file takes the file's other pages with it. 503 when the file storage fails: the rows stay."""
+    multi-page file takes the file's other pages with it. 202 when the file storage failed: the item is gone, and
+    the reconciler deletes its files later."""
     with committed(session):
-        service.delete_item(session, storage, item)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+        ids = service.delete_item(session, item)
+    return swept(session, storage, ids)
 
 
 @router.get("/{item_id}/denoised.png", response_class=Response, responses={200: PNG}, operation_id="items-denoised")

@@ -51,6 +51,13 @@ def test_it_gives_up_after_the_attempts_and_does_not_retry_4xx(monkeypatch: pyte
     assert len(slept) == 4
 
 
+def test_a_deletion_whose_files_are_deleted_later_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    later = {"detail": "the file storage failed: the stored files of 3 items are deleted later", "code": "files_pending"}
+    api = client([httpx.Response(204), httpx.Response(202, json=later)], [], monkeypatch)
+    assert api.delete_batch("b" * 32) is None
+    assert api.delete_item("i" * 32) == later["detail"]
+
+
 def test_a_row_without_a_result_has_every_field() -> None:
     from api.schemas import ItemOut
     item = ItemOut(id="i", batch_id="b", position=0, filename="x.png", state="failed", error="empty file",

@@ -332,7 +332,9 @@ def test_an_item_whose_batch_is_deleted_while_it_runs_leaves_no_row_and_no_file(
         """The user deletes the batch after the worker wrote the item's images, before it stores the row."""
         assert (tmp_path / "files" / "results" / item_id).is_dir()
         with sessions.begin() as s:
-            service.delete_batch(s, storage, s.get_one(Item, item_id).batch)
+            service.delete_batch(s, s.get_one(Item, item_id).batch)
+        with sessions() as s:
+            assert service.sweep(s, storage, [item_id, ids[1]]) == 0
         return store(sink, item_id, *args)
 
     monkeypatch.setattr(process.DatabaseSink, "_store", deleted_first)
@@ -354,7 +356,9 @@ def test_deleting_finds_the_images_of_a_run_that_wrote_them_and_failed(sessions:
     assert any((tmp_path / "files" / "results" / ids[0]).rglob("*.png"))
     with sessions.begin() as s:
         batch = s.get_one(Item, ids[0]).batch
-        service.delete_batch(s, storage, batch)
+        deleted = service.delete_batch(s, batch)
+    with sessions() as s:
+        assert service.sweep(s, storage, deleted) == 0
     assert not any(p.is_file() for p in (tmp_path / "files").rglob("*"))
     with sessions() as s, pytest.raises(service.Gone):  # a seal that waited for a batch deleted meanwhile
         service.seal(s, batch)
@@ -386,9 +390,13 @@ def test_expire_deletes_finished_batches_sealed_long_ago_one_at_a_time(sessions:
         assert service.expired(s, 30) == [batch_of[old_done[0]], batch_of[old_done_too[0]]]
         with pytest.raises(ValueError, match="at least 1"):  # 0 is "kept", never "everything"
             service.expired(s, 0)
-    assert service.expire(sessions, storage, 30, most=1) == ([], [batch_of[old_done[0]]])  # storage failed: kept
-    assert service.expire(sessions, storage, 30) == ([batch_of[old_done[0]], batch_of[old_done_too[0]]], [])
+    assert service.expire(sessions, storage, 30, most=1) == [batch_of[old_done[0]]]  # its files: storage failed
+    assert (tmp_path / "files" / "items" / old_done[0]).exists()
+    assert service.expire(sessions, storage, 30) == [batch_of[old_done_too[0]]]
     assert not (tmp_path / "files" / "items" / old_done_too[0]).exists()
+    with sessions() as s:
+        assert service.sweep(s, storage) == 0  # what the reconciler does
+    assert not (tmp_path / "files" / "items" / old_done[0]).exists()
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(Item).where(Item.id.in_(old_queued + new_done))) == 2
         assert service.expired(s, 30) == [] and s.get(Batch, opened.id) is not None

@@ -1,0 +1,28 @@
+"""deletions: deleted items whose stored files are still to be deleted
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-06 08:20:00
+"""
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = '0011'
+down_revision: str | None = '0010'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table('deletions',
+                    sa.Column('item_id', sa.String(length=32), nullable=False),
+                    sa.Column('denoiser_version', sa.String(length=128), nullable=True),
+                    sa.Column('ran', sa.Boolean(), nullable=False),
+                    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=False),
+                    sa.PrimaryKeyConstraint('item_id'))
+
+
+def downgrade() -> None:
+    op.drop_table('deletions')
