@@ -396,19 +396,23 @@ def write_table(items: list[ItemOut], names: dict[str, str], path: Path, form: s
     write_file(path, text.getvalue().encode())
 
 
-RECORD = ".denocap-results.json"  # in a results folder: whose results its PNGs are
+RECORD = ".denocap-results.json"  # in a results folder: whose results its files are, a PNG's item by its name
 
 
-def claim_folder(out: Path, batch_id: str, names: Iterable[str]) -> None:
-    """Records in `out` that its PNGs of these names are this batch's, before any is written, so a later run knows
-    a file there as its own (complete: downloads are renamed into place). ValueError when `out` holds another
-    batch's results, or a file of one of these names that no run for this batch wrote (the user's own)."""
+def claim_folder(out: Path, batch_id: str, names: dict[str, str | None]) -> dict[str, str | None]:
+    """Records in `out` which item each of these files is (None: a table), before any is written, so a later run
+    knows a file there as its own (complete: downloads are renamed into place); an image an earlier run wrote whose
+    name no item has now (its item was deleted) is removed. Returns what the record said before. ValueError when
+    `out` holds another batch's results, or a file of one of these names that no run for this batch wrote (the
+    user's own)."""
     path = out / RECORD
     with _locked(out):  # two runs into one folder: each reads the record the other wrote
         try:
-            record = json.loads(path.read_text()) if path.exists() else {"batch": batch_id, "files": []}
-            owner, ours = str(record["batch"]), set(map(str, record["files"]))
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            record = json.loads(path.read_text()) if path.exists() else {"batch": batch_id, "files": {}}
+            owner, files = str(record["batch"]), record["files"]
+            ours = {str(n): None for n in files} if isinstance(files, list) else {  # a list: before items were kept
+                str(n): None if i is None else str(i) for n, i in files.items()}
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
             raise ValueError(f"{path} is not a record denocap wrote; give another --out") from None
         if owner != batch_id:
             raise ValueError(f"{out} holds the results of batch {owner}; give another --out")
@@ -416,7 +420,12 @@ def claim_folder(out: Path, batch_id: str, names: Iterable[str]) -> None:
         if clash:
             raise ValueError(f"{out / clash} is there and is no result of this batch (a folder filled before "
                              f"denocap kept {RECORD} has none); give another --out")
-        write_file(path, json.dumps({"batch": batch_id, "files": sorted(ours.union(names))}).encode())
+        gone = [n for n, item in ours.items() if item is not None and n not in names]
+        for name in gone:
+            (out / name).unlink(missing_ok=True)
+        kept = {n: item for n, item in ours.items() if n not in gone}
+        write_file(path, json.dumps({"batch": batch_id, "files": dict(sorted((kept | names).items()))}).encode())
+    return ours
 
 
 @contextmanager
@@ -431,12 +440,13 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def download_images(api: Client, items: list[ItemOut], names: dict[str, str], out: Path, threads: int,
-                    on_file: Callable[[bool], None]) -> None:
-    """The denoised image of every done item, `threads` at a time; a file already there is one an earlier run
-    downloaded (claim_folder), complete, so it is skipped. `on_file(fetched)` after each image."""
+                    before: dict[str, str | None], on_file: Callable[[bool], None]) -> None:
+    """The denoised image of every done item, `threads` at a time; a file already there that an earlier run
+    downloaded for the same item (`before`: claim_folder's record) is complete, so it is skipped. `on_file(fetched)`
+    after each image."""
     def fetch(item: ItemOut) -> None:
         dest = out / names[item.id]
-        fetched = not dest.exists()
+        fetched = not (before.get(names[item.id]) == item.id and dest.exists())
         if fetched:
             write_file(dest, api.get_bytes(f"/items/{item.id}/denoised.png"))
         on_file(fetched)

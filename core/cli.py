@@ -744,22 +744,27 @@ Url = Annotated[str | None, typer.Option(help="the API's base URL (default: DENO
 Key = Annotated[str | None, typer.Option(help="an API key (default: DENOCAP_API_KEY)")]
 
 
-def _client(url: str | None, key: str | None) -> Client:
-    """A client whose key the server has accepted: a wrong key is one line and exit 2 before any upload."""
+@contextmanager
+def _client(url: str | None, key: str | None) -> Iterator[Client]:
+    """A client whose key the server has accepted: a wrong key is one line and exit 2 before any upload. An error
+    the command does not handle itself (the server gone past the retries, an item deleted meanwhile) is one line
+    and exit 1."""
     import httpx
 
     from core.client import ApiError, Client, Retry
     settings = get_settings()
     if not (key := key or settings.api_key):
         fail("no API key: give --key or set DENOCAP_API_KEY")
-    api = Client(url or settings.url, key, retry=Retry(attempts=4))
-    try:
-        api.check_key()
-    except (ApiError, httpx.TransportError) as e:
-        api.close()
-        fail(f"{url or settings.url}: {e}")
-    api.retry = Retry()  # a reachable server with a good key: ride out restarts and 429s from now on
-    return api
+    with Client(url or settings.url, key, retry=Retry(attempts=4)) as api:
+        try:
+            api.check_key()
+        except (ApiError, httpx.TransportError) as e:
+            fail(f"{url or settings.url}: {e}")
+        api.retry = Retry()  # a reachable server with a good key: ride out restarts and 429s from now on
+        try:
+            yield api
+        except (ApiError, httpx.HTTPError) as e:
+            fail(f"stopped ({type(e).__name__}: {e}); run it again", 1)
 
 
 @app.command("submit")
@@ -968,9 +973,10 @@ def results_cmd(
         with failing(NotFound):
             batch, items = api.batch(batch_id), list(api.items(batch_id))
         out.mkdir(parents=True, exist_ok=True)
-        names = bulk.output_names(items)
+        names, done = bulk.output_names(items), {i.id for i in items if i.result is not None}
         with failing(ValueError, code=1):
-            bulk.claim_folder(out, batch.id, [*names.values(), f"results.{format}"])
+            before = bulk.claim_folder(out, batch.id, {n: i for i, n in names.items() if i in done}
+                                       | {f"results.{format}": None})
         bulk.write_table(items, names, out / f"results.{format}", format)
         fetched = 0
         with Progress(TextColumn("download"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -981,7 +987,7 @@ def results_cmd(
                 nonlocal fetched
                 fetched += new
                 progress.advance(task)
-            bulk.download_images(api, items, names, out, threads, on_file)
+            bulk.download_images(api, items, names, out, threads, before, on_file)
     images = sum(i.result is not None for i in items)
     typer.echo(f"{len(items)} rows in {out / f'results.{format}'}; {images} images in {out} "
                   f"({fetched} downloaded, {images - fetched} already there)"

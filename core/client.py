@@ -10,12 +10,15 @@ It imports neither torch nor FastAPI: responses are read into the API's own mode
 """
 import itertools
 import logging
+import math
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Self
 
@@ -25,7 +28,6 @@ from api.schemas import AppendOut, BatchOut, ItemOut, Page
 from core.options import BatchOptions
 
 log = logging.getLogger(__name__)
-RETRY_STATUS = {429, 500, 502, 503, 504}  # the server asks to come back later, or a proxy lost it
 
 
 class ApiError(Exception):
@@ -61,8 +63,26 @@ class Retry:
 
     def pause(self, attempt: int, retry_after: str | None = None) -> float:
         backoff = min(self.most, self.base * 2**attempt)
-        asked = float(retry_after) if retry_after and retry_after.isdigit() else 0.0
-        return max(backoff, min(asked, 300.0))
+        return max(backoff, min(_seconds(retry_after), 300.0))
+
+
+def _seconds(retry_after: str | None) -> float:
+    """Retry-After in seconds, given as seconds or as an HTTP date; 0 when it says neither."""
+    try:
+        asked = float(retry_after or "0")
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(retry_after)
+        except (TypeError, ValueError):
+            return 0.0
+        asked = (when.replace(tzinfo=when.tzinfo or UTC) - datetime.now(UTC)).total_seconds()
+    return asked if math.isfinite(asked) else 0.0
+
+
+def retried(status: int) -> bool:
+    """The server asks to come back later, or a proxy or CDN lost the request (408, 502-504, a CDN's 520-530);
+    501 and 505 say the request can never work."""
+    return status in (408, 429) or (status >= 500 and status not in (501, 505))
 
 
 Files = Callable[[ExitStack], list[tuple[str, tuple[str, BinaryIO, str]]]]
@@ -103,11 +123,14 @@ class Client:
                     log.warning("%s %s: %s; retrying in %.1f s", method, path, e, pause)
                     time.sleep(pause)
                     continue
-            if response.status_code in RETRY_STATUS and attempt + 1 < self.retry.attempts:
+            if retried(response.status_code) and attempt + 1 < self.retry.attempts:
                 pause = self.retry.pause(attempt, response.headers.get("retry-after"))
                 log.warning("%s %s: HTTP %d; retrying in %.1f s", method, path, response.status_code, pause)
                 time.sleep(pause)
                 continue
+            if response.is_redirect:  # not followed: a POST would arrive as a GET, or without its key
+                raise ApiError(response.status_code, f"HTTP {response.status_code}: the server redirects to "
+                                                     f"{response.headers['location']}; give that as the URL")
             if response.is_error:
                 raise ERRORS.get(response.status_code, ApiError)(response.status_code, *_detail(response))
             return response

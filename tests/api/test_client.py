@@ -181,6 +181,14 @@ def test_results_name_collisions_and_failed_rows(stack: str, postgres_url: str, 
     into = denocap(env, "results", other.stdout.strip().splitlines()[-1], "--out", str(out))
     assert into.returncode == 1 and f"holds the results of batch {batch_id}" in into.stderr, into.stderr
     assert (out / "p4000.png").read_bytes() == before
+    with httpx.Client(base_url=stack, headers={"X-API-Key": key}) as api:  # the first p4000 deleted: the second
+        items = {i["filename"]: i["id"] for i in api.get(f"/batches/{batch_id}/items", params={"state": "done"}).json()
+                 ["data"]}  # takes its name
+        assert api.delete(f"/items/{items['p4000.png']}").status_code == 204
+        second = api.get(f"/items/{items['p4000.jpg']}/denoised.png").content
+    again = denocap(env, "results", batch_id, "--out", str(out))
+    assert again.returncode == 0 and "(1 downloaded, 3 already there)" in again.stdout, again.stdout + again.stderr
+    assert (out / "p4000.png").read_bytes() == second != before and not (out / "p4000 (2).png").exists()
 
 
 def test_new_seals_the_batch_an_earlier_run_left_open(stack: str, postgres_url: str, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 upload of `denocap submit`, on a mock transport."""
 import os
 import re
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
@@ -34,6 +36,22 @@ def test_connection_errors_5xx_and_429_are_retried_with_backoff(monkeypatch: pyt
                   httpx.Response(200, json=BATCH)], slept, monkeypatch)
     assert api.seal("b" * 32).sealed
     assert slept == [0.5, 1.0, 7.0] and api.requests == 4  # backoff doubles; Retry-After wins when longer
+
+
+def test_a_cdns_and_a_proxys_errors_are_retried_and_retry_after_may_be_a_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    in_a_minute = format_datetime(datetime.now(UTC) + timedelta(seconds=61), usegmt=True)
+    api = client([httpx.Response(524), httpx.Response(408), httpx.Response(503, headers={"Retry-After": in_a_minute}),
+                  httpx.Response(429, headers={"Retry-After": "2.5"}), httpx.Response(200, json=BATCH)],
+                 slept, monkeypatch)
+    assert api.seal("b" * 32).sealed
+    assert slept[:2] == [0.5, 1.0] and 59 < slept[2] <= 61 and slept[3] == 4.0
+
+
+def test_a_redirect_is_an_error_that_names_where_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = client([httpx.Response(301, headers={"Location": "https://api/batches"})], [], monkeypatch)
+    with pytest.raises(ApiError, match="HTTP 301: the server redirects to https://api/batches; give that as the URL"):
+        api.delete_batch("b" * 32)
 
 
 def test_it_gives_up_after_the_attempts_and_does_not_retry_4xx(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,7 +164,7 @@ def test_a_results_folder_with_a_record_denocap_did_not_write_is_refused_in_one_
                                                                                       tmp_path: Path) -> None:
     (tmp_path / bulk.RECORD).write_text(record)
     with pytest.raises(ValueError, match="is not a record denocap wrote; give another --out"):
-        bulk.claim_folder(tmp_path, "b", ["a.png"])
+        bulk.claim_folder(tmp_path, "b", {"a.png": "i" * 32})
 
 
 def test_runs_claiming_one_folder_take_turns_so_neither_loses_the_others_names(tmp_path: Path) -> None:
@@ -155,7 +173,7 @@ def test_runs_claiming_one_folder_take_turns_so_neither_loses_the_others_names(t
     import threading
     held = os.open(tmp_path, os.O_RDONLY)
     fcntl.flock(held, fcntl.LOCK_EX)  # another run in the middle of its claim
-    second = threading.Thread(target=bulk.claim_folder, args=(tmp_path, "b", ["results.jsonl"]), daemon=True)
+    second = threading.Thread(target=bulk.claim_folder, args=(tmp_path, "b", {"results.jsonl": None}), daemon=True)
     try:
         second.start()
         second.join(0.5)
@@ -164,7 +182,7 @@ def test_runs_claiming_one_folder_take_turns_so_neither_loses_the_others_names(t
     finally:
         os.close(held)
     second.join(5)
-    assert json.loads((tmp_path / bulk.RECORD).read_text())["files"] == ["results.csv", "results.jsonl"]
+    assert json.loads((tmp_path / bulk.RECORD).read_text())["files"] == {"results.csv": None, "results.jsonl": None}
 
 
 def test_files_in_folders_without_an_image_suffix_are_counted_not_lost_silently(tmp_path: Path,
