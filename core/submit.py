@@ -223,17 +223,18 @@ class Room:
     """Where the next item goes, and how many more a request may make: within the batch's limit and the request's
     own, counted in items, since a multi-page TIFF makes an item a page (a 66 KB file can hold 1,000 pages)."""
     settings: Settings
-    position: int  # the batch's next position: the items it holds
+    position: int  # the batch's next position
+    held: int  # the items it holds: fewer than `position` when some were deleted
     made: int = 0  # by this request
 
     def take(self, items: int) -> None:
         if self.made + items > self.settings.max_files_per_batch:
             raise RequestTooLarge(f"the files of this request make more than {self.settings.max_files_per_batch} "
                                   "items, the limit per request (a multi-page TIFF makes an item a page)")
-        if self.position + items > self.settings.max_batch_items:
+        if self.held + items > self.settings.max_batch_items:
             raise BatchFull(f"a batch holds at most {self.settings.max_batch_items} files"
                             + (f"; this TIFF's {items} pages do not fit" if items > 1 else ""))
-        self.position, self.made = self.position + items, self.made + items
+        self.position, self.held, self.made = self.position + items, self.held + items, self.made + items
 
 
 def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, room: Room, upload: Sendable,
@@ -286,7 +287,7 @@ def submit(session: Session, storage: Storage, settings: Settings, tenant_id: st
     digest = request_digest(uploads, options, references) if idempotency_key else None
     batch, created = open_batch(session, settings, tenant_id, options, idempotency_key, digest)
     if created:
-        limits, room = limits_of(settings), Room(settings, 0)
+        limits, room = limits_of(settings), Room(settings, 0, 0)
         for upload in uploads:
             add_item(session, storage, limits, batch, room, upload, references.get(upload.filename))
     return batch, created
@@ -315,8 +316,8 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
         raise Gone("batch not found")
     if locked.sealed_at is not None:
         raise BatchSealed("the batch is sealed; open a new batch to add files")
-    room = Room(settings, session.scalar(select(func.coalesce(func.max(Item.position) + 1, 0))
-                                         .where(Item.batch_id == batch.id)))
+    room = Room(settings, *session.execute(select(func.coalesce(func.max(Item.position) + 1, 0), func.count())
+                                           .where(Item.batch_id == batch.id)).one())
     limits, references, out = limits_of(settings), references or {}, []
     for upload in uploads:
         digest = upload.digest()

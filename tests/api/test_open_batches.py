@@ -102,7 +102,10 @@ def test_a_full_batch_is_409_batch_full_and_a_request_over_the_file_limit_413(
     assert client.post(f"/batches/{batch}/files", files=files(*photos[:2])).status_code == 200
     r = client.post(f"/batches/{batch}/files", files=files(photos[2]))
     assert r.status_code == 409 and r.json() == {"detail": "a batch holds at most 2 files", "code": "batch_full"}
-    assert client.post(f"/batches/{batch}/files", files=files(photos[0])).json()["files"][0]["duplicate"] is True
+    first = client.post(f"/batches/{batch}/files", files=files(photos[0])).json()["files"][0]
+    assert first["duplicate"] is True and client.get(f"/batches/{batch}").json()["total"] == 2
+    assert client.delete(f"/items/{first['item']['id']}").status_code == 204  # a replaced photo: room for one more
+    assert client.post(f"/batches/{batch}/files", files=files(photos[2])).status_code == 200
     assert client.get(f"/batches/{batch}").json()["total"] == 2
 
 
