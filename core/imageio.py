@@ -1,5 +1,6 @@
 """Safe image decoding and PNG encoding. Every failure a user can cause raises ImageError with a reason."""
 import io
+import math
 import numbers
 import os
 import re
@@ -30,6 +31,8 @@ XMP_DIMENSIONS = ((b"tiff:ImageWidth", b"tiff:ImageLength"), (b"exif:PixelXDimen
 THUMBNAIL_PROFILE_MOST = 65_519  # one JPEG APP2 segment: a phone's profile is a few KB, a thumbnail stays small
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif", ".gif", ".ppm",
                   ".pgm", ".pbm", ".pnm"}  # what a folder contributes
+# what Pillow may read: its other readers are not for photos, and some decode on open (ICO's PNG, past our limits)
+FORMATS = ["PNG", "JPEG", "TIFF", "WEBP", "AVIF", "BMP", "GIF", "PPM"]
 
 
 class ImageError(ValueError):
@@ -183,7 +186,7 @@ def _upright_exif(exif: bytes | None) -> bytes | None:
             if tag == ORIENTATION:
                 if (kind, values) != (3, 1):  # not one SHORT: no safe way to say "upright"
                     return None
-                turned = struct.unpack_from(order + "H", tiff, entry + 8)[0] >= 5  # a quarter turn: width is height
+                turned = struct.unpack_from(order + "H", tiff, entry + 8)[0] in (5, 6, 7, 8)  # a quarter turn
                 struct.pack_into(order + "H", out, entry + 8, 1)
             elif tag == EXIF_IFD:
                 sub = struct.unpack_from(order + "I", tiff, entry + 8)[0]
@@ -287,16 +290,17 @@ def _pixels(img: Image.Image, data: bytes, icc: bytes | None, page: int) -> tupl
             deep = deep[..., [0, 3]] if data[25] == 4 else deep  # gray and alpha, which OpenCV made RGBA
             return _rgb16(deep, False), _orientation(img)
         premultiplied = img.tag_v2.get(EXTRA_SAMPLES) in (1, (1,))
+        keep = 4 if img.mode in ("RGBA", "RGBa") else 3  # as Pillow: an unspecified channel (a scan's infrared) is none
         if img.tag_v2.get(PLANAR) == 2:
-            return _rgb16(_planar16(data, page), premultiplied), _orientation(img)
+            return _rgb16(_planar16(data, page)[..., :keep], premultiplied), _orientation(img)
         tagged = ORIENTATION in img.tag_v2  # OpenCV turns a TIFF as its tag says, not as its XMP does
         try:
-            return _rgb16(_opencv16(data, page), premultiplied), 1 if tagged else _orientation(img)
+            return _rgb16(_opencv16(data, page)[..., :keep], premultiplied), 1 if tagged else _orientation(img)
         except ImageError as opencv:
             if not page:
                 raise
             try:  # OpenCV reads the pages before this one too, and fails on one it cannot read (5 channels, say)
-                return _rgb16(_planar16(data, page), premultiplied), _orientation(img)
+                return _rgb16(_planar16(data, page)[..., :keep], premultiplied), _orientation(img)
             except Exception:  # noqa: BLE001  # broken for tifffile too: OpenCV's reason, not the per-channel advice
                 raise opencv from None
     if img.format == "TIFF" and img.tag_v2.get(SAMPLE_FORMAT) in (2, (2,)):  # Pillow reads signed gray as unsigned
@@ -324,7 +328,7 @@ def _orientation(img: Image.Image) -> int:
     """EXIF's (TIFF's) orientation tag, or XMP's where EXIF has none, as Pillow reads them. Read here rather than
     by Pillow's exif_transpose, which rewrites the whole EXIF and fails on a tag of an unexpected type."""
     value = img.getexif().get(ORIENTATION, 1)
-    return value if isinstance(value, int) else 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1  # 9 and up: no orientation EXIF names
 
 
 def _upright(picture: Picture, orientation: int) -> Picture:
@@ -383,15 +387,28 @@ def _planar16(data: bytes, number: int) -> np.ndarray:
     import tifffile  # only here, as OpenCV
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         page = tif.pages[number]
-        try:
-            arr = page.asarray()
-        except ValueError:  # a compression tifffile undoes only with imagecodecs (LZW, say), not installed
+        if page.compression not in (1, 8, 32946):  # none, deflate: tifffile alone undoes LZW with imagecodecs only
             raise ImageError(f"16-bit per-channel TIFF compressed with {page.compression.name} is not supported; "
-                             f"save it interleaved (per pixel)") from None
+                             f"save it interleaved (per pixel)")
+        if page.compression != 1:
+            _check_inflated(data, page.dataoffsets, page.databytecounts, math.prod(page.chunks) * page.dtype.itemsize)
+        arr = page.asarray()
     arr = np.moveaxis(arr, 0, -1) if page.axes == "SYX" else arr
     if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise ImageError("broken 16-bit colour image")
     return arr
+
+
+def _check_inflated(data: bytes, offsets: tuple[int, ...], counts: tuple[int, ...], room: int) -> None:
+    """tifffile inflates a strip whole, then cuts it to its size: a few KB of zeros could take gigabytes. Each strip
+    is inflated here first, up to one byte more than it holds."""
+    view = memoryview(data)
+    for offset, count in zip(offsets, counts, strict=True):
+        try:
+            if len(zlib.decompressobj().decompress(view[offset:offset + count], room + 1)) > room:
+                raise TooLarge("decompression bomb: a strip of the TIFF inflates past its size")
+        except zlib.error:
+            raise ImageError("broken 16-bit colour image: a strip does not inflate") from None
 
 
 def _ppm16(data: bytes, img: Image.Image) -> np.ndarray:
@@ -454,7 +471,7 @@ def _open_stream(stream: BinaryIO, size: int, limits: Limits) -> Image.Image:
     if size > limits.max_bytes:
         raise TooLarge(f"file is {size} bytes, the limit is {limits.max_bytes}")
     try:
-        img = Image.open(stream)
+        img = Image.open(stream, formats=FORMATS)
     except UnidentifiedImageError:
         stream.seek(0)
         head = stream.read(12)
@@ -469,7 +486,7 @@ def _open_stream(stream: BinaryIO, size: int, limits: Limits) -> Image.Image:
         stream.seek(0)
         if not head.startswith(PNG_SIGNATURE) or (repaired := _without_broken_metadata(stream.read())) is None:
             raise
-        img = Image.open(io.BytesIO(repaired))
+        img = Image.open(io.BytesIO(repaired), formats=["PNG"])
     if img.format == "TIFF" and DNG_VERSION in img.tag_v2:  # Pillow would read its small preview
         raise ImageError("raw camera files (DNG) are not supported; export the photo as TIFF or JPEG")
     _check_size(img.size, limits)

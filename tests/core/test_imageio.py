@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from core.imageio import ImageError, Limits, decode, encode_png, full_pages, full_pages_file
+from core.imageio import ImageError, Limits, decode, encode_png, full_pages, full_pages_file, probe
 from tests.conftest import many_frames, png, smooth_image
 
 LIMITS = Limits(max_bytes=5_000_000, max_pixels=4_000_000, max_side=4000)
@@ -179,6 +179,32 @@ def test_planar_sixteen_bit_tiff_reads_as_the_interleaved_one(compression: str |
     assert planar.alpha is not None and np.array_equal(planar.alpha, interleaved.alpha)
 
 
+@pytest.mark.parametrize("form", ["ICO", "TGA", "PCX"])
+def test_formats_pillow_reads_that_are_no_photos_are_refused_by_the_header_check(form: str) -> None:
+    """ICO's reader decodes its PNG when it opens, before any limit: a 343 KB icon took 1.3 s and 340 MB."""
+    Image.fromarray(smooth_image(16, 16)).save(buf := io.BytesIO(), format=form)
+    for check in (lambda: probe(buf.getvalue(), LIMITS), lambda: decode(buf.getvalue(), LIMITS)):
+        with pytest.raises(ImageError, match=r"not an image \(unknown format\)"):
+            check()
+
+
+@pytest.mark.parametrize("planar", ["contig", "separate"])
+def test_a_sixteen_bit_tiffs_unspecified_extra_channel_is_no_alpha(planar: str) -> None:
+    """A film scanner's infrared channel (ExtraSamples 0) is dropped, as Pillow drops it from an 8-bit file; it
+    made the photo transparent where the infrared was dark."""
+    import tifffile
+    rgbi = np.random.default_rng(2).integers(0, 65536, (5, 7, 4), dtype=np.uint16)
+    rgbi[..., 3] = 0
+    pictures = []
+    for arr, extra in ((rgbi[..., :3], []), (rgbi, [0])):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, arr if planar == "contig" else np.moveaxis(arr, -1, 0), photometric="rgb",
+                         planarconfig=planar, extrasamples=extra)
+        pictures.append(decode(buf.getvalue(), LIMITS))
+    rgb, with_infrared = pictures
+    assert with_infrared.alpha is None and np.array_equal(with_infrared.pixels, rgb.pixels)
+
+
 def test_planar_tiff_in_a_compression_we_cannot_undo_is_refused_with_the_reason() -> None:
     import tifffile
     buf = io.BytesIO()
@@ -189,6 +215,25 @@ def test_planar_tiff_in_a_compression_we_cannot_undo_is_refused_with_the_reason(
     tif.close()
     data[offset:offset + 2] = (5).to_bytes(2, "little")
     with pytest.raises(ImageError, match="per-channel TIFF compressed with LZW is not supported"):
+        decode(bytes(data), LIMITS)
+
+
+@pytest.mark.parametrize(("compression", "refused"), [("zlib", "decompression bomb: a strip of the TIFF inflates past its size"),
+                                                     ("lzma", "compressed with LZMA is not supported")])
+def test_a_planar_tiff_whose_strips_inflate_past_its_size_is_refused_before_they_are(compression: str,
+                                                                                    refused: str) -> None:
+    """tifffile inflates a strip whole before it cuts it to size: 3 MB of zeros would take gigabytes."""
+    import tifffile
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((3, 2048, 2048), np.uint16), photometric="rgb", planarconfig="separate",
+                     compression=compression, rowsperstrip=2048)
+    data = bytearray(buf.getvalue())
+    with tifffile.TiffFile(io.BytesIO(bytes(data))) as tif:
+        tags = tif.pages[0].tags
+        at = [tags[name].valueoffset for name in ("ImageWidth", "ImageLength", "RowsPerStrip")]
+    for offset in at:  # said to be 16x16: a strip holds 512 bytes, and inflates to 8 MB
+        data[offset:offset + 4] = (16).to_bytes(4, "little")
+    with pytest.raises(ImageError, match=refused):
         decode(bytes(data), LIMITS)
 
 
@@ -551,6 +596,10 @@ def test_a_scans_resolution_is_kept_in_its_png_turned_with_it() -> None:
     assert decode(tiff.getvalue(), LIMITS).pixels.shape[:2] == (10, 6)
     assert png_dpi(deep_png) == pytest.approx((1200, 1200), abs=0.03) and decode(deep_png, LIMITS).bit_depth == 16
     assert png_dpi(odd.getvalue()) is None and png_dpi(png(smooth_image())) is None
+    exif = Image.Exif()
+    exif[0x0112] = 9  # no orientation EXIF names: neither the pixels nor the resolution are turned
+    Image.fromarray(smooth_image(6, 10)).save(jpeg := io.BytesIO(), format="JPEG", dpi=(300, 72), exif=exif.tobytes())
+    assert png_dpi(jpeg.getvalue()) == pytest.approx((300, 72), abs=0.01)
 
 
 def png_with_chunks(pixels: np.ndarray, chunks: dict[bytes, bytes]) -> bytes:

@@ -142,7 +142,7 @@ def test_a_time_limit_after_other_items_hands_the_item_back(models: Loaded) -> N
 
 
 def test_a_time_limit_inside_the_decoder_is_a_time_limit(models: Loaded, monkeypatch: pytest.MonkeyPatch) -> None:
-    def struck(*_: object) -> None:
+    def struck(*_: object, **__: object) -> None:
         raise SlowDown
 
     monkeypatch.setattr("core.imageio.Image.open", struck)
