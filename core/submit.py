@@ -4,6 +4,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -162,10 +163,10 @@ def label(filename: str, position: int, page: int | None = None, most: int = 255
     return head + tail + suffix
 
 
-def request_digest(uploads: list[Sendable], options: BatchOptions, references: dict[str, bytes]) -> str:
+def request_digest(uploads: list[Sendable], options: BatchOptions, references: dict[str, Sendable]) -> str:
     """What makes two submissions the same request: options, file names and contents, references."""
     parts = [options.model_dump(), [(u.filename, u.digest()) for u in uploads],
-             sorted((name, hashlib.sha256(data).hexdigest()) for name, data in references.items())]
+             sorted((name, ref.digest()) for name, ref in references.items())]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -238,11 +239,13 @@ class Room:
 
 
 def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, room: Room, upload: Sendable,
-             reference: bytes | None = None, digest: str | None = None) -> list[Item]:
+             reference: Sendable | None = None, digest: str | None = None) -> list[Item]:
     """One file: stored and queued, or a failed item with the reason (a bad file never refuses the batch). A
     multi-page TIFF (a document feeder's scans) is an item a page, `scan page 2.tif`, all reading the one stored
     upload. A refused file is not hashed here: a 2 GiB one over the limit would be read whole for nothing."""
     error = upload.check(limits)
+    if error is None and reference is not None and (bad := reference.check(limits)) is not None:
+        error = type(bad)(f"its reference: {bad}")
     frames = _pages(upload, limits) if error is None and reference is None else []
     position = room.position
     room.take(max(1, len(frames)))
@@ -254,7 +257,7 @@ def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, r
     if error is None:
         upload.store(storage, input_key(item.id))
         if reference is not None:
-            storage.put(reference_key(item.id), reference)
+            reference.store(storage, reference_key(item.id))
     else:
         item.error, item.failure, item.finished_at = str(error), error.kind, datetime.now(UTC)
     pages = [Item(batch_id=batch.id, position=position + n, filename=label(upload.filename, position, n + 1), page=frame,
@@ -274,7 +277,7 @@ def _pages(upload: Sendable, limits: Limits) -> list[int]:
 
 
 def submit(session: Session, storage: Storage, settings: Settings, tenant_id: str, uploads: list[Sendable],
-           options: BatchOptions, references: dict[str, bytes] | None = None,
+           options: BatchOptions, references: dict[str, Sendable] | None = None,
            idempotency_key: str | None = None) -> tuple[Batch, bool]:
     """A sealed batch of these files at once; bad files become failed items with the reason.
     Returns the batch and True, or with an idempotency key seen before, the earlier batch and False."""
@@ -288,9 +291,25 @@ def submit(session: Session, storage: Storage, settings: Settings, tenant_id: st
     batch, created = open_batch(session, settings, tenant_id, options, idempotency_key, digest)
     if created:
         limits, room = limits_of(settings), Room(settings, 0, 0)
-        for upload in uploads:
-            add_item(session, storage, limits, batch, room, upload, references.get(upload.filename))
+        with _unstored_if_refused(storage) as made:
+            for upload in uploads:
+                made += add_item(session, storage, limits, batch, room, upload, references.get(upload.filename))
     return batch, created
+
+
+@contextmanager
+def _unstored_if_refused(storage: Storage) -> Iterator[list[Item]]:
+    """A list for the items the block stores files for: a refusal part-way (the request or the batch full after
+    some files) rolls their rows back, so their files are deleted too, or they would be kept for nothing."""
+    made: list[Item] = []
+    try:
+        yield made
+    except SubmitError:
+        try:
+            storage.delete([key for item in made for key in item_keys(item.id, None)])
+        except OSError as e:
+            log.warning("the files of %d refused items are left in storage: %s", len(made), e)
+        raise
 
 
 def open_digest(options: BatchOptions) -> str:
@@ -306,7 +325,7 @@ class Appended:
 
 
 def append(session: Session, storage: Storage, settings: Settings, batch: Batch, uploads: Iterable[Sendable],
-           references: dict[str, bytes] | None = None) -> list[Appended]:
+           references: dict[str, Sendable] | None = None) -> list[Appended]:
     """Adds files to an open batch, taking `uploads` one at a time (each is stored before the next is read).
     Content the batch holds already is not added again, so a client may resend a chunk it is unsure of.
     The batch row is locked: appends to one batch take turns, and none lands after the seal."""
@@ -319,14 +338,16 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
     room = Room(settings, *session.execute(select(func.coalesce(func.max(Item.position) + 1, 0), func.count())
                                            .where(Item.batch_id == batch.id)).one())
     limits, references, out = limits_of(settings), references or {}, []
-    for upload in uploads:
-        digest = upload.digest()
-        earlier = session.scalar(select(Item).where(Item.batch_id == batch.id, Item.digest == digest).limit(1))
-        if earlier is not None:
-            out.append(Appended(earlier, True))
-            continue
-        items = add_item(session, storage, limits, locked, room, upload, references.get(upload.filename), digest)
-        out.append(Appended(items[0], False, tuple(items[1:])))
+    with _unstored_if_refused(storage) as made:
+        for upload in uploads:
+            digest = upload.digest()
+            earlier = session.scalar(select(Item).where(Item.batch_id == batch.id, Item.digest == digest).limit(1))
+            if earlier is not None:
+                out.append(Appended(earlier, True))
+                continue
+            items = add_item(session, storage, limits, locked, room, upload, references.get(upload.filename), digest)
+            made += items
+            out.append(Appended(items[0], False, tuple(items[1:])))
     if not out:
         raise SubmitError("no files in the request")
     return out

@@ -104,7 +104,7 @@ OptionsForm = Annotated[BatchOptions, Form()]
 
 
 def submit(session: Session, settings: SettingsDep, storage: StorageDep, enqueue: EnqueueDep, tenant: str,
-           uploads: list[service.Sendable], refs: dict[str, bytes], options: BatchOptions,
+           uploads: list[service.Sendable], refs: dict[str, service.Sendable], options: BatchOptions,
            idempotency_key: str | None, response: Response) -> SubmitOut:
     """201 with a new batch; 200 with the earlier batch when an Idempotency-Key is repeated with the same request.
     Blocking (database, storage, broker): the async handlers run it in the thread pool."""
@@ -126,7 +126,7 @@ async def create_batch(
     references: Annotated[list[UploadFile], File(description="clean references, matched by file name")] = [],  # noqa: B006
 ) -> SubmitOut:
     uploads = [spooled(f) for f in files]  # streamed from Starlette's temporary files, one at a time
-    refs = {r.filename: r.data for r in [await read_upload(f, settings.max_file_bytes) for f in references]}
+    refs = {r.filename or "": spooled(r) for r in references}
     return await run_in_threadpool(submit, session, settings, storage, enqueue, tenant, uploads, refs, options,
                                    idempotency_key, response)
 
@@ -146,7 +146,7 @@ def open_batch(session: SessionDep, settings: SettingsDep, tenant: TenantDep, re
 
 
 def append(session: Session, settings: Settings, storage: Storage, enqueue: Callable[[list[str]], None], batch: Batch,
-           files: list[UploadFile], refs: dict[str, bytes]) -> AppendOut:
+           files: list[UploadFile], refs: dict[str, service.Sendable]) -> AppendOut:
     """Stores the files one by one, commits, then queues the new valid items (they start before the seal)."""
     if len(files) > settings.max_files_per_batch:
         raise Refused(status.HTTP_413_CONTENT_TOO_LARGE,
@@ -168,7 +168,7 @@ async def append_files(
 ) -> AppendOut:
     """Adds files to an open batch (409 once sealed or full). A file whose content the batch holds already is not added
     again (`duplicate`), so a client may resend a request whose answer it did not get."""
-    refs = {r.filename: r.data for r in [await read_upload(f, settings.max_file_bytes) for f in references]}
+    refs = {r.filename or "": spooled(r) for r in references}
     return await run_in_threadpool(append, session, settings, storage, enqueue, batch, files, refs)
 
 
@@ -233,6 +233,6 @@ async def create_image(
     for part, what in ((upload, "file"), (ref, "reference")):
         if part is not None and isinstance(error := part.check(limits), TooLarge):
             raise Refused(status.HTTP_413_CONTENT_TOO_LARGE, f"{what}: {error}", "file_too_large")
-    refs = {upload.filename: ref.data} if ref else {}
+    refs = {upload.filename: ref} if ref else {}
     return await run_in_threadpool(submit, session, settings, storage, enqueue, tenant, [upload], refs, options,
                                    idempotency_key, response)

@@ -105,6 +105,11 @@ def test_a_full_batch_is_409_batch_full_and_a_request_over_the_file_limit_413(
     first = client.post(f"/batches/{batch}/files", files=files(photos[0])).json()["files"][0]
     assert first["duplicate"] is True and client.get(f"/batches/{batch}").json()["total"] == 2
     assert client.delete(f"/items/{first['item']['id']}").status_code == 204  # a replaced photo: room for one more
+    uploads = get_settings().files / "items"
+    assert len(list(uploads.iterdir())) == 1
+    another = ("3.png", png(np.full((8, 8, 3), 3, np.uint8)))
+    r = client.post(f"/batches/{batch}/files", files=files(photos[2], another))  # the first fits, the second not
+    assert r.status_code == 409 and len(list(uploads.iterdir())) == 1  # the first's file went with its row
     assert client.post(f"/batches/{batch}/files", files=files(photos[2])).status_code == 200
     assert client.get(f"/batches/{batch}").json()["total"] == 2
 

@@ -26,6 +26,21 @@ def test_a_reference_over_the_limit_is_413_with_its_true_size(app: TestClient) -
     assert r.status_code == 413 and r.json()["detail"] == "file: file is 177083 bytes, the limit is 100000"
 
 
+def test_a_batchs_reference_over_the_limit_or_not_an_image_fails_its_item_alone(app: TestClient) -> None:
+    """It was cut to the limit and stored, and its item failed in the worker with the size of the cut."""
+    small, other = png(smooth_image(16, 16)), png(smooth_image(16, 16, seed=2))
+    sent = files(("a.png", small), ("b.png", other), ("c.png", png(smooth_image(16, 16, seed=3))))
+    refs = [("references", ("a.png", b"x" * 177_083, "image/png")), ("references", ("b.png", b"not an image", "x/y")),
+            ("references", ("c.png", small, "image/png"))]
+    items = app.post("/batches", files=sent + refs).json()["items"]
+    assert [(i["state"], i["error"]) for i in items] == [
+        ("failed", "its reference: file is 177083 bytes, the limit is 100000"),
+        ("failed", "its reference: not an image (unknown format)"), ("queued", None)]
+    opened = app.post("/batches/open", json={}).json()["id"]
+    appended = app.post(f"/batches/{opened}/files", files=files(("a.png", small)) + refs[:1]).json()
+    assert appended["files"][0]["item"]["error"] == "its reference: file is 177083 bytes, the limit is 100000"
+
+
 def test_repeated_single_fields_are_refused(app: TestClient) -> None:
     small = png(smooth_image(16, 16))
     r = app.post("/images", files=[("file", ("a.png", small)), ("file", ("b.png", small))])
