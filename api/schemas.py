@@ -48,6 +48,7 @@ class ItemOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     result: ResultOut | None
+    upload_id: str | None = None  # a multi-page file's later page: the item of its first page, which stands for the file
     links: dict[str, str] = {}
 
 

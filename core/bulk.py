@@ -127,6 +127,7 @@ class State(BaseModel):
     stamps: dict[str, tuple[int, int]] = {}  # file path -> (size, mtime in ns) as the walk saw it before sending
     too_large: dict[str, int] = {}  # file path -> its size when the server refused it in a request of its own
     replaced: list[str] = []  # items of files changed since they were sent, to delete from the batch
+    total: int = 0  # items the batch held at the last answer, less those replaced since
     sealed: bool = False
     full: bool = False  # sealed because the batch held as many files as a batch may
 
@@ -284,6 +285,8 @@ def _open(api: Client, options: BatchOptions, state: State, path: Path) -> str:
 
 def _seal(api: Client, state: State, path: Path) -> None:
     assert state.batch_id is not None
+    if state.total > len(known := set(state.done.values())):
+        _drop_unknown(api, state.batch_id, known)
     api.seal(state.batch_id)
     state.sealed = True
     save_state(path, state)
@@ -323,10 +326,21 @@ def _append(api: Client, state: State, path: Path, files: list[Path], found: Fou
     state.stamps.update((key(f), stamp(found, f)) for f in files)
     replaced = earlier - set(state.done.values())  # not an item another file still is (the same content)
     state.replaced += sorted(replaced)
+    state.total = answer.batch.total
     save_state(path, state)
     on_chunk(Uploaded(len(files), sum(found.sizes[f] for f in files), sum(a.duplicate for a in answer.files),
                       len(replaced)))
     _drop_replaced(api, state, path)
+
+
+def _drop_unknown(api: Client, batch_id: str, known: set[str]) -> None:
+    """Deletes the files in the batch that the state knows of no file as: a request the server kept whose answer was
+    lost (a proxy's 502, a kill before the state was saved), sent again after its file changed."""
+    for item in [i for i in api.items(batch_id) if i.upload_id is None and i.id not in known]:
+        try:
+            api.delete_item(item.id)
+        except NotFound:
+            pass
 
 
 def _drop_replaced(api: Client, state: State, path: Path) -> None:
@@ -338,6 +352,7 @@ def _drop_replaced(api: Client, state: State, path: Path) -> None:
         except NotFound:  # deleted already: the answer to an earlier try was lost
             pass
         state.replaced.pop(0)
+        state.total -= 1
         save_state(path, state)
 
 

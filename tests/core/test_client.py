@@ -407,3 +407,40 @@ def test_a_file_changed_since_it_was_sent_is_sent_again_and_replaces_its_first_c
     assert deleted == [f"/items/{1:032d}"] and state.done[bulk.key(tmp_path / "a.png")] == f"{3:032d}"
     os.utime(tmp_path / "b.png", ns=(0, 0))  # the same size, touched: changed too
     assert [f.name for f in bulk.unsent(state, bulk.walk([tmp_path]))] == ["b.png"]
+
+
+def test_a_request_kept_whose_answer_was_lost_then_sent_changed_leaves_no_item_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo still being exported: the server keeps the first copy, a proxy loses the answer (502), and the retry
+    sends the file as it is by then. Before sealing, the run deletes the item it never heard of, but not the pages
+    of a multi-page file, which are items of their own."""
+    monkeypatch.setattr("core.client.time.sleep", lambda _: None)
+    photo = tmp_path / "a.png"
+    photo.write_bytes(b"half")
+    held: list[dict] = []
+    deleted: list[str] = []
+
+    def item(n: int, upload_id: str | None = None) -> dict:
+        return {"id": f"{n:032d}", "batch_id": "b" * 32, "position": n, "filename": "a.png", "state": "queued",
+                "error": None, "deliveries": 0, "has_reference": False, "created_at": BATCH["created_at"],
+                "started_at": None, "finished_at": None, "result": None, "upload_id": upload_id}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/seal"):
+            return httpx.Response(200, json=BATCH)
+        if request.method == "DELETE":
+            deleted.append(request.url.path.rsplit("/", 1)[1])
+            return httpx.Response(204)
+        if request.url.path.endswith("/items"):
+            return httpx.Response(200, json={"data": held, "count": len(held)})
+        held.extend([item(len(held) + 1), item(len(held) + 2, f"{len(held) + 1:032d}")])  # a file of two pages
+        if len(held) == 2:
+            photo.write_bytes(b"exported")
+            return httpx.Response(502)
+        return httpx.Response(200, json={"batch": BATCH | {"total": len(held)},
+                                         "files": [{"filename": "a.png", "duplicate": False, "item": held[-2]}]})
+    api = Client("http://api", "key", transport=httpx.MockTransport(handler))
+    state = bulk.State(url="http://api", idempotency_key="k", batch_id="b" * 32)
+    bulk.upload(api, bulk.walk([tmp_path]), BatchOptions(), state, tmp_path / "s.json", 1, lambda _: None,
+                lambda *_: None)
+    assert state.done == {bulk.key(photo): f"{3:032d}"} and deleted == [f"{1:032d}"]
