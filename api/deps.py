@@ -1,6 +1,7 @@
 """Request dependencies: settings, a session per request, the caller's tenant (API key from a header for the
 JSON API, a server-side session cookie for the gallery), storage, the queue, and the caller's own rows (404
 for anything else, exactly as for an id that does not exist)."""
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -18,6 +19,8 @@ from core.db import sessions_for
 from core.storage import Storage, make_storage
 from core.tables import Batch, Item, Result
 from core.tenants import ID, authenticate, session_tenant
+
+log = logging.getLogger(__name__)
 
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="rows to skip")]
 Score = Annotated[float | None, Query(allow_inf_nan=False, ge=-1e9, le=1e9)]
@@ -54,16 +57,27 @@ def committed(session: Session) -> Iterator[None]:
         raise Refused(code, str(e), e.code, headers) from None
 
 
-DELETED = {202: {"description": "deleted, but the file storage failed: the reconciler deletes the files later"}}
+DELETED = {202: {"description": "deleted; the reconciler deletes some of the stored files later (the file storage "
+                                "failed, or there were over 20,000 items)"}}
 
 
 def swept(session: Session, storage: Storage, item_ids: list[str]) -> Response:
     """After a deletion commits: 204 when storage has deleted the items' files, else 202 saying so (the rows are
     gone either way)."""
-    if left := service.sweep(session, storage, item_ids):
-        return JSONResponse({"detail": f"the file storage failed: the stored files of {left} items are deleted later",
+    if left := sweep_after(session, storage, item_ids):
+        return JSONResponse({"detail": f"the stored files of {left} items are deleted later, by the reconciler",
                              "code": "files_pending"}, status.HTTP_202_ACCEPTED)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def sweep_after(session: Session, storage: Storage, item_ids: list[str]) -> int:
+    """Sweeps the files of items whose deletion has committed; returns how many are left to the reconciler. Never
+    raises: the deletion stands whatever happens to its files."""
+    try:
+        return service.sweep(session, storage, item_ids)
+    except Exception:
+        log.exception("sweeping the files of %d deleted items", len(item_ids))
+        return len(item_ids)
 
 
 def get_session(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Session]:

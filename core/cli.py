@@ -1058,9 +1058,9 @@ def expire_cmd(days: Annotated[int | None, typer.Option(min=1, help="default: DE
         n += len(deleted)
     console.print(f"deleted {n} finished batch{'es' * (n != 1)} sealed over {days} days ago")
     with sessions() as session:
-        if left := submit.sweep(session, storage):  # these batches' files and any a deletion left before
-            fail(f"the file storage failed: the stored files of {left} deleted items are left (the log says why); "
-                 "run it again", 1)
+        if left := submit.sweep(session, storage, most=sys.maxsize):  # and any a deletion left before
+            fail(f"the stored files of {left} deleted items are left: the file storage failed (the log says why); "
+                 "the reconciler, or this command, tries again after 10 minutes", 1)
 
 
 @app.command("reconcile")

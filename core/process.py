@@ -21,9 +21,9 @@ from core import pipeline
 from core.config import Settings
 from core.imageio import encode_png
 from core.options import BatchOptions
-from core.storage import Storage, input_key, item_keys, reference_key, results_prefix
-from core.submit import Gone, limits_of
-from core.tables import Item, ItemState, Result
+from core.storage import Storage, input_key, reference_key, results_prefix
+from core.submit import Gone, limits_of, sweep
+from core.tables import Deletion, Item, ItemState, Result
 from models.registry import CaptionBackend, Denoiser, ModelError, load_captioner, load_denoiser
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,10 @@ class DatabaseSink:
         try:
             batch_id = with_database(self.settings, lambda: self._store(item_id, result, prefix, noisy_key))
         except Gone:  # deleted while it ran: the deletion could not know the files written above
-            self.storage.delete(item_keys(item_id, result.denoiser_version))
+            with self.sessions() as session:
+                session.merge(Deletion(item_id=item_id, denoiser_version=result.denoiser_version, ran=True))
+                session.commit()
+                sweep(session, self.storage, [item_id])
             log.info("item dropped: it was deleted while it ran", extra={"item_id": item_id})
             return
         if batch_id is not None:  # logged once committed: a commit that failed and was retried is not a second "done"

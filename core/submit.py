@@ -3,7 +3,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
@@ -238,11 +239,12 @@ class Room:
         self.position, self.held, self.made = self.position + items, self.held + items, self.made + items
 
 
-def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, room: Room, upload: Sendable,
-             reference: Sendable | None = None, digest: str | None = None) -> list[Item]:
+def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, room: Room, stored: list[str],
+             upload: Sendable, reference: Sendable | None = None, digest: str | None = None) -> list[Item]:
     """One file: stored and queued, or a failed item with the reason (a bad file never refuses the batch). A
     multi-page TIFF (a document feeder's scans) is an item a page, `scan page 2.tif`, all reading the one stored
-    upload. A refused file is not hashed here: a 2 GiB one over the limit would be read whole for nothing."""
+    upload. A refused file is not hashed here: a 2 GiB one over the limit would be read whole for nothing.
+    `stored` gets each key before it is written."""
     error = upload.check(limits)
     if error is None and reference is not None and (bad := reference.check(limits)) is not None:
         error = type(bad)(f"its reference: {bad}")
@@ -255,9 +257,11 @@ def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, r
     session.add(item)
     session.flush()
     if error is None:
-        upload.store(storage, input_key(item.id))
+        stored.append(input_key(item.id))
+        upload.store(storage, stored[-1])
         if reference is not None:
-            reference.store(storage, reference_key(item.id))
+            stored.append(reference_key(item.id))
+            reference.store(storage, stored[-1])
     else:
         item.error, item.failure, item.finished_at = str(error), error.kind, datetime.now(UTC)
     pages = [Item(batch_id=batch.id, position=position + n, filename=label(upload.filename, position, n + 1), page=frame,
@@ -291,24 +295,25 @@ def submit(session: Session, storage: Storage, settings: Settings, tenant_id: st
     batch, created = open_batch(session, settings, tenant_id, options, idempotency_key, digest)
     if created:
         limits, room = limits_of(settings), Room(settings, 0, 0)
-        with _unstored_if_refused(storage) as made:
+        with _unstored_on_failure(storage) as stored:
             for upload in uploads:
-                made += add_item(session, storage, limits, batch, room, upload, references.get(upload.filename))
+                add_item(session, storage, limits, batch, room, stored, upload, references.get(upload.filename))
     return batch, created
 
 
 @contextmanager
-def _unstored_if_refused(storage: Storage) -> Iterator[list[Item]]:
-    """A list for the items the block stores files for: a refusal part-way (the request or the batch full after
-    some files) rolls their rows back, so their files are deleted too, or they would be kept for nothing."""
-    made: list[Item] = []
+def _unstored_on_failure(storage: Storage) -> Iterator[list[str]]:
+    """A list for the keys the block stores: when it fails part-way (the request or the batch full after some files,
+    storage or the database down) its rows roll back, so those files are deleted too, or they would be kept for
+    nothing."""
+    stored: list[str] = []
     try:
-        yield made
-    except SubmitError:
+        yield stored
+    except BaseException:
         try:
-            storage.delete([key for item in made for key in item_keys(item.id, None)])
+            storage.delete(stored)
         except OSError as e:
-            log.warning("the files of %d refused items are left in storage: %s", len(made), e)
+            log.warning("%d files of a failed request are left in storage: %s", len(stored), e)
         raise
 
 
@@ -338,15 +343,15 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
     room = Room(settings, *session.execute(select(func.coalesce(func.max(Item.position) + 1, 0), func.count())
                                            .where(Item.batch_id == batch.id)).one())
     limits, references, out = limits_of(settings), references or {}, []
-    with _unstored_if_refused(storage) as made:
+    with _unstored_on_failure(storage) as stored:
         for upload in uploads:
             digest = upload.digest()
             earlier = session.scalar(select(Item).where(Item.batch_id == batch.id, Item.digest == digest).limit(1))
             if earlier is not None:
                 out.append(Appended(earlier, True))
                 continue
-            items = add_item(session, storage, limits, locked, room, upload, references.get(upload.filename), digest)
-            made += items
+            items = add_item(session, storage, limits, locked, room, stored, upload, references.get(upload.filename),
+                             digest)
             out.append(Appended(items[0], False, tuple(items[1:])))
     if not out:
         raise SubmitError("no files in the request")
@@ -386,20 +391,21 @@ def expired(session: Session, days: int, most: int | None = None) -> list[str]:
 
 
 def expire(sessions: sessionmaker, storage: Storage, days: int, most: int = EXPIRE_AT_ONCE) -> list[str]:
-    """Deletes up to `most` expired batches, a transaction each, then sweeps their files; returns their ids."""
+    """Deletes up to `most` expired batches, a transaction each, and sweeps each one's files; returns their ids."""
     with sessions() as session:
         ids = expired(session, days, most)
-    deleted, items = [], []
+    deleted = []
     for batch_id in ids:
-        try:
-            with sessions.begin() as session:
-                if (batch := session.get(Batch, batch_id)) is not None:
-                    items += delete_batch(session, batch)
-                    deleted.append(batch_id)
-        except Gone:  # deleted by its owner meanwhile
-            pass
-    with sessions() as session:
-        sweep(session, storage, items)
+        with sessions() as session:
+            try:
+                with session.begin():
+                    if (batch := session.get(Batch, batch_id)) is None:
+                        continue
+                    items = delete_batch(session, batch)
+            except Gone:  # deleted by its owner meanwhile
+                continue
+            deleted.append(batch_id)
+            sweep(session, storage, items)
     return deleted
 
 
@@ -422,45 +428,84 @@ def _delete_items(session: Session, which: ColumnElement[bool]) -> list[str]:
     A worker that finishes an item meanwhile waits for its row, then finds it gone and removes what it wrote
     (process.DatabaseSink)."""
     session.execute(select(Item.id).where(which).order_by(Item.id).with_for_update())
-    rows = session.execute(select(Item.id, Item.deliveries, Result.denoiser_version).outerjoin(Result)
+    rows = session.execute(select(Item.id, Item.started_at, Result.denoiser_version).outerjoin(Result)
                            .where(which).order_by(Item.id)).all()  # after the lock: results stored before it
     session.execute(delete(Item).where(which))  # results by ON DELETE CASCADE
     if rows:
         session.execute(insert(Deletion), [{"item_id": r.id, "denoiser_version": r.denoiser_version,
-                                            "ran": r.denoiser_version is None and r.deliveries > 0} for r in rows])
+                                            "ran": r.denoiser_version is None and r.started_at is not None}
+                                           for r in rows])
     return [r.id for r in rows]
 
 
 SWEEP_AT_ONCE = 1000  # items a storage round and a commit
+SWEEP_MOST = 20_000  # items one sweep takes at most: a deletion's request before it answers, a reconcile
+RETRY_SWEEP_AFTER = timedelta(minutes=10)  # an item whose files storage refused: so it does not hold up the others
 
 
-def sweep(session: Session, storage: Storage, item_ids: list[str] | None = None) -> int:
-    """Deletes the stored files of deleted items (these, else every one waiting) and forgets them, SWEEP_AT_ONCE
-    items a commit. Returns how many items' files are left because storage failed (logged; the reconciler tries
-    again)."""
-    done = 0
-    for rows in _waiting(session, item_ids):
+def sweep(session: Session, storage: Storage, item_ids: list[str] | None = None, most: int = SWEEP_MOST) -> int:
+    """Deletes the stored files of deleted items (these, else those due, oldest first), at most `most`, and forgets
+    them. No transaction is held while storage works. Returns how many of them are left for the reconciler (storage
+    failed, or more than `most`); an item whose files storage refuses waits RETRY_SWEEP_AFTER."""
+    seen = swept = visited = 0
+    for rows, ids in _waiting(session, item_ids, most):
+        session.rollback()  # the read's transaction: on SQLite a stale one could not delete the rows after
+        done = _delete_files(storage, rows)
+        seen, swept, visited = seen + len(rows), swept + len(done), visited + len(ids)
         try:
-            storage.delete([key for r in rows for key in item_keys(r.item_id, r.denoiser_version)])
-            for r in rows:
-                if r.ran:
-                    storage.delete_under(results_folder(r.item_id))
-        except OSError as e:
+            refused = [r.item_id for r in rows if r.item_id not in done]
+            session.execute(delete(Deletion).where(Deletion.item_id.in_(done)))
+            session.execute(update(Deletion).where(Deletion.item_id.in_(refused))
+                            .values(due_at=datetime.now(UTC) + RETRY_SWEEP_AFTER))
+            session.commit()
+        except SQLAlchemyError as e:  # the files are gone; a later sweep forgets the rows
             session.rollback()
-            left = (len(item_ids) - done if item_ids is not None
-                    else session.scalar(select(func.count()).select_from(Deletion)) or 0)
-            log.warning("the stored files of %d deleted items are left for the reconciler: %s", left, e)
-            return left
-        session.execute(delete(Deletion).where(Deletion.item_id.in_([r.item_id for r in rows])))
-        session.commit()
-        done += SWEEP_AT_ONCE
-    return 0
+            log.warning("deleted items' files were deleted but their rows are kept: %s", e)
+        if not done:  # storage down
+            break
+    left = (seen - swept + len(item_ids) - visited if item_ids is not None
+            else session.scalar(select(func.count()).select_from(Deletion)) or 0)
+    session.rollback()
+    if left:
+        log.warning("the stored files of %d deleted items are left for the reconciler", left)
+    return left
 
 
-def _waiting(session: Session, item_ids: list[str] | None) -> Iterator[Sequence[Deletion]]:
-    if item_ids is None:
-        while rows := session.scalars(select(Deletion).limit(SWEEP_AT_ONCE)).all():
-            yield rows
-        return
-    for start in range(0, len(item_ids), SWEEP_AT_ONCE):  # a bind parameter an id: 65,535 at most
-        yield session.scalars(select(Deletion).where(Deletion.item_id.in_(item_ids[start:start + SWEEP_AT_ONCE]))).all()
+def _waiting(session: Session, item_ids: list[str] | None, most: int) -> Iterator[tuple[list[Row], list[str]]]:
+    """Deleted items whose files are to go, a round at a time, with the ids the round looked up."""
+    columns = select(Deletion.item_id, Deletion.denoiser_version, Deletion.ran).limit(SWEEP_AT_ONCE)
+    for start in range(0, most, SWEEP_AT_ONCE):
+        if item_ids is None:
+            due = columns.where(Deletion.due_at <= datetime.now(UTC)).order_by(Deletion.due_at)
+            if not (rows := list(session.execute(due).all())):
+                return
+            yield rows, []
+        elif ids := item_ids[start:start + SWEEP_AT_ONCE]:  # a bind parameter an id: 65,535 at most
+            yield list(session.execute(columns.where(Deletion.item_id.in_(ids))).all()), ids
+        else:
+            return
+
+
+def _delete_files(storage: Storage, rows: list[Row]) -> set[str]:
+    """The items whose files storage deleted: all at once, else one by one (a key storage refuses fails its item
+    alone), giving up after three failures in a row (storage down)."""
+    def delete_files(these: list[Row]) -> None:
+        storage.delete([key for r in these for key in item_keys(r.item_id, r.denoiser_version)])
+        for r in these:
+            if r.ran:
+                storage.delete_under(results_folder(r.item_id))
+    try:
+        delete_files(rows)
+        return {r.item_id for r in rows}
+    except OSError as e:
+        log.warning("deleting the files of %d deleted items: %s", len(rows), e)
+    done, failures = set(), 0
+    for r in rows if len(rows) > 1 else []:
+        try:
+            delete_files([r])
+            done.add(r.item_id)
+            failures = 0
+        except OSError:
+            if (failures := failures + 1) == 3:
+                break
+    return done

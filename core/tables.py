@@ -141,4 +141,4 @@ class Deletion(Base):
     item_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     denoiser_version: Mapped[str | None] = mapped_column(String(128))  # its result's, which names its images' keys
     ran: Mapped[bool] = mapped_column(default=False)  # with no result: a run may have written images before it failed
-    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)  # a sweep's next try

@@ -33,10 +33,14 @@ def reconcile() -> int:
     settings = get_settings()
     with sessions_for(settings.database_url)() as session:
         ids = queue.due_for_requeue(session, settings.requeue_after, settings.lease)
-        submit.sweep(session, make_storage(settings))
     if ids:
         log.warning("reconciler re-enqueues %d items", len(ids))
         send(ids)
+    try:
+        with sessions_for(settings.database_url)() as session:
+            submit.sweep(session, make_storage(settings))
+    except Exception:  # storage unreachable, say: the next reconcile tries again
+        log.exception("sweeping the files of deleted items")
     return len(ids)
 
 

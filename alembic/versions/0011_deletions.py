@@ -20,9 +20,11 @@ def upgrade() -> None:
                     sa.Column('item_id', sa.String(length=32), nullable=False),
                     sa.Column('denoiser_version', sa.String(length=128), nullable=True),
                     sa.Column('ran', sa.Boolean(), nullable=False),
-                    sa.Column('deleted_at', sa.DateTime(timezone=True), nullable=False),
+                    sa.Column('due_at', sa.DateTime(timezone=True), nullable=False),
                     sa.PrimaryKeyConstraint('item_id'))
+    op.create_index('ix_deletions_due_at', 'deletions', ['due_at'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_deletions_due_at', table_name='deletions')
     op.drop_table('deletions')

@@ -26,6 +26,7 @@ from api.deps import (
     StorageDep,
     committed,
     session_cookie,
+    sweep_after,
 )
 from api.schemas import BatchOut, Page
 from core import queries, tenants
@@ -151,7 +152,7 @@ def delete_batch(session: SessionDep, storage: StorageDep, batch: GalleryBatchDe
     """The batch, its results and its files, for good (the page asks first); back to the batches."""
     with committed(session):
         ids = service.delete_batch(session, batch)
-    service.sweep(session, storage, ids)
+    sweep_after(session, storage, ids)
     return RedirectResponse("/gallery", status_code=status.HTTP_303_SEE_OTHER)
 
 
@@ -162,7 +163,7 @@ def delete_item(session: SessionDep, storage: StorageDep, item: GalleryItemDep,
     batch_id = item.batch_id
     with committed(session):
         ids = service.delete_item(session, item)
-    service.sweep(session, storage, ids)
+    sweep_after(session, storage, ids)
     return RedirectResponse(f"/gallery/batches/{batch_id}", status_code=status.HTTP_303_SEE_OTHER)
 
 

@@ -4,11 +4,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 from sqlalchemy.orm import sessionmaker
 
 from api.deps import get_storage
@@ -18,7 +20,7 @@ from core import submit as service
 from core.config import get_settings
 from core.db import migrate, sessions_for
 from core.storage import LocalStorage
-from core.tables import Item
+from core.tables import Deletion, Item
 from tests.api.conftest import running_stack
 from tests.api.test_security import signed_in
 from tests.conftest import api_key, many_frames, png, smooth_image
@@ -127,11 +129,15 @@ def test_when_storage_fails_the_batch_is_gone_and_the_reconciler_deletes_its_fil
     app.dependency_overrides[get_storage] = lambda: BrokenDeletes(get_settings().files)
     later = client.delete(f"/batches/{batch['id']}")
     assert later.status_code == 202 and later.json() == {
-        "detail": "the file storage failed: the stored files of 1 items are deleted later", "code": "files_pending"}
+        "detail": "the stored files of 1 items are deleted later, by the reconciler", "code": "files_pending"}
     assert client.get(f"/batches/{batch['id']}").status_code == 404
     assert client.get(f"/items/{batch['items'][0]['id']}/original").status_code == 404
     assert any(p.is_file() for p in get_settings().files.rglob("*"))
-    reconcile()  # as the beat worker, or a worker's start, or `denocap reconcile`, does
+    reconcile()  # as the beat worker, or a worker's start, or `denocap reconcile`, does: not due yet
+    assert any(p.is_file() for p in get_settings().files.rglob("*"))
+    with sessions_for(get_settings().database_url).begin() as s:  # as if RETRY_SWEEP_AFTER had passed
+        s.execute(update(Deletion).values(due_at=datetime.now(UTC)))
+    reconcile()
     assert not any(p.is_file() for p in get_settings().files.rglob("*"))
 
 

@@ -15,7 +15,7 @@ from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
 from core.options import BatchOptions
 from core.storage import LocalStorage, input_key
-from core.tables import Batch, Item, ItemState, Result
+from core.tables import Batch, Deletion, Item, ItemState, Result
 from tests.conftest import many_frames, png, smooth_image, tenant_id
 from tests.core.test_imageio import tiff_of_pages
 
@@ -394,9 +394,47 @@ def test_expire_deletes_finished_batches_sealed_long_ago_one_at_a_time(sessions:
     assert (tmp_path / "files" / "items" / old_done[0]).exists()
     assert service.expire(sessions, storage, 30) == [batch_of[old_done_too[0]]]
     assert not (tmp_path / "files" / "items" / old_done_too[0]).exists()
+    with sessions.begin() as s:
+        s.execute(update(Deletion).values(due_at=datetime.now(UTC)))  # as if RETRY_SWEEP_AFTER had passed
     with sessions() as s:
         assert service.sweep(s, storage) == 0  # what the reconciler does
     assert not (tmp_path / "files" / "items" / old_done[0]).exists()
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(Item).where(Item.id.in_(old_queued + new_done))) == 2
         assert service.expired(s, 30) == [] and s.get(Batch, opened.id) is not None
+
+
+class RefusesOne(LocalStorage):
+    """Storage that will not delete one item's upload (an S3 object lock, say)."""
+    refused = ""
+
+    def delete(self, keys: list[str]) -> None:
+        if input_key(self.refused) in keys:
+            raise OSError("AccessDenied")
+        super().delete(keys)
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_a_file_storage_refuses_fails_its_item_alone_and_waits(database: str, env: dict[str, str],
+                                                               request: pytest.FixtureRequest,
+                                                               tmp_path: Path) -> None:
+    """The others' files go; the refused item is retried later, not first in every sweep (it held up every item
+    after it)."""
+    sessions = request.getfixturevalue("sessions") if database == "postgresql" else sqlite_sessions(tmp_path)
+    storage = RefusesOne(tmp_path / "files")
+    ids = make_batch(sessions, storage, 3)
+    storage.refused = ids[1]
+    with sessions.begin() as s:
+        deleted = service.delete_batch(s, s.get_one(Item, ids[0]).batch)
+    with sessions() as s:
+        assert service.sweep(s, storage, deleted) == 1
+        assert s.scalars(select(Deletion.item_id).where(Deletion.item_id.in_(ids))).all() == [ids[1]]
+        storage.refused = ""
+        service.sweep(s, storage)  # not due yet: not tried
+    assert sorted(p.parent.name for p in (tmp_path / "files").rglob("input")) == [ids[1]]
+
+
+def sqlite_sessions(tmp_path: Path) -> sessionmaker:
+    url = f"sqlite:///{tmp_path / 'denocap.db'}"
+    migrate(url)
+    return session_factory(make_engine(url))
