@@ -98,11 +98,10 @@ def _brisque():  # type: ignore[no-untyped-def]
 
 def brisque(pixels: np.ndarray) -> float | None:
     """BRISQUE (Mittal et al. 2012), lower is better; images are first shrunk to at most 1024 px a side.
-    None for images under BRISQUE_MIN_SIDE a side."""
-    if min(pixels.shape[:2]) < BRISQUE_MIN_SIDE:
+    None for images under BRISQUE_MIN_SIDE a side once shrunk (a 16 x 16384 strip would be one row)."""
+    step = int(np.ceil(max(pixels.shape[:2]) / BRISQUE_MAX_SIDE))
+    img = np.clip(pixels[::step, ::step], 0, 1)
+    if min(img.shape[:2]) < BRISQUE_MIN_SIDE:
         return None
-    img = np.clip(pixels, 0, 1)
-    step = int(np.ceil(max(img.shape[:2]) / BRISQUE_MAX_SIDE))
-    img = img[::step, ::step]
     rgb = np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
     return float(_brisque().score(np.round(rgb * 255).astype(np.uint8)))
