@@ -86,10 +86,12 @@ def test_reference_of_another_size_or_colour_is_refused(models: Loaded) -> None:
 def test_explicit_sigma_overrides_the_estimate(models: Loaded) -> None:
     pic = decode(png(smooth_image()), RUNTIME.limits)
     denoiser = models.denoiser("ffdnet")
-    a, _ = pipeline.denoise(pic, 0, denoiser, RUNTIME)
+    a, _ = pipeline.denoise(pic, 5, denoiser, RUNTIME)
     b, _ = pipeline.denoise(pic, 50, denoiser, RUNTIME)
     blind, _ = pipeline.denoise(pic, None, denoiser, RUNTIME)
     assert not np.allclose(a.pixels, b.pixels) and not np.allclose(blind.pixels, b.pixels)
+    kept, level = pipeline.denoise(pic, 0, denoiser, RUNTIME)  # "no noise": the network smoothed it all the same
+    assert level == 0 and np.array_equal(kept.pixels, pic.pixels)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (2, 2)])
