@@ -574,9 +574,10 @@ def _to_picture(img: Image.Image, white_is_zero: bool) -> Picture:
     if mode == "F":
         raise ImageError("floating point images are not supported")
     keyed = "transparency" in img.info  # a colour key (PNG's tRNS) marks transparent pixels of P, L and RGB
-    has_alpha = mode in ("RGBA", "LA", "PA") or keyed
-    if mode in ("L", "LA", "1"):
-        base, alpha = img.convert("L"), img.convert("LA").getchannel("A") if has_alpha else None
+    has_alpha = mode in ("RGBA", "LA", "La", "PA") or keyed
+    if mode in ("L", "LA", "La", "1"):  # La: a TIFF's alpha premultiplied into the gray, which LA takes out
+        gray = img.convert("LA") if has_alpha else img.convert("L")
+        base, alpha = (gray.getchannel("L"), gray.getchannel("A")) if has_alpha else (gray, None)
     else:
         rgba = img.convert("RGBA") if has_alpha else None
         base = img.convert("RGB")

@@ -205,6 +205,16 @@ def test_a_sixteen_bit_tiffs_unspecified_extra_channel_is_no_alpha(planar: str) 
     assert with_infrared.alpha is None and np.array_equal(with_infrared.pixels, rgb.pixels)
 
 
+def test_gray_with_premultiplied_alpha_is_read_with_its_alpha_taken_out() -> None:
+    """Pillow's "La": it was refused as a broken image."""
+    import tifffile
+    stored = np.dstack([np.full((3, 4), 100, np.uint8), np.full((3, 4), 128, np.uint8)])  # 200 at half alpha
+    tifffile.imwrite(buf := io.BytesIO(), stored, photometric="minisblack", extrasamples=["assocalpha"])
+    picture = decode(buf.getvalue(), LIMITS)
+    assert picture.pixels.shape == (3, 4, 1) and np.allclose(picture.pixels * 255, 199, atol=1.5)
+    assert picture.alpha is not None and np.allclose(picture.alpha * 255, 128)
+
+
 def test_planar_tiff_in_a_compression_we_cannot_undo_is_refused_with_the_reason() -> None:
     import tifffile
     buf = io.BytesIO()
