@@ -110,7 +110,7 @@ def process(data: bytes, reference: bytes | None, options: BatchOptions, models:
     timings["metrics"] = _lap(t)
     t = time.perf_counter()
     captioner = models.captioner(options.captioner)
-    caption, caption_noisy = captioner([denoised.pixels, noisy.pixels])
+    caption, caption_noisy = captioner([_seen(denoised), _seen(noisy)])
     timings["caption"] = _lap(t)
     return Result(noisy, denoised, estimate, metrics, caption, caption_noisy, f"{denoiser.name}@{denoiser.version}",
                   f"{captioner.name}@{captioner.version}", options.add_noise is None and page is None, timings)
@@ -119,6 +119,15 @@ def process(data: bytes, reference: bytes | None, options: BatchOptions, models:
 def _size(picture: Picture) -> str:
     h, w, c = picture.pixels.shape
     return f"{w}x{h} {'gray' if c == 1 else 'colour'}"
+
+
+def _seen(picture: Picture) -> np.ndarray:
+    """The pixels as a viewer shows them, over white: what is under a transparent part is not in the picture (a
+    logo's background is often black there)."""
+    if picture.alpha is None:
+        return picture.pixels
+    alpha = picture.alpha[..., None]
+    return np.clip(picture.pixels, 0, 1) * alpha + (1 - alpha)
 
 
 def _lap(start: float) -> float:

@@ -181,3 +181,26 @@ def test_unknown_model_names_are_refused_by_the_options() -> None:
         BatchOptions(denoiser="bm3d")
     with pytest.raises(ModelError):
         load_denoiser("bm3d", Path("."), "cpu")
+
+
+@dataclass
+class Seeing(Loaded):
+    """Loaded whose captioner keeps the pixels it is given."""
+    seen: list[np.ndarray] = field(default_factory=list)
+
+    def captioner(self, name: str) -> CaptionBackend:
+        backend = super().captioner(name)
+
+        def caption(images: list[np.ndarray]) -> list[str]:
+            self.seen += images
+            return backend(images)
+        caption.name, caption.version = backend.name, backend.version  # type: ignore[attr-defined]
+        return caption  # type: ignore[return-value]
+
+
+def test_the_captioner_sees_a_transparent_picture_as_a_viewer_does(models: Loaded) -> None:
+    """Over white: under a logo's transparent background there is often black, which no one sees."""
+    seeing, sink = Seeing(models.weights_dir), Sink()
+    hidden = np.zeros((24, 24, 4), np.uint8)  # black, all of it transparent
+    assert pipeline.run_item(pipeline.Job("a", BatchOptions(), lambda: (png(hidden), None)), seeing, RUNTIME, sink)
+    assert len(seeing.seen) == 2 and all(np.allclose(image, 1) for image in seeing.seen)
