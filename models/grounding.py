@@ -12,10 +12,12 @@ habitual subject is said instead of them. People are also ruled out when a perso
 encoder's features, max-pooled over the grid, trained on Flickr8k and on labelled photos that are not all of people)
 sees no one: the classifier's words cannot tell, since ImageNet has no person class and Flickr8k's mountains and
 beaches are full of climbers and swimmers (the probe and all levels fitted by models.train_grounding)."""
+import colorsys
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models.vocab import Vocabulary
@@ -52,6 +54,30 @@ GROUPS: dict[str, tuple[str, ...]] = {  # what a Flickr8k-trained decoder says b
     "snow": ("snow",),
     "grass": ("grass", "grassy"),
 }
+
+
+PLAIN_STD = 0.01  # a picture whose every channel varies less than this (2.5 of 255) has nothing in it to name
+HUES = ((15, "red"), (40, "orange"), (70, "yellow"), (165, "green"), (255, "blue"), (290, "purple"), (345, "pink"),
+        (360, "red"))  # the upper end of each hue's degrees
+
+
+def plain(image: np.ndarray) -> str | None:
+    """"a plain white image" for a picture of one colour (a blank page in a scanned batch), which the decoder would
+    fill with its habits (people, a dog); None for any other. image: (H, W, C) in [0, 1]."""
+    step = max(1, max(image.shape[:2]) // 256)
+    samples = image[::step, ::step].reshape(-1, image.shape[2])
+    if samples.std(axis=0).max() >= PLAIN_STD:
+        return None
+    red, green, blue = np.broadcast_to(samples.mean(axis=0).clip(0, 1), 3)
+    hue, saturation, value = colorsys.rgb_to_hsv(red, green, blue)
+    if value < 0.2:
+        colour = "black"
+    elif saturation < 0.2:
+        colour = "white" if value > 0.8 else "gray"
+    else:
+        colour = next(name for top, name in HUES if hue * 360 < top)
+        colour = "brown" if colour == "orange" and value < 0.6 else colour
+    return f"a plain {colour} image"
 
 
 @dataclass(frozen=True)

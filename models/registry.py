@@ -12,7 +12,7 @@ from models.captioner import Captioner, CaptionerConfig
 from models.decode import BEAM, Ask, beam_searches
 from models.encoder import Encoder
 from models.ffdnet import FFDNet, FFDNetConfig
-from models.grounding import Grounding, Guide, WordTable, guide, read_table, realize
+from models.grounding import Grounding, Guide, WordTable, guide, plain, read_table, realize
 from models.names import CAPTIONERS, DENOISERS, ENSEMBLES, PRECISIONS
 from models.precision import inference_dtype
 from models.tiling import denoise_many
@@ -169,7 +169,14 @@ class CaptionModel:
 
     @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> list[str]:
-        """images: (H, W, C) float32 in [0, 1], C = 1 or 3; encoded in one batch, decoded together."""
+        """images: (H, W, C) float32 in [0, 1], C = 1 or 3; encoded in one batch, decoded together. Grounded, a
+        picture of one colour is said to be one (models.grounding.plain), not decoded."""
+        said = [plain(im) if self.grounding is not None else None for im in images]
+        rest = [im for im, s in zip(images, said, strict=True) if s is None]
+        decoded = iter(self.decode(rest) if rest else [])
+        return [s if s is not None else next(decoded) for s in said]
+
+    def decode(self, images: list[np.ndarray]) -> list[str]:
         device = next(self.decoder.parameters()).device
         features = self.encoder(torch.stack([_rgb_224(im, device) for im in images]))
         return self.captions(self.decoder.memory(features), self.guides(features))

@@ -6,6 +6,7 @@ import torch
 from torchvision.models._meta import _IMAGENET_CATEGORIES
 
 from models.grounding import GROUPS, TABLE, Grounding, Guide, WordTable, guide, read_table, realize
+from models.grounding import plain as grounding_plain
 from models.registry import CaptionModel, load_captioner
 from models.train_grounding import nobody_levels, person_probe, suppressions
 from models.vocab import Vocabulary
@@ -182,6 +183,19 @@ def test_a_grounded_captioner_says_the_confident_word(tmp_path) -> None:
     words = model([image])[0].split()
     assert "cat" in words and "dog" not in words and set(words) <= set(WORDS)
     assert json.loads((folder / "grounding.json").read_text())["threshold"] == 0.0
+    blank = (0.97 + np.random.default_rng(1).normal(0, 0.003, (30, 20, 1))).astype(np.float32)  # a page's grain
+    assert model([blank, image, blank]) == ["a plain white image", model([image])[0], "a plain white image"]
+    assert plain([blank]) != ["a plain white image"]  # the decoder alone says what it was trained to
+
+
+@pytest.mark.parametrize(("rgb", "said"), [((0.02, 0.02, 0.03), "black"), ((0.5, 0.5, 0.52), "gray"),
+                                           ((0.9, 0.1, 0.1), "red"), ((0.5, 0.3, 0.1), "brown"),
+                                           ((0.95, 0.6, 0.1), "orange"), ((0.2, 0.3, 0.9), "blue")])
+def test_a_picture_of_one_colour_is_said_to_be_one(rgb: tuple[float, float, float], said: str) -> None:
+    flat = np.broadcast_to(np.array(rgb, np.float32), (64, 48, 3))
+    assert grounding_plain(flat) == f"a plain {said} image"
+    textured = flat + np.random.default_rng(0).normal(0, 0.02, flat.shape).astype(np.float32)
+    assert grounding_plain(textured) is None  # a foggy photo, a clear sky: more than a blank page's grain
 
 
 def test_precision_auto_runs_the_encoder_in_bfloat16_on_a_cpu_that_has_it_and_says_so(tmp_path) -> None:
