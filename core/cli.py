@@ -113,10 +113,15 @@ def run(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err) as progress:
         task = progress.add_task("denoise + caption", total=len(queued))
-        for start in range(0, len(queued), settings.micro_batch):
-            chunk = queued[start:start + settings.micro_batch]
-            process.process_items(sessions, storage, settings, chunk)
-            progress.advance(task, len(chunk))
+        try:
+            for start in range(0, len(queued), settings.micro_batch):
+                chunk = queued[start:start + settings.micro_batch]
+                process.process_items(sessions, storage, settings, chunk)
+                progress.advance(task, len(chunk))
+        except KeyboardInterrupt:
+            with sessions.begin() as session:
+                process.stop(session, queued, "not processed: the run was interrupted")
+            raise
     with sessions() as session:
         batch = session.get_one(Batch, batch_id)
         if as_json:
@@ -212,8 +217,9 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 
 def out_dir(path: Path, inputs: list[Path]) -> dict[Path, Path]:
-    """Where each input's PNG goes: OUT/stem.png, `stem (2).png` for a second of a stem. Refused (exit 2): an
-    output folder that holds an input, or a link to one, or that cannot be made."""
+    """Where each input's PNG goes: OUT/stem.png, `stem (2).png` for a second of a stem or where a file of that name
+    is there already (nothing in OUT is replaced). Refused (exit 2): an output folder that holds an input, or a link
+    to one, or that cannot be made or written into."""
     from core.bulk import png_names
     if any(path.resolve() in (p.resolve().parent, p.absolute().parent.resolve()) for p in inputs):
         fail(f"the output folder {path} holds input files; choose another so nothing is overwritten")
@@ -221,7 +227,15 @@ def out_dir(path: Path, inputs: list[Path]) -> dict[Path, Path]:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         fail(f"cannot make the output folder {path}: {e.strerror or e}")
-    return {p: path / name for p, name in zip(inputs, png_names([p.stem for p in inputs]), strict=True)}
+    if not os.access(path, os.W_OK | os.X_OK):
+        fail(f"cannot write into the output folder {path}")
+    names = png_names([p.stem for p in inputs], taken=names_in(path))
+    return {p: path / name for p, name in zip(inputs, names, strict=True)}
+
+
+def names_in(folder: Path) -> set[str]:
+    """The names in a folder, lower case: png_names' `taken`."""
+    return {p.name.lower() for p in folder.iterdir()}
 
 
 @app.command()
@@ -313,7 +327,7 @@ def pages(
     files = image_files(inputs)
     out_dir(out, files)
     failed, written = 0, 0
-    taken: set[str] = set()  # the names written, across the files
+    taken = names_in(out)  # and the names written, across the files
     for path in files:
         try:
             data = read_file(path, limits)
@@ -366,8 +380,8 @@ def compare(ref_dir: Path, test_dir: Path, csv_out: Annotated[Path | None, typer
     from core.imageio import ImageError
     from core.pipeline import PSNR_CAP
     for given in (csv_out, json_out):
-        if given is not None and not given.parent.is_dir():
-            fail(f"no folder {given.parent} to write {given.name} into")
+        if given is not None:
+            writable(given, [ref_dir, test_dir])
     limits = submit.limits_of(get_settings())
     refs: dict[str, Path] = {}
     for p in image_files([ref_dir]):
@@ -387,7 +401,8 @@ def compare(ref_dir: Path, test_dir: Path, csv_out: Annotated[Path | None, typer
             typer.echo(f"{path.name}: size {test.shape} differs from its reference {ref.shape}", err=True)
             failed += 1
             continue
-        row: dict[str, object] = {"file": path.name, "psnr": None, "ssim": None, "brisque": None}
+        row: dict[str, object] = {"file": os.fsencode(path.name).decode("utf-8", "replace"), "psnr": None,
+                                  "ssim": None, "brisque": None}  # a name that is not UTF-8: shown with U+FFFD
         if ref is None:
             row["brisque"] = quality.brisque(test)
         else:
@@ -409,15 +424,30 @@ def compare_table(rows: list[dict[str, object]]) -> Table:
     return table
 
 
+def writable(path: Path, inputs: list[Path]) -> None:
+    """A table's path, checked before any work: not in an input folder (it would replace a photo), not a folder,
+    in a folder that can be written into (exit 2)."""
+    if not path.parent.is_dir():
+        fail(f"no folder {path.parent} to write {path.name} into")
+    if any(path.resolve().is_relative_to(folder.resolve()) for folder in inputs):
+        fail(f"{path} is in an input folder; write the table elsewhere so no image is replaced")
+    if path.is_dir() or not os.access(path.parent, os.W_OK | os.X_OK):
+        fail(f"cannot write {path}")
+
+
 def write_rows(rows: list[dict[str, object]], csv_out: Path | None, json_out: Path | None) -> None:
     from api.schemas import spreadsheet_safe
+    from core.bulk import write_file
     if csv_out:
-        with csv_out.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["file", "psnr", "ssim", "brisque"])
-            writer.writeheader()
-            writer.writerows(map(spreadsheet_safe, rows))
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=["file", "psnr", "ssim", "brisque"])
+        writer.writeheader()
+        writer.writerows(map(spreadsheet_safe, rows))
+        with failing(OSError, code=1):
+            write_file(csv_out, text.getvalue().encode())
     if json_out:
-        json_out.write_text(json.dumps(rows, indent=1, allow_nan=False))
+        with failing(OSError, code=1):
+            write_file(json_out, json.dumps(rows, indent=1, allow_nan=False).encode())
 
 
 class _CaptionGroup(TyperGroup):

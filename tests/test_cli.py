@@ -193,3 +193,25 @@ def test_expire_deletes_finished_batches_sealed_over_the_days_given(env: dict[st
     assert done.returncode == 0 and done.stdout.strip() == "deleted 1 finished batch sealed over 1 days ago", done.stderr
     assert [db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("batches", "items", "results")] == [0, 0, 0]
     assert not any(p.is_file() for p in files.rglob("*"))
+
+
+def test_an_interrupted_run_fails_what_it_did_not_process(env: dict[str, str], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C left its items queued, which nothing here ever runs: the batch counted as in flight for good, and
+    after DENOCAP_MAX_BATCHES_IN_FLIGHT of them `run` refused to start."""
+    from typer.testing import CliRunner
+
+    from core import cli, process
+    (tmp_path / "in").mkdir()
+    for n in range(3):
+        (tmp_path / "in" / f"{n}.png").write_bytes(png(smooth_image(24, 24, seed=n)))
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(process, "process_items", interrupted)
+    assert CliRunner().invoke(cli.app, ["run", str(tmp_path / "in")]).exit_code != 0
+    db = sqlite3.connect(Path(env["DENOCAP_DATA_DIR"]) / "denocap.db")
+    assert db.execute("SELECT state, error FROM items").fetchall() == [
+        ("failed", "not processed: the run was interrupted")] * 3
+    again = denocap({**env, "DENOCAP_MAX_BATCHES_IN_FLIGHT": "1"}, "run", str(tmp_path / "in"))
+    assert again.returncode == 0, again.stderr

@@ -65,8 +65,9 @@ def test_denoise_bad_arguments(env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_outputs_never_write_through_links_or_over_each_other(env: dict[str, str], tmp_path: Path) -> None:
-    """A folder of links to the photos is not the photos' folder, but writing into it must replace the links, not
-    the photos; two inputs of one stem get two outputs; a folder where an output goes fails that file alone."""
+    """A folder of links to the photos is not the photos' folder, and an output never replaces what is in the
+    output folder (a link, a folder, the user's own photo): it takes the next free name; two inputs of one stem get
+    two outputs."""
     make_clean(tmp_path / "src", 3)
     photo = (tmp_path / "src" / "img0.png").read_bytes()
     links = tmp_path / "links"
@@ -80,12 +81,15 @@ def test_outputs_never_write_through_links_or_over_each_other(env: dict[str, str
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "img2.png").mkdir()  # in the way of one output
     (tmp_path / "out" / "img1.png").symlink_to(tmp_path / "src" / "img1.png")  # a link where an output goes
+    (tmp_path / "out" / "img0.png").write_bytes(b"the user's own photo")
     out = denocap(env, "denoise", str(tmp_path / "src"), str(tmp_path / "other"), str(tmp_path / "out"))
-    assert out.returncode == 1 and "img2.png: " in out.stderr, out.stderr
+    assert out.returncode == 0, out.stderr
     assert (tmp_path / "src" / "img0.png").read_bytes() == photo
-    assert not (tmp_path / "out" / "img1.png").is_symlink()  # replaced, and the photo it pointed at untouched
+    assert (tmp_path / "out" / "img0.png").read_bytes() == b"the user's own photo"  # it was replaced
+    assert (tmp_path / "out" / "img1.png").is_symlink() and (tmp_path / "out" / "img2.png").is_dir()
     assert (tmp_path / "src" / "img1.png").read_bytes() == png(smooth_image(64, 96, seed=1))
-    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("long")) == ["img0 (2).png", "img0.png", "img1.png", "img2.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("long")) == [
+        "img0 (2).png", "img0 (3).png", "img0.png", "img1 (2).png", "img1.png", "img2 (2).png", "img2.png"]
 
 
 def test_compare_writes_finite_json_and_csv_a_spreadsheet_shows_as_text(env: dict[str, str], tmp_path: Path) -> None:
@@ -100,6 +104,12 @@ def test_compare_writes_finite_json_and_csv_a_spreadsheet_shows_as_text(env: dic
     assert (tmp_path / "r.csv").read_text().splitlines()[1].startswith("'=HYPERLINK(1).png,100.0,")
     missing = denocap(env, "compare", str(tmp_path / "ref"), str(tmp_path / "test"), "--csv", str(tmp_path / "no/r.csv"))
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: no folder {tmp_path / 'no'} to write r.csv into"
+    photo = (tmp_path / "ref" / "img0.png").read_bytes()
+    over = denocap(env, "compare", str(tmp_path / "ref"), str(tmp_path / "test"), "--csv", str(tmp_path / "ref/img0.png"))
+    assert over.returncode == 2 and "is in an input folder" in over.stderr, over.stderr  # it replaced the photo
+    assert (tmp_path / "ref" / "img0.png").read_bytes() == photo
+    folder = denocap(env, "compare", str(tmp_path / "ref"), str(tmp_path / "test"), "--json", str(tmp_path))
+    assert folder.returncode == 2 and folder.stderr.strip() == f"error: cannot write {tmp_path}"  # a traceback
 
 
 def test_a_file_name_that_is_not_utf8_keeps_its_bytes(env: dict[str, str], tmp_path: Path) -> None:
@@ -111,6 +121,10 @@ def test_a_file_name_that_is_not_utf8_keeps_its_bytes(env: dict[str, str], tmp_p
     out = denocap(env, "noise", str(tmp_path / "in"), str(tmp_path / "out"))
     assert out.returncode == 0, out.stderr
     assert sorted(os.listdir(os.fsencode(tmp_path / "out"))) == [b".hidden.png", b"caf\xe9.png", b"img0.png"]
+    table = denocap(env, "compare", str(tmp_path / "in"), str(tmp_path / "out"), "--csv", str(tmp_path / "t.csv"),
+                    "--json", str(tmp_path / "t.json"))  # it wrote a header, then stopped on the name
+    assert table.returncode == 0, table.stderr
+    assert "caf\ufffd.png" in (tmp_path / "t.csv").read_text() and len(json.loads((tmp_path / "t.json").read_text())) == 3
 
 
 def test_pages_splits_scans_into_a_png_a_page_named_apart(env: dict[str, str], tmp_path: Path) -> None:
