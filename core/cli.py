@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # the rest loads inside the commands that need it, keeping `-
 
 app = typer.Typer(help="Denoise photos with a deep network, then describe each in a sentence.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes get whole rows
+console = Console(width=None if sys.stdout and sys.stdout.isatty() else 200)  # files and pipes get whole rows
 err = Console(stderr=True)
 SAMPLES = ("astronaut", "camera", "chelsea", "coffee", "rocket")
 

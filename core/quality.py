@@ -17,7 +17,9 @@ def noise_level(pixels: np.ndarray) -> float:
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    return float(peak_signal_noise_ratio(reference, np.clip(test, 0, 1), data_range=1.0))
+    """inf for identical images (callers cap it), without NumPy's warning on stderr."""
+    with np.errstate(divide="ignore"):
+        return float(peak_signal_noise_ratio(reference, np.clip(test, 0, 1), data_range=1.0))
 
 
 def ssim(reference: np.ndarray, test: np.ndarray) -> float | None:

@@ -52,3 +52,12 @@ def test_a_flat_image_has_no_brisque_score_and_says_nothing_on_stderr() -> None:
         warnings.simplefilter("error")  # numpy's divide warnings printed a source line per flat image
         score = quality.brisque(np.zeros((64, 64, 3), np.float32))
     assert score is None or math.isnan(score)
+
+
+def test_identical_images_have_an_infinite_psnr_and_say_nothing_on_stderr() -> None:
+    """`denocap compare` of identical images printed NumPy's divide-by-zero warning, two lines an image."""
+    import warnings
+    image = np.full((8, 8, 3), 0.5, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert quality.psnr(image, image) == float("inf")
