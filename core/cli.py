@@ -453,10 +453,11 @@ def write_rows(rows: list[dict[str, object]], csv_out: Path | None, json_out: Pa
 class _CaptionGroup(TyperGroup):
     """`denocap caption IMAGE...` captions images; `prepare`, `train` and `eval` are subcommands."""
 
-    def resolve_command(self, ctx: click.Context, args: list[str]):  # type: ignore[no-untyped-def]
-        if args and args[0] not in self.commands:
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Before the group's own options are parsed: `caption --beam 2 a.jpg` is `caption images --beam 2 a.jpg`."""
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = ["images", *args]
-        return super().resolve_command(ctx, args)
+        return super().parse_args(ctx, args)
 
 
 caption_app = typer.Typer(cls=_CaptionGroup, no_args_is_help=True,

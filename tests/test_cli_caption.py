@@ -21,6 +21,8 @@ def test_caption_images_and_bad_inputs(env: dict[str, str], tmp_path: Path) -> N
     name, caption = out.stdout.strip().split("\t")
     assert name == "a.png" and caption and set(caption.split()) <= set(WORDS)
     assert "b.jpg: not an image" in out.stderr
+    first = denocap(env, "caption", "--beam", "2", str(tmp_path / "a.png"))  # options first: "No such option"
+    assert first.returncode == 0 and first.stdout == out.stdout, first.stderr
 
 
 def test_caption_help_says_how_to_caption_files(env: dict[str, str]) -> None:
