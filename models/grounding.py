@@ -28,8 +28,9 @@ NOT_SUBJECTS = ("clothing", "instrument", "object", "person")  # kinds worn, hel
 SCENES = ("beach", "lake", "mountain", "ocean")  # said, but not as the subject
 GROUPS: dict[str, tuple[str, ...]] = {  # what a Flickr8k-trained decoder says by habit: the subjects and scenes its
     # captions name over 1,500 times (people, dogs, water, balls, grass, snow)
-    # the people nouns of Flickr8k's vocabulary: those WordNet puts under person.n.01 in their first sense, read
-    # through by hand ("white", "tiger" and "german" are not people here)
+    # the people nouns of Flickr8k's vocabulary: those WordNet puts under person.n.01 in their first noun sense, read
+    # through by hand ("white", "tiger", "german" and "american" are not people here), and "male" and "female",
+    # whose first sense is any animal: with the others banned, the decoder said "a young asian" or "a male"
     "person": ("man", "men", "woman", "women", "boy", "boys", "girl", "girls", "child", "children", "kid", "kids",
                "person", "people", "guy", "guys", "lady", "ladies", "baby", "babies", "player", "players", "adult",
                "adults", "teen", "teens", "teenager", "teenagers", "toddler", "toddlers", "infant", "newborn", "youth",
@@ -47,7 +48,9 @@ GROUPS: dict[str, tuple[str, ...]] = {  # what a Flickr8k-trained decoder says b
                "singer", "musician", "musicians", "guitarist", "drummer", "performer", "artist", "clown", "clowns",
                "photographer", "photographers", "cameraman", "worker", "workers", "vendor", "waiter", "officer",
                "officers", "policeman", "policemen", "cop", "soldier", "guard", "fireman", "firefighter", "fisherman",
-               "owner", "owners", "student", "students", "pirate", "ninja"),
+               "owner", "owners", "student", "students", "pirate", "ninja", "asian", "african", "european", "indian",
+               "japanese", "oriental", "native", "blond", "blonde", "homeless", "fellow", "dj", "official", "male",
+               "males", "female", "females"),
     "dog": ("dog", "dogs", "puppy", "puppies"),
     "ball": ("ball", "balls"),
     "water": ("water",),

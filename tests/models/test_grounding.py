@@ -97,8 +97,9 @@ def test_a_subject_is_ruled_out_when_the_words_that_allow_it_are_unlikely() -> N
 
 def test_ruling_people_out_rules_out_every_word_for_them() -> None:
     people = set(GROUPS["person"])
-    assert {"hikers", "skateboarder", "adults", "crowd", "swimmer", "bride", "toddler"} <= people  # the decoder's ways
-    assert not people & {"white", "black", "asian", "tiger", "german", "shepherd", "dog"}  # round a banned "man"
+    ways_round_a_banned_man = {"hikers", "skateboarder", "adults", "crowd", "swimmer", "bride", "toddler", "asian", "male"}
+    assert ways_round_a_banned_man <= people
+    assert not people & {"white", "black", "tiger", "german", "shepherd", "american", "dog"}  # not people here
 
 
 def test_people_are_ruled_out_when_the_probe_sees_no_one() -> None:
