@@ -40,7 +40,6 @@ STATUS = {service.RequestTooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
           service.IdempotencyConflict: status.HTTP_409_CONFLICT,
           service.BatchSealed: status.HTTP_409_CONFLICT,
           service.Gone: status.HTTP_404_NOT_FOUND}
-RETRY_AFTER = {status.HTTP_429_TOO_MANY_REQUESTS: "60", status.HTTP_503_SERVICE_UNAVAILABLE: "30"}
 
 
 @contextmanager
@@ -53,7 +52,7 @@ def committed(session: Session) -> Iterator[None]:
     except service.SubmitError as e:
         session.rollback()
         code = STATUS.get(type(e), status.HTTP_422_UNPROCESSABLE_CONTENT)
-        headers = {"Retry-After": RETRY_AFTER[code]} if code in RETRY_AFTER else None
+        headers = {"Retry-After": "60"} if code == status.HTTP_429_TOO_MANY_REQUESTS else None
         raise Refused(code, str(e), e.code, headers) from None
 
 

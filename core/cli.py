@@ -118,9 +118,10 @@ def run(
                 chunk = queued[start:start + settings.micro_batch]
                 process.process_items(sessions, storage, settings, chunk)
                 progress.advance(task, len(chunk))
-        except KeyboardInterrupt:
+        except BaseException as e:  # Ctrl-C, or a failure past the per-item isolation (the database gone)
+            why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped ({type(e).__name__})"
             with sessions.begin() as session:
-                process.stop(session, queued, "not processed: the run was interrupted")
+                process.stop(session, queued, f"not processed: the run was {why}")
             raise
     with sessions() as session:
         batch = session.get_one(Batch, batch_id)
@@ -425,12 +426,14 @@ def compare_table(rows: list[dict[str, object]]) -> Table:
 
 
 def writable(path: Path, inputs: list[Path]) -> None:
-    """A table's path, checked before any work: not in an input folder (it would replace a photo), not a folder,
-    in a folder that can be written into (exit 2)."""
+    """A table's path, checked before any work: not an image's name in an input folder (it would replace a photo),
+    not a folder, in a folder that can be written into (exit 2)."""
+    from core.imageio import IMAGE_SUFFIXES
     if not path.parent.is_dir():
         fail(f"no folder {path.parent} to write {path.name} into")
-    if any(path.resolve().is_relative_to(folder.resolve()) for folder in inputs):
-        fail(f"{path} is in an input folder; write the table elsewhere so no image is replaced")
+    inside = any(path.resolve().is_relative_to(folder.resolve()) for folder in inputs)
+    if inside and path.suffix.lower() in IMAGE_SUFFIXES:
+        fail(f"{path} is named as an image in an input folder; write the table elsewhere so no image is replaced")
     if path.is_dir() or not os.access(path.parent, os.W_OK | os.X_OK):
         fail(f"cannot write {path}")
 

@@ -144,7 +144,8 @@ def add_noise(picture: Picture, sigma: float, seed: int) -> Picture:
 def denoise(picture: Picture, sigma: float | None, denoiser: Denoiser, runtime: Runtime) -> tuple[Picture, float]:
     """The denoised picture and the estimated noise level (0-255). sigma (0-255) overrides the estimated map.
     A result that is not finite everywhere (it never should be) gives the input back, with a note, rather than
-    black pixels; so does sigma 0, "no noise", which the network at level 0 still takes as a licence to smooth."""
+    black pixels; so does sigma 0, "no noise", which the network at level 0 still takes as a licence to smooth: the
+    network is not run, and the level is the one given, 0."""
     if sigma == 0:
         return picture, 0.0
     (pixels,), (level,) = denoiser.many([picture.pixels], [None if sigma is None else sigma / 255.0],

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import TypeVar
 
 from psycopg.errors import QueryCanceled
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,8 +21,8 @@ from core import pipeline
 from core.config import Settings
 from core.imageio import encode_png
 from core.options import BatchOptions
-from core.storage import Storage, input_key, reference_key, results_prefix
-from core.submit import Gone, limits_of, sweep
+from core.storage import Storage, input_key, item_keys, reference_key, results_folder, results_prefix
+from core.submit import Gone, limits_of
 from core.tables import Deletion, Item, ItemState, Result
 from models.registry import CaptionBackend, Denoiser, ModelError, load_captioner, load_denoiser
 
@@ -137,15 +137,28 @@ class DatabaseSink:
         try:
             batch_id = with_database(self.settings, lambda: self._store(item_id, result, prefix, noisy_key))
         except Gone:  # deleted while it ran: the deletion could not know the files written above
-            with self.sessions() as session:
-                session.merge(Deletion(item_id=item_id, denoiser_version=result.denoiser_version, ran=True))
-                session.commit()
-                sweep(session, self.storage, [item_id])
+            self._drop(item_id, result.denoiser_version)
             log.info("item dropped: it was deleted while it ran", extra={"item_id": item_id})
             return
         if batch_id is not None:  # logged once committed: a commit that failed and was retried is not a second "done"
             log.info("item done in %.2f s", sum(result.timings.values()),
                      extra={"item_id": item_id, "batch_id": batch_id, "timings": result.timings})
+
+    def _drop(self, item_id: str, denoiser_version: str) -> None:
+        """Deletes what this run wrote for an item deleted meanwhile; when storage fails, records it for the
+        reconciler's sweep."""
+        try:
+            self.storage.delete(item_keys(item_id, denoiser_version))
+            self.storage.delete_under(results_folder(item_id))
+        except OSError as e:
+            log.warning("the files of an item deleted while it ran are left for the reconciler: %s", e,
+                        extra={"item_id": item_id})
+
+            def record() -> None:
+                with self.sessions.begin() as session:
+                    session.execute(delete(Deletion).where(Deletion.item_id == item_id))
+                    session.add(Deletion(item_id=item_id, denoiser_version=denoiser_version, ran=True))
+            with_database(self.settings, record)
 
     def _store(self, item_id: str, r: pipeline.Result, prefix: str, noisy_key: str) -> str | None:
         """The batch id once stored; None when the item was no longer running (another run settled it)."""

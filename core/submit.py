@@ -461,7 +461,8 @@ def sweep(session: Session, storage: Storage, item_ids: list[str] | None = None,
         except SQLAlchemyError as e:  # the files are gone; a later sweep forgets the rows
             session.rollback()
             log.warning("deleted items' files were deleted but their rows are kept: %s", e)
-        if not done:  # storage down
+            break
+        if rows and not done:  # storage down
             break
     left = (seen - swept + len(item_ids) - visited if item_ids is not None
             else session.scalar(select(func.count()).select_from(Deletion)) or 0)

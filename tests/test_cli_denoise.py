@@ -106,8 +106,10 @@ def test_compare_writes_finite_json_and_csv_a_spreadsheet_shows_as_text(env: dic
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: no folder {tmp_path / 'no'} to write r.csv into"
     photo = (tmp_path / "ref" / "img0.png").read_bytes()
     over = denocap(env, "compare", str(tmp_path / "ref"), str(tmp_path / "test"), "--csv", str(tmp_path / "ref/img0.png"))
-    assert over.returncode == 2 and "is in an input folder" in over.stderr, over.stderr  # it replaced the photo
-    assert (tmp_path / "ref" / "img0.png").read_bytes() == photo
+    assert over.returncode == 2 and "is named as an image in an input folder" in over.stderr, over.stderr  # it
+    assert (tmp_path / "ref" / "img0.png").read_bytes() == photo  # replaced the photo
+    beside = denocap(env, "compare", str(tmp_path / "ref"), str(tmp_path / "test"), "--csv", str(tmp_path / "ref/t.csv"))
+    assert beside.returncode == 0 and (tmp_path / "ref" / "t.csv").is_file(), beside.stderr  # a table is no image
     folder = denocap(env, "compare", str(tmp_path / "ref"), str(tmp_path / "test"), "--json", str(tmp_path))
     assert folder.returncode == 2 and folder.stderr.strip() == f"error: cannot write {tmp_path}"  # a traceback
 

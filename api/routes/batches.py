@@ -126,7 +126,7 @@ async def create_batch(
     references: Annotated[list[UploadFile], File(description="clean references, matched by file name")] = [],  # noqa: B006
 ) -> SubmitOut:
     uploads = [spooled(f) for f in files]  # streamed from Starlette's temporary files, one at a time
-    refs = {r.filename or "": spooled(r) for r in references}
+    refs = {ref.filename: ref for ref in map(spooled, references)}
     return await run_in_threadpool(submit, session, settings, storage, enqueue, tenant, uploads, refs, options,
                                    idempotency_key, response)
 
@@ -168,7 +168,7 @@ async def append_files(
 ) -> AppendOut:
     """Adds files to an open batch (409 once sealed or full). A file whose content the batch holds already is not added
     again (`duplicate`), so a client may resend a request whose answer it did not get."""
-    refs = {r.filename or "": spooled(r) for r in references}
+    refs = {ref.filename: ref for ref in map(spooled, references)}
     return await run_in_threadpool(append, session, settings, storage, enqueue, batch, files, refs)
 
 

@@ -41,11 +41,11 @@ def test_connection_errors_5xx_and_429_are_retried_with_backoff(monkeypatch: pyt
 def test_a_cdns_and_a_proxys_errors_are_retried_and_retry_after_may_be_a_date(monkeypatch: pytest.MonkeyPatch) -> None:
     slept: list[float] = []
     in_a_minute = format_datetime(datetime.now(UTC) + timedelta(seconds=61), usegmt=True)
-    api = client([httpx.Response(524), httpx.Response(408), httpx.Response(503, headers={"Retry-After": in_a_minute}),
-                  httpx.Response(429, headers={"Retry-After": "2.5"}), httpx.Response(200, json=BATCH)],
-                 slept, monkeypatch)
+    api = client([httpx.Response(524), httpx.Response(408, headers={"Retry-After": "2.5"}),
+                  httpx.Response(503, headers={"Retry-After": in_a_minute}), httpx.Response(429),
+                  httpx.Response(200, json=BATCH)], slept, monkeypatch)
     assert api.seal("b" * 32).sealed
-    assert slept[:2] == [0.5, 1.0] and 59 < slept[2] <= 61 and slept[3] == 4.0
+    assert slept[:2] == [0.5, 2.5] and 59 < slept[2] <= 61 and slept[3] == 4.0
 
 
 def test_a_redirect_is_an_error_that_names_where_to(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -438,3 +438,26 @@ def sqlite_sessions(tmp_path: Path) -> sessionmaker:
     url = f"sqlite:///{tmp_path / 'denocap.db'}"
     migrate(url)
     return session_factory(make_engine(url))
+
+
+class NoDeletes(LocalStorage):
+    def delete(self, keys: list[str]) -> None:
+        raise OSError("the bucket's server is down")
+
+
+def test_an_item_deleted_while_it_ran_records_its_images_when_storage_cannot_delete_them(
+        sessions: sessionmaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = NoDeletes(tmp_path / "files")
+    ids = make_batch(sessions, storage, 1)
+    store = process.DatabaseSink._store
+
+    def deleted_first(sink: process.DatabaseSink, item_id: str, *args: object) -> str | None:
+        with sessions.begin() as s:
+            service.delete_batch(s, s.get_one(Item, item_id).batch)
+        return store(sink, item_id, *args)
+
+    monkeypatch.setattr(process.DatabaseSink, "_store", deleted_first)
+    process.process_items(sessions, storage, get_settings(), ids)
+    with sessions() as s:
+        left = s.get_one(Deletion, ids[0])
+    assert left.ran and left.denoiser_version is not None  # the sweep finds the images this run wrote
