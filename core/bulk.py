@@ -399,7 +399,7 @@ def write_file(path: Path, data: bytes) -> None:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    except OSError:
+    except BaseException:  # a full disk, or Ctrl-C mid-write: no hidden .part file left behind
         tmp.unlink(missing_ok=True)
         raise
 

@@ -446,3 +446,13 @@ def test_a_request_kept_whose_answer_was_lost_then_sent_changed_leaves_no_item_b
     bulk.upload(api, bulk.walk([tmp_path]), BatchOptions(), state, tmp_path / "s.json", 1, lambda _: None,
                 lambda *_: None)
     assert state.done == {bulk.key(photo): f"{3:032d}"} and deleted == ([f"{1:032d}"] if says_pages else [])
+
+
+def test_a_write_interrupted_leaves_neither_the_file_nor_its_temporary(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bulk.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bulk.write_file(tmp_path / "a.png", b"data")
+    assert list(tmp_path.iterdir()) == []
