@@ -203,7 +203,7 @@ def image_files(paths: list[Path]) -> list[Path]:
     unnamed: list[Path] = []
     for path in paths:
         if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file())
+            inside = sorted(p for p in path.iterdir() if p.is_file() or not p.exists())  # a broken link: reported
             files += (p for p in inside if is_image_name(p.name))
             unnamed += (p for p in inside if is_left_out(p.name))
         elif path.is_file():

@@ -120,8 +120,9 @@ def test_a_file_name_that_is_not_utf8_keeps_its_bytes(env: dict[str, str], tmp_p
     latin1 = os.fsdecode(os.fsencode(tmp_path / "in") + b"/caf\xe9.png")
     Path(latin1).write_bytes(png(smooth_image(64, 96, seed=5)))
     (tmp_path / "in" / ".hidden.png").write_bytes(png(smooth_image(64, 96, seed=6)))  # hidden is still an image
-    out = denocap(env, "noise", str(tmp_path / "in"), str(tmp_path / "out"))
-    assert out.returncode == 0, out.stderr
+    (tmp_path / "in" / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a link to a photo moved away: it was
+    out = denocap(env, "noise", str(tmp_path / "in"), str(tmp_path / "out"))  # skipped without a word
+    assert out.returncode == 1 and "gone.png: " in out.stderr, out.stderr
     assert sorted(os.listdir(os.fsencode(tmp_path / "out"))) == [b".hidden.png", b"caf\xe9.png", b"img0.png"]
     table = denocap(env, "compare", str(tmp_path / "in"), str(tmp_path / "out"), "--csv", str(tmp_path / "t.csv"),
                     "--json", str(tmp_path / "t.json"))  # it wrote a header, then stopped on the name
