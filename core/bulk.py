@@ -267,7 +267,7 @@ def upload(api: Client, found: Found, options: BatchOptions, state: State, path:
             _seal(api, state, path)
         raise
     if state.total > len(set(state.done.values())) and not found.unreadable and not unsent(state, found):
-        _drop_unknown(api, state.batch_id, found, state)  # every file is in: any other item is a lost try's
+        _drop_unknown(api, state, found)  # every file is in: any other item is a lost try's
     _seal(api, state, path)
     return state.batch_id
 
@@ -333,19 +333,21 @@ def _append(api: Client, state: State, path: Path, files: list[Path], found: Fou
     _drop_replaced(api, state, path)
 
 
-def _drop_unknown(api: Client, batch_id: str, found: Found, state: State) -> None:
+def _drop_unknown(api: Client, state: State, found: Found) -> None:
     """Deletes the items of the batch that no file is, of a file's name that is another item now: a request the
     server kept whose answer was lost (a proxy's 502, a kill before the state was saved), sent again after the file
     changed. Not against a server that does not say which items are a file's later pages."""
+    assert state.batch_id is not None
+    items = list(api.items(state.batch_id))
+    if not all("upload_id" in i.model_fields_set for i in items):
+        return
     known, names = set(state.done.values()), {f.name for f in found.files}
-    items = list(api.items(batch_id))
-    lost = [i for i in items if "upload_id" in i.model_fields_set and i.upload_id is None and i.id not in known
-            and i.filename in names]
-    for item in lost if all("upload_id" in i.model_fields_set for i in items) else []:
-        try:
-            api.delete_item(item.id)
-        except NotFound:
-            pass
+    for item in items:
+        if item.upload_id is None and item.id not in known and item.filename in names:
+            try:
+                api.delete_item(item.id)
+            except NotFound:
+                pass
 
 
 def _drop_replaced(api: Client, state: State, path: Path) -> None:

@@ -1015,16 +1015,15 @@ def results_cmd(
         fetched = 0
         with Progress(TextColumn("download"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err) as progress:
-            task = progress.add_task("download", total=sum(i.result is not None for i in items))
+            task = progress.add_task("download", total=len(done))
 
             def on_file(new: bool) -> None:
                 nonlocal fetched
                 fetched += new
                 progress.advance(task)
             bulk.download_images(api, items, names, out, threads, before, on_file)
-    images = sum(i.result is not None for i in items)
-    typer.echo(f"{len(items)} rows in {out / f'results.{format}'}; {images} images in {out} "
-                  f"({fetched} downloaded, {images - fetched} already there)"
+    typer.echo(f"{len(items)} rows in {out / f'results.{format}'}; {len(done)} images in {out} "
+                  f"({fetched} downloaded, {len(done) - fetched} already there)"
                   + ("" if batch.finished else "; the batch is not finished yet, run again later for the rest"))
 
 
@@ -1099,8 +1098,8 @@ def expire_cmd(days: Annotated[int | None, typer.Option(min=1, help="default: DE
 
 @app.command("reconcile")
 def reconcile_cmd() -> None:
-    """Re-send the items whose message may be lost (broker flushed, worker died), and delete the files of deleted
-    items that the file storage failed to delete; safe to run any time."""
+    """Re-send the items whose message may be lost (broker flushed, worker died), and delete the files deletions
+    left (the file storage failed, or a batch was large); safe to run any time."""
     from worker.tasks import reconcile
     console.print(f"re-enqueued {reconcile()} items")
 

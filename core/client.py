@@ -162,7 +162,8 @@ class Client:
         return BatchOut.model_validate(self._send("GET", f"/batches/{batch_id}").json())
 
     def delete_batch(self, batch_id: str) -> str | None:
-        """None, or the server's message when it deleted the batch but its file storage failed (202)."""
+        """None, or the server's message when it deleted the batch and deletes some of its files later (202: its
+        file storage failed, or the batch was large)."""
         return _later(self._send("DELETE", f"/batches/{batch_id}"))
 
     def delete_item(self, item_id: str) -> str | None:

@@ -29,7 +29,8 @@ def process_items(self, item_ids: list[str]) -> None:  # type: ignore[no-untyped
 @app.task(name=RECONCILE)
 def reconcile() -> int:
     """The broker is not a database: re-send items whose message may be lost (see core.queue.due_for_requeue);
-    and storage may have failed a deletion: delete the files of deleted items it left. Returns how many were sent."""
+    and delete the files deletions left (the file storage failed, or a batch was large). Returns how many were
+    sent."""
     settings = get_settings()
     with sessions_for(settings.database_url)() as session:
         ids = queue.due_for_requeue(session, settings.requeue_after, settings.lease)
