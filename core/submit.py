@@ -4,16 +4,15 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, event, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from core.config import Settings
 from core.imageio import ImageError, Limits, TooLarge, full_pages, full_pages_file, probe, probe_file
@@ -239,12 +238,12 @@ class Room:
         self.position, self.held, self.made = self.position + items, self.held + items, self.made + items
 
 
-def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, room: Room, stored: list[str],
-             upload: Sendable, reference: Sendable | None = None, digest: str | None = None) -> list[Item]:
+def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, room: Room, upload: Sendable,
+             reference: Sendable | None = None, digest: str | None = None) -> list[Item]:
     """One file: stored and queued, or a failed item with the reason (a bad file never refuses the batch). A
     multi-page TIFF (a document feeder's scans) is an item a page, `scan page 2.tif`, all reading the one stored
     upload. A refused file is not hashed here: a 2 GiB one over the limit would be read whole for nothing.
-    `stored` gets each key before it is written."""
+    Its files are deleted again unless the session's transaction commits."""
     error = upload.check(limits)
     if error is None and reference is not None and (bad := reference.check(limits)) is not None:
         error = type(bad)(f"its reference: {bad}")
@@ -257,11 +256,9 @@ def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, r
     session.add(item)
     session.flush()
     if error is None:
-        stored.append(input_key(item.id))
-        upload.store(storage, stored[-1])
+        upload.store(storage, _unless_committed(session, storage, input_key(item.id)))
         if reference is not None:
-            stored.append(reference_key(item.id))
-            reference.store(storage, stored[-1])
+            reference.store(storage, _unless_committed(session, storage, reference_key(item.id)))
     else:
         item.error, item.failure, item.finished_at = str(error), error.kind, datetime.now(UTC)
     pages = [Item(batch_id=batch.id, position=position + n, filename=label(upload.filename, position, n + 1), page=frame,
@@ -295,26 +292,36 @@ def submit(session: Session, storage: Storage, settings: Settings, tenant_id: st
     batch, created = open_batch(session, settings, tenant_id, options, idempotency_key, digest)
     if created:
         limits, room = limits_of(settings), Room(settings, 0, 0)
-        with _unstored_on_failure(storage) as stored:
-            for upload in uploads:
-                add_item(session, storage, limits, batch, room, stored, upload, references.get(upload.filename))
+        for upload in uploads:
+            add_item(session, storage, limits, batch, room, upload, references.get(upload.filename))
     return batch, created
 
 
-@contextmanager
-def _unstored_on_failure(storage: Storage) -> Iterator[list[str]]:
-    """A list for the keys the block stores: when it fails part-way (the request or the batch full after some files,
-    storage or the database down) its rows roll back, so those files are deleted too, or they would be kept for
-    nothing."""
-    stored: list[str] = []
-    try:
-        yield stored
-    except BaseException:
+_STORED = "denocap.stored"
+
+
+def _unless_committed(session: Session, storage: Storage, key: str) -> str:
+    """Records `key`, about to be stored, in the session's transaction: when that ends without its commit (the
+    request or the batch full after some files, storage or the database down, the commit itself failing) its rows
+    are gone, so the files are deleted too, or they would be kept for nothing."""
+    session.info.setdefault(_STORED, (storage, []))[1].append(key)
+    return key
+
+
+@event.listens_for(Session, "after_commit")
+def _keep_stored(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop(_STORED, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _delete_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None and (stored := session.info.pop(_STORED, None)):
+        storage, keys = stored
         try:
-            storage.delete(stored)
+            storage.delete(keys)
         except OSError as e:
-            log.warning("%d files of a failed request are left in storage: %s", len(stored), e)
-        raise
+            log.warning("%d files of a failed request are left in storage: %s", len(keys), e)
 
 
 def open_digest(options: BatchOptions) -> str:
@@ -343,16 +350,14 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
     room = Room(settings, *session.execute(select(func.coalesce(func.max(Item.position) + 1, 0), func.count())
                                            .where(Item.batch_id == batch.id)).one())
     limits, references, out = limits_of(settings), references or {}, []
-    with _unstored_on_failure(storage) as stored:
-        for upload in uploads:
-            digest = upload.digest()
-            earlier = session.scalar(select(Item).where(Item.batch_id == batch.id, Item.digest == digest).limit(1))
-            if earlier is not None:
-                out.append(Appended(earlier, True))
-                continue
-            items = add_item(session, storage, limits, locked, room, stored, upload, references.get(upload.filename),
-                             digest)
-            out.append(Appended(items[0], False, tuple(items[1:])))
+    for upload in uploads:
+        digest = upload.digest()
+        earlier = session.scalar(select(Item).where(Item.batch_id == batch.id, Item.digest == digest).limit(1))
+        if earlier is not None:
+            out.append(Appended(earlier, True))
+            continue
+        items = add_item(session, storage, limits, locked, room, upload, references.get(upload.filename), digest)
+        out.append(Appended(items[0], False, tuple(items[1:])))
     if not out:
         raise SubmitError("no files in the request")
     return out

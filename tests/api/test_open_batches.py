@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from api.main import create_app
 from core import submit as service
@@ -177,3 +179,36 @@ def test_an_append_that_loaded_the_batch_before_the_seal_is_refused(env: dict[st
         service.append(again, storage, settings, again.get_one(Batch, batch_id), upload)
     with sessions() as s:
         assert s.get_one(Batch, batch_id).items == []
+
+
+@pytest.mark.parametrize("request_kind", ["batch", "append"])
+def test_the_files_of_a_request_whose_commit_fails_are_deleted(env: dict[str, str], request_kind: str) -> None:
+    """A database that dies at the commit takes the request's rows with it, so its stored files go too; a
+    request that commits keeps them."""
+    settings = get_settings()
+    migrate(settings.database_url)
+    sessions = session_factory(make_engine(settings.database_url))
+    storage = make_storage(settings)
+
+    def send(s: Session) -> None:
+        photo, reference = service.Upload("a.png", png(smooth_image(16, 16))), service.Upload("a.png", png(smooth_image()))
+        if request_kind == "batch":
+            service.submit(s, storage, settings, tenant_id(s), [photo], BatchOptions(), {"a.png": reference})
+        else:
+            batch = service.open_batch(s, settings, tenant_id(s), BatchOptions(), sealed=False)[0]
+            service.append(s, storage, settings, batch, [photo], {"a.png": reference})
+
+    def dies(session: Session) -> None:
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    stored = settings.files / "items"
+    with sessions() as s:
+        send(s)
+        assert sorted(f.name for f in stored.rglob("*") if f.is_file()) == ["input", "reference"]
+        event.listen(s, "before_commit", dies)
+        with pytest.raises(OperationalError):
+            s.commit()
+    assert not stored.exists()
+    with sessions.begin() as s:
+        send(s)
+    assert sorted(f.name for f in stored.rglob("*") if f.is_file()) == ["input", "reference"]
