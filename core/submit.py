@@ -256,9 +256,9 @@ def add_item(session: Session, storage: Storage, limits: Limits, batch: Batch, r
     session.add(item)
     session.flush()
     if error is None:
-        upload.store(storage, _unless_committed(session, storage, input_key(item.id)))
+        upload.store(storage, _unless_committed(session, storage, item.id, input_key(item.id)))
         if reference is not None:
-            reference.store(storage, _unless_committed(session, storage, reference_key(item.id)))
+            reference.store(storage, _unless_committed(session, storage, item.id, reference_key(item.id)))
     else:
         item.error, item.failure, item.finished_at = str(error), error.kind, datetime.now(UTC)
     pages = [Item(batch_id=batch.id, position=position + n, filename=label(upload.filename, position, n + 1), page=frame,
@@ -300,11 +300,11 @@ def submit(session: Session, storage: Storage, settings: Settings, tenant_id: st
 _STORED = "denocap.stored"
 
 
-def _unless_committed(session: Session, storage: Storage, key: str) -> str:
+def _unless_committed(session: Session, storage: Storage, item_id: str, key: str) -> str:
     """Records `key`, about to be stored, in the session's transaction: when that ends without its commit (the
     request or the batch full after some files, storage or the database down, the commit itself failing) its rows
     are gone, so the files are deleted too, or they would be kept for nothing."""
-    session.info.setdefault(_STORED, (storage, []))[1].append(key)
+    session.info.setdefault(_STORED, (storage, []))[1].append((item_id, key))
     return key
 
 
@@ -316,11 +316,14 @@ def _keep_stored(session: Session) -> None:
 
 @event.listens_for(Session, "after_transaction_end")
 def _delete_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    """Only the files of items the database does not hold: a commit whose answer was lost may have landed."""
     if transaction.parent is None and (stored := session.info.pop(_STORED, None)):
         storage, keys = stored
         try:
-            storage.delete(keys)
-        except OSError as e:
+            with Session(session.get_bind()) as fresh:
+                held = set(fresh.scalars(select(Item.id).where(Item.id.in_({item for item, _ in keys}))))
+            storage.delete([key for item, key in keys if item not in held])
+        except (OSError, SQLAlchemyError) as e:
             log.warning("%d files of a failed request are left in storage: %s", len(keys), e)
 
 

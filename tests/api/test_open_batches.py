@@ -182,13 +182,14 @@ def test_an_append_that_loaded_the_batch_before_the_seal_is_refused(env: dict[st
 
 
 @pytest.mark.parametrize("request_kind", ["batch", "append"])
-def test_the_files_of_a_request_whose_commit_fails_are_deleted(env: dict[str, str], request_kind: str) -> None:
+def test_the_files_of_a_request_whose_commit_fails_are_deleted(env: dict[str, str], request_kind: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A database that dies at the commit takes the request's rows with it, so its stored files go too; a
-    request that commits keeps them."""
+    request that commits keeps them, also when the commit's answer is lost."""
     settings = get_settings()
     migrate(settings.database_url)
-    sessions = session_factory(make_engine(settings.database_url))
-    storage = make_storage(settings)
+    engine = make_engine(settings.database_url)
+    sessions, storage = session_factory(engine), make_storage(settings)
 
     def send(s: Session) -> None:
         photo, reference = service.Upload("a.png", png(smooth_image(16, 16))), service.Upload("a.png", png(smooth_image()))
@@ -198,7 +199,7 @@ def test_the_files_of_a_request_whose_commit_fails_are_deleted(env: dict[str, st
             batch = service.open_batch(s, settings, tenant_id(s), BatchOptions(), sealed=False)[0]
             service.append(s, storage, settings, batch, [photo], {"a.png": reference})
 
-    def dies(session: Session) -> None:
+    def dies(*_: object) -> None:
         raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
 
     stored = settings.files / "items"
@@ -209,6 +210,15 @@ def test_the_files_of_a_request_whose_commit_fails_are_deleted(env: dict[str, st
         with pytest.raises(OperationalError):
             s.commit()
     assert not stored.exists()
-    with sessions.begin() as s:
+    commit = engine.dialect.do_commit
+
+    def answer_lost(connection: object) -> None:
+        commit(connection)
+        dies()
+
+    with sessions() as s:
         send(s)
+        monkeypatch.setattr(engine.dialect, "do_commit", answer_lost)
+        with pytest.raises(OperationalError):
+            s.commit()
     assert sorted(f.name for f in stored.rglob("*") if f.is_file()) == ["input", "reference"]
