@@ -209,7 +209,7 @@ def image_files(paths: list[Path]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            fail(f"no such file or folder: {path}")
+            fail(f"not a file or folder: {path}" if path.exists() else f"no such file or folder: {path}")
     if unnamed:
         typer.echo(unnamed_note(unnamed), err=True)
     if not files:

@@ -55,6 +55,10 @@ def test_missing_path_is_a_one_line_error(env: dict[str, str], tmp_path: Path) -
     out = denocap(env, "run", str(tmp_path / "nope"))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [f"error: no such file or folder: {tmp_path / 'nope'}"]
+    os.mkfifo(tmp_path / "pipe.png")  # reading it would wait for a writer
+    out = denocap(env, "run", str(tmp_path / "pipe.png"))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"error: not a file or folder: {tmp_path / 'pipe.png'}"]
 
 
 def test_bad_option_is_a_one_line_error(env: dict[str, str], tmp_path: Path) -> None:
