@@ -19,10 +19,11 @@ from pathlib import Path, PurePath
 from pydantic import BaseModel
 
 from api.schemas import ItemOut, spreadsheet_safe
-from core.client import ROW_FIELDS, ApiError, Client, Conflict, NotFound, item_row
+from core.client import ROW_FIELDS, ApiError, Client, Conflict, NotFound, item_row, sent_name
 from core.config import open_files
 from core.imageio import IMAGE_SUFFIXES
 from core.options import BatchOptions
+from core.submit import label
 
 CHUNK_BYTES = 256 * 1024**2  # a chunk stays well under the server's request limit (2 GiB by default)
 
@@ -341,7 +342,8 @@ def _drop_unknown(api: Client, state: State, found: Found) -> None:
     items = list(api.items(state.batch_id))
     if not all("upload_id" in i.model_fields_set for i in items):
         return
-    known, names = set(state.done.values()), {f.name for f in found.files}
+    known = set(state.done.values())
+    names = {label(sent_name(f), 0, page) for f in found.files for page in (None, 1)}  # as the server names items
     for item in items:
         if item.upload_id is None and item.id not in known and item.filename in names:
             try:

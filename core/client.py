@@ -88,6 +88,15 @@ def retried(status: int) -> bool:
 Files = Callable[[ExitStack], list[tuple[str, tuple[str, BinaryIO, str]]]]
 
 
+FORM_ESCAPES = {ord('"'): "%22"} | {c: f"%{c:02X}" for c in range(0x20) if c != 0x1B}  # as HTML5 forms send them
+
+
+def sent_name(path: Path) -> str:
+    """The name a file is sent under, as the server reads it: a name that is not UTF-8 is shown with U+FFFD, a
+    quote and control characters escaped as a form (and httpx) would."""
+    return os.fsencode(path.name).decode("utf-8", "replace").translate(FORM_ESCAPES)
+
+
 class Client:
     """One HTTP connection pool for the API; safe to share between threads."""
 
@@ -150,8 +159,7 @@ class Client:
         """Uploads these files into an open batch in one request; content the batch holds already comes back
         as `duplicate`, so resending after a lost answer is safe."""
         def files(stack: ExitStack) -> list[tuple[str, tuple[str, BinaryIO, str]]]:
-            return [("files", (os.fsencode(p.name).decode("utf-8", "replace"),  # a name that is not UTF-8 is
-                               stack.enter_context(p.open("rb")), "application/octet-stream"))  # shown with U+FFFD
+            return [("files", (sent_name(p), stack.enter_context(p.open("rb")), "application/octet-stream"))
                     for p in paths]
         return AppendOut.model_validate(self._send("POST", f"/batches/{batch_id}/files", files=files).json())
 

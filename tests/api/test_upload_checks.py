@@ -1,11 +1,16 @@
 """Smaller holes a hostile client found in the upload routes (issue #19), in-process on the embedded database."""
+import os
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from core.client import sent_name
 from core.config import get_settings
 from core.db import migrate
-from tests.conftest import api_key, png, smooth_image
+from core.submit import label
+from tests.conftest import api_key, many_frames, png, smooth_image
 from tests.services import files
 
 
@@ -62,6 +67,18 @@ def test_long_names_keep_their_extension(app: TestClient) -> None:
     r = app.post("/batches", files=files(("x" * 300 + ".jpeg", png(smooth_image(16, 16)))))
     name = r.json()["items"][0]["filename"]
     assert name.endswith(".jpeg") and len(name) == 255
+
+
+def test_the_client_knows_the_names_the_server_gives_its_files(app: TestClient, tmp_path: Path) -> None:
+    """`denocap submit` finds the copy a lost answer left by its name: the name an item is shown under must be the
+    one the client expects of the file, for a quote, control characters (sent as %XX: a name can pass 255
+    characters so), bytes that are not UTF-8, and a multi-page TIFF's first page."""
+    folder = os.fsencode(tmp_path)
+    for raw in (b"a\x07b.png", b'q"uo\\te.png', b"tab\there.png", b"caf\xe9.png", b"\x01" * 100 + b".png", b"scan.tif"):
+        path = Path(os.fsdecode(os.path.join(folder, raw)))
+        path.write_bytes(many_frames("TIFF", 2) if raw.endswith(b".tif") else png(smooth_image(16, 16)))
+        name = app.post("/batches", files=files((sent_name(path), path.read_bytes()))).json()["items"][0]["filename"]
+        assert name in {label(sent_name(path), 0, page) for page in (None, 1)}, name
 
 
 def test_the_root_is_not_a_dead_end(app: TestClient) -> None:

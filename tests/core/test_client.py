@@ -413,16 +413,18 @@ def test_a_file_changed_since_it_was_sent_is_sent_again_and_replaces_its_first_c
 def test_a_request_kept_whose_answer_was_lost_then_sent_changed_leaves_no_item_behind(
         says_pages: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A photo still being exported: the server keeps the first copy, a proxy loses the answer (502), and the retry
-    sends the file as it is by then. Before sealing, the run deletes the item it never heard of, but not the pages
-    of a multi-page file, which are items of their own; nothing, of a server that does not say which are pages."""
+    sends the file as it is by then. Before sealing, the run deletes the item it never heard of, found by the name the
+    server gives it (a TIFF's first page, a control character escaped), but not the pages of a multi-page file, which
+    are items of their own; nothing, of a server that does not say which are pages."""
     monkeypatch.setattr("core.client.time.sleep", lambda _: None)
-    photo = tmp_path / "a.png"
+    photo = tmp_path / "a\x07.tif"
     photo.write_bytes(b"half")
     held: list[dict] = []
     deleted: list[str] = []
 
     def item(n: int, upload_id: str | None = None) -> dict:
-        return {"id": f"{n:032d}", "batch_id": "b" * 32, "position": n, "filename": "a.png", "state": "queued",
+        name = f"a%07 page {2 if upload_id else 1}.tif"  # as the server names a TIFF's pages
+        return {"id": f"{n:032d}", "batch_id": "b" * 32, "position": n, "filename": name, "state": "queued",
                 "error": None, "deliveries": 0, "has_reference": False, "created_at": BATCH["created_at"],
                 "started_at": None, "finished_at": None, "result": None} | ({"upload_id": upload_id} if says_pages
                                                                               else {})
@@ -440,7 +442,7 @@ def test_a_request_kept_whose_answer_was_lost_then_sent_changed_leaves_no_item_b
             photo.write_bytes(b"exported")
             return httpx.Response(502)
         return httpx.Response(200, json={"batch": BATCH | {"total": len(held)},
-                                         "files": [{"filename": "a.png", "duplicate": False, "item": held[-2]}]})
+                                         "files": [{"filename": "a%07.tif", "duplicate": False, "item": held[-2]}]})
     api = Client("http://api", "key", transport=httpx.MockTransport(handler))
     state = bulk.State(url="http://api", idempotency_key="k", batch_id="b" * 32)
     bulk.upload(api, bulk.walk([tmp_path]), BatchOptions(), state, tmp_path / "s.json", 1, lambda _: None,
