@@ -66,3 +66,28 @@ def test_recent_results_are_read_through_an_index(postgres_url: str) -> None:
             "SELECT timings FROM results WHERE created_at > now() - interval '5 minutes' LIMIT 10000",
             "SELECT item_id FROM results WHERE (created_at, item_id) > (now(), 'x') ORDER BY created_at, item_id LIMIT 5")]
     assert all("ix_results_created_at_item_id" in plan for plan in plans), plans
+
+
+def test_sqlite_keeps_every_row_through_upgrades_and_downgrades(tmp_path: Path) -> None:
+    """SQLite's migrations rebuild tables (copy, drop, rename); the drop must not cascade to the rows that refer to
+    the table: an old local database kept its batch and lost every item and result."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url, "0002")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO batches (id, created_at, options, denoiser, captioner) "
+                          "VALUES ('b', '2026-01-01', '{}', 'ffdnet', 'attention')"))
+        conn.execute(text("INSERT INTO items (id, batch_id, position, filename, state, deliveries, has_reference, "
+                          "created_at) VALUES ('i', 'b', 0, 'a.png', 'done', 1, 0, '2026-01-01')"))
+        conn.execute(text("INSERT INTO results (item_id, width, height, sigma_estimate, caption, caption_noisy, "
+                          "denoiser_version, captioner_version, denoised_key, noisy_key, timings, created_at) "
+                          "VALUES ('i', 1, 1, 1, 'c', 'c', 'd', 'c', 'k', 'k', '{}', '2026-01-01')"))
+
+    def rows() -> list[int]:
+        with engine.connect() as conn:
+            return [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in ("batches", "items", "results")]
+    migrate(url)
+    assert rows() == [1, 1, 1]
+    downgrade(url, "0002")
+    assert rows() == [1, 1, 1]
+    engine.dispose()
