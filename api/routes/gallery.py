@@ -35,6 +35,7 @@ from core.tables import ItemState
 
 router = APIRouter(prefix="/gallery", tags=["gallery"], default_response_class=HTMLResponse)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
+templates.env.filters["score"] = lambda value, form: "–" if value is None else form % value  # SSIM of a 2x2 image: none
 PAGE = 48
 PageNo = Annotated[int, Query(ge=1, le=2**31 // PAGE)]
 INVALID = "That key is not valid (or revoked)."

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
+from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy.orm import Session
 
 from api import presenters
+from api.main import create_app
 from core import submit as service
+from core import tenants
 from core.config import Settings, get_settings
 from core.db import migrate, sessions_for
 from core.options import BatchOptions
@@ -125,3 +128,22 @@ def test_a_client_gone_mid_export_gives_its_slot_back_at_once() -> None:
         assert send_through(stream, disconnect_after=3).startswith("a row\n")
     both = [presenters.HeldStream("t", iter([]), "text/csv", "c.csv") for _ in range(2)]  # both slots are free
     assert len(both) == 2
+
+
+def test_the_gallery_shows_a_result_whose_scores_are_partly_none(env: dict[str, str]) -> None:
+    """A 2x2 photo has a PSNR but no SSIM, a nearly flat one a BRISQUE of the noisy image only: the pages that show
+    it must not fail."""
+    settings = get_settings()
+    item = item_with_upload(LocalStorage(settings.files))
+    with sessions_for(settings.database_url).begin() as s:
+        s.get_one(Result, item.id).psnr, s.get_one(Result, item.id).psnr_noisy = 30.0, 20.0
+        key = tenants.create_key(s, "tests").key
+    browser = TestClient(create_app(enqueue=lambda ids: None), headers={"Origin": "http://testserver"})
+    assert browser.post("/gallery/login", data={"key": key}).status_code == 200
+    pages = [f"/gallery/batches/{item.batch_id}", f"/gallery/items/{item.id}", "/gallery/search"]
+    assert [browser.get(p).status_code for p in pages] == [200, 200, 200]
+    assert "SSIM –→–" in browser.get(pages[0]).text
+    with sessions_for(settings.database_url).begin() as s:
+        s.get_one(Result, item.id).psnr, s.get_one(Result, item.id).brisque_noisy = None, 81.9
+    assert [browser.get(p).status_code for p in pages] == [200, 200, 200]
+    assert "BRISQUE 81.9→–" in browser.get(pages[0]).text
