@@ -8,7 +8,8 @@ COPY api api
 COPY worker worker
 COPY models models
 COPY alembic alembic
-RUN pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" '.[scale]'
+# editable: the code runs from /app, beside the migrations it applies at start (a wheel would leave them out)
+RUN pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" -e '.[scale]'
 ENV DENOCAP_DATA_DIR=/data
 VOLUME /data
 EXPOSE 8000

@@ -62,8 +62,15 @@ def sessions_for(url: str) -> sessionmaker:
     return session_factory(make_engine(url))
 
 
+class MigrationsMissing(RuntimeError):
+    pass
+
+
 def alembic_config(url: str):  # type: ignore[no-untyped-def]
     from alembic.config import Config
+    if not (ROOT / "alembic" / "env.py").is_file():  # a wheel installs the code without them
+        raise MigrationsMissing(f"the migrations (alembic/) are not beside the code in {ROOT}: install from the "
+                                "source tree with pip install -e")
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "alembic"))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

@@ -1,7 +1,10 @@
 """docker-compose.yml is valid against the Compose Specification's JSON schema (tests/data/compose-spec.json,
 from github.com/compose-spec/compose-spec, Apache-2.0), and every command it runs is one the project has."""
 import json
+import os
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +48,32 @@ def test_every_command_is_one_the_project_has(name: str) -> None:
     run = subprocess.run([*program, *command[1:], "--help"], check=False, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Usage" in run.stdout
+
+
+def test_the_image_runs_the_code_beside_the_migrations_it_applies(tmp_path: Path) -> None:
+    """The API migrates at start. The image installs the code editable in WORKDIR with alembic/ beside it (a wheel
+    leaves the migrations out): laid out as the Dockerfile copies it, the code finds and applies them."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    install = next(line for line in dockerfile.splitlines() if line.startswith("RUN pip install"))
+    assert " -e " in install, install
+    app = tmp_path / "app"
+    app.mkdir()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            *sources, target = line.split()[1:]
+            for source in sources:
+                copy = shutil.copytree if (ROOT / source).is_dir() else shutil.copy
+                copy(ROOT / source, app / target if target not in ("./", ".") else app / source)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    code = f"import core.db; assert str(core.db.ROOT) == {str(app)!r}, core.db.ROOT; core.db.migrate({url!r})"
+    subprocess.run([sys.executable, "-P", "-c", code], check=True, cwd=tmp_path, timeout=120,
+                   env={**os.environ, "PYTHONPATH": str(app)})
+    tables = {row[0] for row in sqlite3.connect(tmp_path / "db.sqlite").execute("SELECT name FROM sqlite_master")}
+    assert {"alembic_version", "batches", "items", "results"} <= tables
+
+
+def test_the_others_wait_for_the_api_and_the_storage_console_is_this_hosts_only() -> None:
+    for name, service in OURS.items():
+        if name != "api":
+            assert service["depends_on"]["api"] == {"condition": "service_healthy"}, name
+    assert all(port.startswith("127.0.0.1:") for port in COMPOSE["services"]["minio"]["ports"])
