@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import click
 import typer
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -1116,13 +1117,17 @@ def _command_path(args: list[str]) -> str:
     return " ".join(path)
 
 
+def _setting_error(err: ErrorDetails) -> str:
+    message = err["msg"].removeprefix("Value error, ")
+    return f"DENOCAP_{'_'.join(map(str, err['loc'])).upper()}: {message}" if err["loc"] else message
+
+
 def main() -> None:  # the console script
     logging.basicConfig(level=logging.WARNING)
     try:
         get_settings()
     except ValidationError as e:  # a bad DENOCAP_* variable: one line, not a traceback
-        typer.echo("error: " + "; ".join(f"DENOCAP_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}"
-                                         for err in e.errors()), err=True)
+        typer.echo("error: " + "; ".join(_setting_error(err) for err in e.errors()), err=True)
         raise SystemExit(2) from None
     try:
         code = app(standalone_mode=False)

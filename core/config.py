@@ -3,7 +3,7 @@ import contextlib
 import resource
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +12,9 @@ from models.names import ENSEMBLES
 
 QUEUE = "denocap"  # the Celery queue the workers consume and /metrics measures
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "models" / "weights"
+
+
+Positive = Annotated[int, Field(gt=0)]
 
 
 class Settings(BaseSettings):
@@ -31,22 +34,22 @@ class Settings(BaseSettings):
 
     weights_dir: Path = WEIGHTS_DIR
     blip_weights: Path | None = None  # a local transformers folder for the opt-in `blip` captioner
-    device: str = "auto"  # auto | cpu | cuda
-    torch_threads: int = 0  # 0: torch's default
-    gpu_processes: int = 1  # worker processes sharing the GPU (denocap worker sets it): each batches tiles in its share
-    micro_batch: int = 4  # items per task message; claimed and run one at a time
-    tile_size: int = 512
-    tile_overlap: int = 32
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto | cpu | cuda | cuda:N
+    torch_threads: int = Field(0, ge=0)  # 0: torch's default
+    gpu_processes: Positive = 1  # worker processes sharing the GPU (denocap worker sets it): each batches tiles in its share
+    micro_batch: Positive = 4  # items per task message; claimed and run one at a time
+    tile_size: Positive = 512
+    tile_overlap: int = Field(32, ge=0)
     denoise_ensemble: int = 1  # 1, 2, 4 or 8: geometric self-ensemble, PSNR for time (see the model card)
     precision: Literal["auto", "float32"] = "auto"  # auto: float16 on a GPU, bfloat16 on a CPU that has it
 
-    max_file_bytes: int = 50 * 1024 * 1024
-    max_pixels: int = 50_000_000
-    max_side: int = 16384
-    max_files_per_batch: int = 10_000
-    max_request_bytes: int = 2 * 1024**3  # a whole upload request
-    max_batches_in_flight: int = 20  # unfinished batches per tenant
-    max_batch_items: int = 1_000_000  # files in one batch, appended over any number of requests
+    max_file_bytes: Positive = 50 * 1024 * 1024
+    max_pixels: Positive = 50_000_000
+    max_side: Positive = 16384
+    max_files_per_batch: Positive = 10_000
+    max_request_bytes: Positive = 2 * 1024**3  # a whole upload request
+    max_batches_in_flight: Positive = 20  # unfinished batches per tenant
+    max_batch_items: Positive = 1_000_000  # files in one batch, appended over any number of requests
 
     # addresses whose X-Forwarded-Proto/-For `denocap serve` believes: a TLS proxy on another host goes here (or
     # "*" behind a private network), so the gallery sees https, its cookie is Secure and its origin check passes
@@ -54,16 +57,16 @@ class Settings(BaseSettings):
     url: str = "http://127.0.0.1:8000"  # the API that `denocap submit/status/results` talk to
     api_key: str = ""  # their key (DENOCAP_API_KEY)
 
-    task_soft_time_limit: int = 600
-    task_time_limit: int = 660
-    visibility_timeout: int = 3600
-    max_deliveries: int = 3
-    requeue_after: int = 1800  # a queued item with no run for this long gets another message
-    reconcile_every: int = 60  # seconds between reconciler runs (worker started with --beat)
+    task_soft_time_limit: Positive = 600
+    task_time_limit: Positive = 660
+    visibility_timeout: Positive = 3600
+    max_deliveries: Positive = 3
+    requeue_after: int = Field(1800, ge=0)  # a queued item with no run for this long gets another message
+    reconcile_every: Positive = 60  # seconds between reconciler runs (worker started with --beat)
     retention_days: int = Field(0, ge=0)  # finished batches sealed this long ago are deleted with their files (0: kept)
     expire_every: int = Field(3600, gt=0)  # seconds between those deletions by a worker started with --beat
-    database_retry_seconds: int = 300  # a worker keeps a finished result this long while the database is down
-    log_format: str = "text"  # text | json (one object a line, with batch and item ids)
+    database_retry_seconds: int = Field(300, ge=0)  # a worker keeps a finished result this long while the database is down
+    log_format: Literal["text", "json"] = "text"  # text, or json (one object a line, with batch and item ids)
 
     @field_validator("denoise_ensemble")
     @classmethod
@@ -72,16 +75,27 @@ class Settings(BaseSettings):
             raise ValueError(f"must be {', '.join(map(str, ENSEMBLES[:-1]))} or {ENSEMBLES[-1]}")
         return value
 
+    @field_validator("data_dir", "storage_root", "weights_dir", "blip_weights", "shared_data", mode="before")
+    @classmethod
+    def _no_empty_path(cls, value: object) -> object:
+        if value == "":  # Path("") is the working folder: files would land wherever the process was started
+            raise ValueError("must not be empty (unset it for the default)")
+        return value
+
     @model_validator(mode="after")
     def _defaults_under_data_dir(self) -> "Settings":
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'denocap.db').resolve()}"
-        if self.database_url.startswith("postgresql://"):
-            self.database_url = "postgresql+psycopg://" + self.database_url.removeprefix("postgresql://")
+        for scheme in ("postgresql://", "postgres://"):  # libpq's forms: the driver installed is psycopg 3
+            if self.database_url.startswith(scheme):
+                self.database_url = "postgresql+psycopg://" + self.database_url.removeprefix(scheme)
         if self.storage_root is None:
             self.storage_root = self.data_dir / "files"
-        assert self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout, (
-            "need task_soft_time_limit < task_time_limit < visibility_timeout")
+        if not self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout:
+            raise ValueError("DENOCAP_TASK_SOFT_TIME_LIMIT < DENOCAP_TASK_TIME_LIMIT < DENOCAP_VISIBILITY_TIMEOUT "
+                             "is needed")
+        if self.tile_size <= 2 * self.tile_overlap:
+            raise ValueError("DENOCAP_TILE_SIZE must exceed twice DENOCAP_TILE_OVERLAP")
         return self
 
     @property

@@ -68,6 +68,22 @@ def test_bad_option_is_a_one_line_error(env: dict[str, str], tmp_path: Path) -> 
     assert out.stderr.strip() == "error: --denoiser: unknown denoiser 'nosuch'; known: ffdnet"
 
 
+@pytest.mark.parametrize("setting, message", [
+    ({"DENOCAP_MICRO_BATCH": "0"}, "DENOCAP_MICRO_BATCH: Input should be greater than 0"),  # items never sent
+    ({"DENOCAP_TILE_SIZE": "40"}, "DENOCAP_TILE_SIZE must exceed twice DENOCAP_TILE_OVERLAP"),  # every item failed
+    ({"DENOCAP_DEVICE": "gpu"}, "DENOCAP_DEVICE: String should match pattern"),
+    ({"DENOCAP_LOG_FORMAT": "xml"}, "DENOCAP_LOG_FORMAT: Input should be 'text' or 'json'"),  # was text, silently
+    ({"DENOCAP_STORAGE_ROOT": ""}, "DENOCAP_STORAGE_ROOT: must not be empty"),  # was the working folder
+    ({"DENOCAP_TASK_TIME_LIMIT": "5000"}, "DENOCAP_TASK_SOFT_TIME_LIMIT < DENOCAP_TASK_TIME_LIMIT < DENOCAP_VISIBI"),
+])
+def test_a_setting_that_cannot_work_is_one_line_before_any_work(env: dict[str, str], setting: dict[str, str],
+                                                                  message: str) -> None:
+    out = denocap({**env, **setting}, "apikey", "list")
+    assert out.returncode == 2 and out.stdout == ""
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith(f"error: {message}"), line
+
+
 @pytest.mark.parametrize("args, message", [
     (("submit", "--bogus"), "No such option: --bogus"),
     (("results",), "Missing argument 'batch_id'."),
