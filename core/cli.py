@@ -1142,7 +1142,33 @@ def main() -> None:  # the console script
             typer.echo(f"error: {message} (see {ctx.command_path if ctx else _command_path(sys.argv[1:])} --help)",
                        err=True)
         raise SystemExit(e.exit_code) from None
+    except Exception as e:
+        if (trouble := _database_trouble(e)) is None:
+            raise
+        typer.echo(f"error: {trouble}", err=True)
+        raise SystemExit(1) from None
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _database_trouble(e: Exception) -> str | None:
+    """The settings' database or folders cannot be reached, made or read (a wrong URL, a server down, a revision
+    this code does not have, a file where the data folder goes): one line, not a traceback. None: something else."""
+    from alembic.util import CommandError
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
+
+    from core.db import MigrationsMissing
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.strerror or e}: {e.filename}"
+    if not isinstance(e, ArgumentError | NoSuchModuleError | OperationalError | ProgrammingError | CommandError
+                      | MigrationsMissing):
+        return None
+    try:
+        where = make_url(get_settings().database_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        where = "DENOCAP_DATABASE_URL"
+    reason = str(getattr(e, "orig", None) or e).strip().splitlines()
+    return f"the database {where}: {reason[0] if reason else type(e).__name__}"
 
 
 if __name__ == "__main__":

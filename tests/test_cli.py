@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import many_frames, png, smooth_image
+from tests.services import free_port
 
 
 def denocap(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -82,6 +83,20 @@ def test_a_setting_that_cannot_work_is_one_line_before_any_work(env: dict[str, s
     assert out.returncode == 2 and out.stdout == ""
     [line] = out.stderr.strip().splitlines()
     assert line.startswith(f"error: {message}"), line
+
+
+def test_a_database_that_cannot_be_used_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    for url, message in [("garbage", "the database DENOCAP_DATABASE_URL: Could not parse"),
+                         (f"postgresql://u:secret@127.0.0.1:{port}/db",
+                          f"the database postgresql+psycopg://u:***@127.0.0.1:{port}/db: connection failed")]:
+        out = denocap({**env, "DENOCAP_DATABASE_URL": url}, "apikey", "list")
+        assert out.returncode == 1 and out.stdout == ""
+        [line] = out.stderr.strip().splitlines()
+        assert line.startswith(f"error: {message}"), line
+    (tmp_path / "file").write_text("")
+    out = denocap({**env, "DENOCAP_DATA_DIR": str(tmp_path / "file")}, "apikey", "list")
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [f"error: File exists: {tmp_path / 'file'}"]
 
 
 @pytest.mark.parametrize("args, message", [
