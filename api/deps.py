@@ -2,6 +2,7 @@
 JSON API, a server-side session cookie for the gallery), storage, the queue, and the caller's own rows (404
 for anything else, exactly as for an id that does not exist)."""
 import logging
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -169,14 +170,25 @@ GalleryBatchDep = Annotated[Batch, Depends(get_gallery_batch)]
 GalleryItemDep = Annotated[Item, Depends(get_gallery_item)]
 
 
-def _printable(text: str | None) -> str | None:
-    if text is not None and not text.isprintable():
+MOST_WORDS = 10  # each word is a pattern match over every caption of the tenant
+
+
+def _words(text: str | None) -> str | None:
+    """The words once each (a repeated word only repeated the work), without the invisible characters text pasted
+    from a web page carries (zero-width and no-break spaces)."""
+    if text is None:
+        return None
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    if any(unicodedata.category(c) == "Cc" and not c.isspace() for c in text):
         raise ValueError("must not hold control characters")
-    return text
+    words = list({w.casefold(): w for w in text.split()}.values())
+    if len(words) > MOST_WORDS:
+        raise ValueError(f"at most {MOST_WORDS} different words")
+    return " ".join(words)
 
 
 Words = Annotated[str | None, Query(max_length=200, description="words that must all occur in a caption"),
-                  AfterValidator(_printable)]
+                  AfterValidator(_words)]
 BatchId = Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$", description="only this batch's captions")]
 
 

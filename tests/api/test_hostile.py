@@ -77,6 +77,18 @@ def test_nul_in_a_query_is_422(client: httpx.Client, query: dict) -> None:
         assert r.status_code == 422, (path, r.text)
 
 
+def test_words_pasted_or_repeated_search_as_typed_and_their_number_is_bounded(client: httpx.Client) -> None:
+    """A no-break or zero-width space from a web page is a space, not a control character (422); a word said 40
+    times is matched once, not 40 times over every caption; more than ten different words are refused."""
+    def count(q: str) -> int:
+        r = client.get("/captions", params={"q": q})
+        assert r.status_code == 200, r.text
+        return r.json()["count"]
+    assert count("a\u00a0dog\u200b") == count("a dog") == count(" ".join(["a", "A", "dog"] * 20))
+    r = client.get("/captions", params={"q": " ".join(f"w{i}" for i in range(11))})
+    assert r.status_code == 422 and "at most 10 different words" in r.text
+
+
 def test_nul_in_a_key_or_a_file_name_is_no_server_error(stack: str, client: httpx.Client) -> None:
     r = httpx.post(f"{stack}/gallery/login", data={"key": "dc_ab\x00c_s"}, headers={"Origin": stack})
     assert r.status_code == 401
