@@ -78,8 +78,8 @@ def test_nul_in_a_query_is_422(client: httpx.Client, query: dict) -> None:
 
 
 def test_words_pasted_or_repeated_search_as_typed_and_their_number_is_bounded(client: httpx.Client) -> None:
-    """A no-break or zero-width space from a web page is a space, not a control character (422); a word said 40
-    times is matched once, not 40 times over every caption; more than ten different words are refused."""
+    """A no-break or zero-width space from a web page is a space, not a control character (422); a word said 20
+    times is matched once, not that many times over every caption; more than ten different words are refused."""
     def count(q: str) -> int:
         r = client.get("/captions", params={"q": q})
         assert r.status_code == 200, r.text
