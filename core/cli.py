@@ -693,7 +693,8 @@ def migrate_cmd() -> None:
 
 
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def serve(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+          workers: Annotated[int, typer.Option(min=1)] = 1) -> None:
     """Run the HTTP API (needs Redis for the queue and a worker to process)."""
     import uvicorn
 
@@ -725,10 +726,17 @@ def worker_shape(concurrency: int | None, torch_threads: int, cores: int, gpu_gi
 GPU_GIB_PER_PROCESS = 2  # a CUDA context, the models and their activations: an allowance, not a measurement
 
 
+def _pool(value: str) -> str:
+    if value not in ("prefork", "solo", "threads"):
+        raise typer.BadParameter(f"must be prefork, solo or threads, got {value!r}")
+    return value
+
+
 @app.command()
 def worker(concurrency: Annotated[int | None, typer.Option(min=1, help="pool processes (default: one per core on "
                                                                    "a CPU, one per two cores with a GPU)")] = None,
-           loglevel: str = "INFO", pool: str = "prefork",
+           loglevel: str = "INFO",
+           pool: Annotated[str, typer.Option(help="prefork, solo or threads", callback=_pool)] = "prefork",
            beat: Annotated[bool, typer.Option(help="also run the reconciler on a schedule (one worker is enough)")] = False,
            ) -> None:
     """Run a Celery worker that processes queued items."""
@@ -777,6 +785,18 @@ def _gpu_exclusive(device: str) -> bool:
 
 Url = Annotated[str | None, typer.Option(help="the API's base URL (default: DENOCAP_URL)")]
 Key = Annotated[str | None, typer.Option(help="an API key (default: DENOCAP_API_KEY)")]
+
+
+def _batch_ids(value: str | list[str]) -> str | list[str]:
+    """A batch id is 32 hex digits: anything else cannot be one, and would be put into a URL."""
+    from core.tenants import ID
+    for one in [value] if isinstance(value, str) else value:
+        if not ID.fullmatch(one):
+            raise typer.BadParameter(f"not a batch id: {one[:40]!r}")
+    return value
+
+
+BatchId = Annotated[str, typer.Argument(callback=_batch_ids, show_default=False)]
 
 
 @contextmanager
@@ -943,7 +963,7 @@ def _watch(api: Client, batch_id: str, poll: float) -> int:
 
 
 @app.command("status")
-def status_cmd(batch_id: str, url: Url = None, key: Key = None) -> None:
+def status_cmd(batch_id: BatchId, url: Url = None, key: Key = None) -> None:
     """A batch's items per state, whether it is sealed and finished, its failed items with their reasons and the
     notes of the others (only a file's first page was processed, the denoiser gave nothing usable)."""
     from core.client import NotFound
@@ -962,7 +982,7 @@ def status_cmd(batch_id: str, url: Url = None, key: Key = None) -> None:
 
 
 @app.command("delete")
-def delete_cmd(batch_ids: Annotated[list[str], typer.Argument(help="one or more batch ids")],
+def delete_cmd(batch_ids: Annotated[list[str], typer.Argument(help="one or more batch ids", callback=_batch_ids)],
                yes: Annotated[bool, typer.Option("--yes", help="do not ask first")] = False,
                url: Url = None, key: Key = None) -> None:
     """Deletes batches for good: their items, results and every stored file (uploads, references, result images,
@@ -991,7 +1011,7 @@ def delete_cmd(batch_ids: Annotated[list[str], typer.Argument(help="one or more 
 
 @app.command("results")
 def results_cmd(
-    batch_id: str,
+    batch_id: BatchId,
     out: Annotated[Path, typer.Option(help="folder for the table and the denoised images")],
     format: Annotated[str, typer.Option(help="csv or jsonl")] = "csv",
     threads: Annotated[int, typer.Option(min=1, max=32, help="downloads at once")] = 4,
@@ -1073,7 +1093,7 @@ def apikey_revoke(key_id: str) -> None:
 
 
 @app.command("expire")
-def expire_cmd(days: Annotated[int | None, typer.Option(min=1, help="default: DENOCAP_RETENTION_DAYS")] = None,
+def expire_cmd(days: Annotated[int | None, typer.Option(min=1, max=36500, help="default: DENOCAP_RETENTION_DAYS")] = None,
                dry_run: Annotated[bool, typer.Option("--dry-run", help="only list them")] = False) -> None:
     """Delete every tenant's finished batches sealed more than DAYS days ago, with their results and files (from cron;
     a worker started with --beat does it every DENOCAP_EXPIRE_EVERY seconds when DENOCAP_RETENTION_DAYS is set)."""

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     max_deliveries: Positive = 3
     requeue_after: int = Field(1800, ge=0)  # a queued item with no run for this long gets another message
     reconcile_every: Positive = 60  # seconds between reconciler runs (worker started with --beat)
-    retention_days: int = Field(0, ge=0)  # finished batches sealed this long ago are deleted with their files (0: kept)
+    retention_days: int = Field(0, ge=0, le=36500)  # finished batches sealed this long ago are deleted with their files (0: kept)
     expire_every: int = Field(3600, gt=0)  # seconds between those deletions by a worker started with --beat
     database_retry_seconds: int = Field(300, ge=0)  # a worker keeps a finished result this long while the database is down
     log_format: Literal["text", "json"] = "text"  # text, or json (one object a line, with batch and item ids)

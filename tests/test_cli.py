@@ -104,6 +104,11 @@ def test_a_database_that_cannot_be_used_is_one_line(env: dict[str, str], tmp_pat
     (("results",), "Missing argument 'batch_id'."),
     (("noise", "--sigma", "abc", "a", "b"), "Invalid value for '--sigma'"),
     (("results", "b1", "--out"), "Option '--out' requires an argument."),  # raised before the command's context
+    (("status", "ab\x01cd"), "Invalid value for 'batch_id': not a batch id: 'ab\\x01cd'"),  # it went into the URL
+    (("delete", "f" * 32, "x", "--yes"), "Invalid value for 'batch_ids': not a batch id: 'x'"),
+    (("serve", "--port", "99999"), "Invalid value for '--port'"),  # a traceback from uvicorn
+    (("expire", "--days", "99999999"), "Invalid value for '--days'"),  # an OverflowError
+    (("worker", "--pool", "bogus"), "Invalid value for '--pool': must be prefork, solo or threads, got 'bogus'"),
 ])
 def test_a_usage_error_is_one_line_naming_the_help(env: dict[str, str], args: tuple[str, ...], message: str) -> None:
     out = denocap(env, *args)
