@@ -3,8 +3,9 @@ import enum
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Dialect, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 
 def _now() -> datetime:
@@ -13,6 +14,16 @@ def _now() -> datetime:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+class Moment(TypeDecorator[datetime]):
+    """A time in UTC, read back as one: SQLite keeps no time zone, and its rows came back naive (an API answer's
+    times had no "Z" once read again, where PostgreSQL's have one)."""
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class Base(DeclarativeBase):
@@ -30,7 +41,7 @@ class Tenant(Base):
     __tablename__ = "tenants"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(Moment, default=_now)
 
 
 class ApiKey(Base):
@@ -40,8 +51,8 @@ class ApiKey(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     digest: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(String(100), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(Moment, default=_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(Moment)
     tenant: Mapped[Tenant] = relationship()
 
 
@@ -54,9 +65,9 @@ class GallerySession(Base):
     api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE",
                                                               name="fk_gallery_sessions_api_key"))
     digest: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(Moment, default=_now)
+    expires_at: Mapped[datetime] = mapped_column(Moment)
+    revoked_at: Mapped[datetime | None] = mapped_column(Moment)
     api_key: Mapped[ApiKey | None] = relationship()
 
 
@@ -68,12 +79,12 @@ class Batch(Base):
                                            index=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_digest: Mapped[str | None] = mapped_column(String(64))  # same key, other body: refused
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
+    created_at: Mapped[datetime] = mapped_column(Moment, default=_now, index=True)
     options: Mapped[dict] = mapped_column(JSON, default=dict)
     denoiser: Mapped[str] = mapped_column(String(64))
     captioner: Mapped[str] = mapped_column(String(64))
     # None while files may still be appended (an open batch); an open batch is never finished
-    sealed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sealed_at: Mapped[datetime | None] = mapped_column(Moment)
     items: Mapped[list["Item"]] = relationship(back_populates="batch", order_by="Item.position")
 
 
@@ -94,10 +105,10 @@ class Item(Base):
     digest: Mapped[str | None] = mapped_column(String(64))  # SHA-256 of the upload: an append sent twice is one item
     page: Mapped[int | None] = mapped_column(Integer)  # a multi-page TIFF's page (imageio.full_pages' frame), or None
     upload_id: Mapped[str | None] = mapped_column(String(32))  # the item whose stored upload this page is read from
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(Moment, default=_now)
+    enqueued_at: Mapped[datetime | None] = mapped_column(Moment)
+    started_at: Mapped[datetime | None] = mapped_column(Moment)
+    finished_at: Mapped[datetime | None] = mapped_column(Moment)
     batch: Mapped[Batch] = relationship(back_populates="items")
     result: Mapped["Result | None"] = relationship(back_populates="item", uselist=False)
 
@@ -130,7 +141,7 @@ class Result(Base):
     noisy_key: Mapped[str] = mapped_column(String(255))
     timings: Mapped[dict] = mapped_column(JSON, default=dict)
     notes: Mapped[list[str]] = mapped_column(JSON, default=list)  # what the user is told (only a file's first page)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(Moment, default=_now)
     item: Mapped[Item] = relationship(back_populates="result")
 
 
@@ -141,4 +152,4 @@ class Deletion(Base):
     item_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     denoiser_version: Mapped[str | None] = mapped_column(String(128))  # its result's, which names its images' keys
     ran: Mapped[bool] = mapped_column(default=False)  # with no result: a run may have written images before it failed
-    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)  # a sweep's next try
+    due_at: Mapped[datetime] = mapped_column(Moment, default=_now, index=True)  # a sweep's next try

@@ -107,8 +107,7 @@ def _live_session(session: Session, cookie: str) -> GallerySession | None:
         return None
     if row.api_key is None or row.api_key.revoked_at is not None:  # a leaked key's revocation signs its browsers out
         return None
-    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)  # SQLite drops it
-    return row if expires > datetime.now(UTC) else None
+    return row if row.expires_at > datetime.now(UTC) else None
 
 
 def session_tenant(session: Session, cookie: str) -> str | None:

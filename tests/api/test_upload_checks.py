@@ -95,3 +95,12 @@ def test_parts_beyond_the_open_files_a_request_may_hold_are_400(app: TestClient,
     r = app.post("/batches", files=files(*[(f"{i}.png", small) for i in range(4)]))
     assert r.status_code == 400 and "Too many files" in r.json()["detail"]
     assert app.post("/batches", files=files(*[(f"{i}.png", small) for i in range(3)])).status_code == 201
+
+
+def test_times_read_back_from_the_embedded_database_keep_their_time_zone(app: TestClient) -> None:
+    """SQLite keeps no time zone: the answer to a submission said "...Z" and the same batch read again did not."""
+    made = app.post("/batches", files=files(("a.png", png(smooth_image(16, 16))))).json()
+    again = app.get(f"/batches/{made['id']}").json()
+    assert again["created_at"] == made["created_at"] and made["created_at"].endswith("Z")
+    item = app.get(f"/items/{made['items'][0]['id']}").json()
+    assert item["created_at"].endswith("Z")
