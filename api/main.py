@@ -20,6 +20,7 @@ from api.schemas import Health
 from core import queue
 from core.config import get_settings
 from core.db import STATEMENT_TIMEOUT_S, sessions_for
+from core.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,12 @@ def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI
         log.warning("database unavailable: %s", exc.orig)
         return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503,
                             headers={"Retry-After": "5"})
+
+    @app.exception_handler(StorageUnavailable)
+    async def storage_down(_: Request, exc: StorageUnavailable) -> JSONResponse:
+        log.warning("file storage unavailable: %s", exc)
+        return JSONResponse({"detail": "file storage unavailable, try again shortly"}, status_code=503,
+                            headers={"Retry-After": "30"})
 
     @app.exception_handler(PoolTimeout)
     async def database_busy(_: Request, exc: PoolTimeout) -> JSONResponse:

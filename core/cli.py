@@ -96,7 +96,7 @@ def run(
 ) -> None:
     """Process images in this process (no Redis, no worker) into the local database, then print a table."""
     from core import process, submit, tenants
-    from core.storage import make_storage
+    from core.storage import StorageUnavailable, make_storage
     from core.tables import Batch, ItemState
     settings = get_settings()
     uploads = collect(paths) if paths else sample_uploads()
@@ -117,7 +117,8 @@ def run(
         try:
             for start in range(0, len(queued), settings.micro_batch):
                 chunk = queued[start:start + settings.micro_batch]
-                process.process_items(sessions, storage, settings, chunk)
+                if process.process_items(sessions, storage, settings, chunk)[0]:  # handed back: storage is down
+                    raise StorageUnavailable("the file storage is unavailable")
                 progress.advance(task, len(chunk))
         except BaseException as e:  # Ctrl-C, or a failure past the per-item isolation (the database gone)
             why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped ({type(e).__name__})"
@@ -1171,13 +1172,17 @@ def main() -> None:  # the console script
 
 
 def _database_trouble(e: Exception) -> str | None:
-    """The settings' database or folders cannot be reached, made or read (a wrong URL, a server down, a revision
-    this code does not have, a file where the data folder goes): one line, not a traceback. None: something else."""
+    """The settings' database, file storage or folders cannot be reached, made or read (a wrong URL, a server down,
+    a revision this code does not have, a file where the data folder goes): one line, not a traceback. None:
+    something else."""
     from alembic.util import CommandError
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 
     from core.db import MigrationsMissing
+    from core.storage import StorageUnavailable
+    if isinstance(e, StorageUnavailable):
+        return str(e)
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.strerror or e}: {e.filename}"
     if not isinstance(e, ArgumentError | NoSuchModuleError | OperationalError | ProgrammingError | CommandError

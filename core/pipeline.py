@@ -14,6 +14,7 @@ import numpy as np
 from core import quality
 from core.imageio import ImageError, Limits, Picture, decode
 from core.options import BatchOptions
+from core.storage import StorageUnavailable
 from models.registry import CaptionBackend, Denoiser, ModelError
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,15 @@ def run_item(job: Job, models: Models, runtime: Runtime, sink: Sink,
              time_limit: tuple[type[BaseException], ...] = (), first: bool = True) -> bool:
     """Runs one item and hands its result or its failure to the sink. Returns False when the time limit struck:
     the item is failed with "time limit" if it ran first in its task (it had the task's whole time), else handed
-    back, since the items before it took the time; the caller stops and queues the rest again."""
+    back, since the items before it took the time; the caller stops and queues the rest again. The file storage
+    down is no item's fault: the item is handed back and StorageUnavailable raised, for the caller to stop."""
     try:
         data, reference = job.load()
         result = process(data, reference, job.options, models, runtime, job.page)
         sink.done(job.item_id, result)
+    except StorageUnavailable:
+        sink.handed_back(job.item_id)
+        raise
     except (*time_limit, ImageError) as e:
         if isinstance(e, time_limit) or isinstance(e.__context__, time_limit):  # the decoder's catch-all wraps a
             # time limit that strikes inside it as a broken image

@@ -21,7 +21,15 @@ from core import pipeline
 from core.config import Settings
 from core.imageio import encode_png
 from core.options import BatchOptions
-from core.storage import Storage, input_key, item_keys, reference_key, results_folder, results_prefix
+from core.storage import (
+    Storage,
+    StorageUnavailable,
+    input_key,
+    item_keys,
+    reference_key,
+    results_folder,
+    results_prefix,
+)
 from core.submit import Gone, limits_of
 from core.tables import Deletion, Item, ItemState, Result
 from models.registry import CaptionBackend, Denoiser, ModelError, load_captioner, load_denoiser
@@ -240,8 +248,9 @@ def _job(sessions: sessionmaker, storage: Storage, settings: Settings, item_id: 
 
 def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, item_ids: Iterable[str],
                   time_limit: tuple[type[BaseException], ...] = ()) -> tuple[list[str], list[str]]:
-    """Claims and runs the items one by one. Returns the ids to send again: those another live process holds
-    (busy), and those not reached or handed back because the time limit struck."""
+    """Claims and runs the items one by one. Returns the ids to send again: those to ask for later (another live
+    process holds them, or the file storage is down: busy), and those not reached or handed back because the time
+    limit struck."""
     ids, busy = list(item_ids), []
     sink = DatabaseSink(sessions, storage, settings)
     models = CachedModels(settings)
@@ -253,7 +262,11 @@ def process_items(sessions: sessionmaker, storage: Storage, settings: Settings, 
             busy.append(item_id)
         if not isinstance(job, pipeline.Job):
             continue
-        if not pipeline.run_item(job, models, runtime, sink, time_limit, first):
-            return busy, ids[n + 1 if first else n:]
+        try:
+            if not pipeline.run_item(job, models, runtime, sink, time_limit, first):
+                return busy, ids[n + 1 if first else n:]
+        except StorageUnavailable as e:  # for every item alike: asked again later, no delivery counted
+            log.warning("file storage unavailable, %d items asked again later: %s", len(ids) - n, e)
+            return busy + ids[n:], []
         first = False
     return busy, []

@@ -5,6 +5,8 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -12,6 +14,10 @@ from typing import BinaryIO, Protocol
 from core.config import Settings
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+class StorageUnavailable(OSError):  # an OSError, as a full disk is for a folder
+    """The object storage cannot be reached or refuses the request (down, wrong credentials): no item's fault."""
 
 
 class Storage(Protocol):
@@ -142,30 +148,38 @@ class S3Storage:
                           # refuse the CRC32 trailers it now puts on every upload
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required"))
-        try:
-            self.client.head_bucket(Bucket=bucket)
-        except ClientError as e:
-            if not _missing(e):
-                raise
-            self.client.create_bucket(Bucket=bucket)
+        with _unavailable():
+            try:
+                self.client.head_bucket(Bucket=bucket)
+            except ClientError as e:
+                if not _missing(e):
+                    raise
+                self.client.create_bucket(Bucket=bucket)
 
     def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)
+        with _unavailable():
+            self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)
 
     def put_file(self, key: str, file: BinaryIO) -> None:
-        self.client.upload_fileobj(file, self.bucket, check_key(key))  # multipart upload for large files
+        with _unavailable():
+            self.client.upload_fileobj(file, self.bucket, check_key(key))  # multipart upload for large files
 
     def get(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"].read()
+        """FileNotFoundError when there is no such object, as for a folder."""
+        from botocore.exceptions import ClientError
+        with _unavailable():
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"].read()
+            except ClientError as e:
+                if _missing(e):
+                    raise FileNotFoundError(f"no object {key}") from None
+                raise
 
     def find(self, key: str) -> bytes | None:
-        from botocore.exceptions import ClientError
         try:
             return self.get(key)
-        except ClientError as e:
-            if _missing(e):
-                return None
-            raise
+        except FileNotFoundError:
+            return None
 
     def delete(self, keys: list[str]) -> None:
         """OSError when the server cannot be reached or keeps an object."""
@@ -183,7 +197,7 @@ class S3Storage:
                     for o in chunk:
                         self.client.delete_object(Bucket=self.bucket, Key=o["Key"])
             except (BotoCoreError, ClientError) as e:
-                raise OSError(f"object storage: {e}") from e
+                raise StorageUnavailable(f"object storage: {e}") from e
             if errors := answer.get("Errors"):
                 raise OSError(f"object storage kept {len(errors)} objects, {errors[0]['Key']}: {errors[0]['Message']}")
 
@@ -193,8 +207,17 @@ class S3Storage:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{folder}/")
             keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
         except (BotoCoreError, ClientError) as e:
-            raise OSError(f"object storage: {e}") from e
+            raise StorageUnavailable(f"object storage: {e}") from e
         self.delete(keys)
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    from botocore.exceptions import BotoCoreError, ClientError
+    try:
+        yield
+    except (BotoCoreError, ClientError) as e:
+        raise StorageUnavailable(f"object storage: {e}") from e
 
 
 def _missing(error: Exception) -> bool:

@@ -4,10 +4,14 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from api.main import create_app
 from core import process
 from core import submit as service
 from core.config import get_settings
@@ -15,7 +19,8 @@ from core.db import make_engine, migrate, session_factory
 from core.options import BatchOptions
 from core.storage import LocalStorage, S3Storage, Storage, make_storage
 from core.tables import Item, ItemState
-from tests.conftest import png, smooth_image, tenant_id
+from tests.conftest import api_key, png, smooth_image, tenant_id
+from tests.services import files
 from tests.throwaway import ThrowawayS3
 
 
@@ -40,7 +45,7 @@ def test_put_get_find_overwrite(storage: Storage) -> None:
     assert storage.find("items/abc/input") == b"one" and storage.get("items/abc/input") == b"one"
     storage.put("items/abc/input", b"two")
     assert storage.get("items/abc/input") == b"two"
-    with pytest.raises((FileNotFoundError, ClientError)):
+    with pytest.raises(FileNotFoundError):
         storage.get("items/missing/input")
 
 
@@ -150,3 +155,34 @@ def test_uploads_carry_no_checksum_that_older_s3_servers_refuse(s3: ThrowawayS3,
         storage.put_file("items/b/input", f)
     assert sent and not [h for headers in sent for h in headers if h.lower().startswith(("x-amz-checksum", "x-amz-trailer"))]
     assert storage.get("items/b/input") == b"y" * 1000
+
+
+def test_storage_down_is_503_to_a_client_and_no_items_fault_to_a_worker(tmp_path: Path, env: dict[str, str],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An S3 outage answered a submission with a bare 500, and failed every item a worker took meanwhile ("internal
+    error"), for good: the submission is 503 with Retry-After, and the items are asked for again later, no delivery
+    counted."""
+    server = ThrowawayS3(tmp_path / "s3")
+    for k, v in server.env("outage").items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    settings = get_settings()
+    migrate(settings.database_url)
+    sessions, storage = session_factory(make_engine(settings.database_url)), make_storage(settings)
+    with sessions.begin() as s:
+        batch, _ = service.submit(s, storage, settings, tenant_id(s), [service.Upload("a.png", png(smooth_image()))],
+                                  BatchOptions())
+        ids = [i.id for i in batch.items]
+    client = TestClient(create_app(enqueue=lambda ids: None),
+                        headers={"X-API-Key": api_key(settings.database_url, "outage")})
+    server.stop()
+    storage.client = boto3.client(  # the outage at once, not after 8 tries
+        "s3", endpoint_url=server.endpoint, aws_access_key_id=server.ACCESS, aws_secret_access_key=server.SECRET,
+        region_name="us-east-1", config=storage.client.meta.config.merge(Config(retries={"max_attempts": 1})))
+    r = client.post("/batches", files=files(("b.png", png(smooth_image()))))
+    assert r.status_code == 503 and r.headers["Retry-After"] == "30", r.text
+    assert r.json()["detail"] == "file storage unavailable, try again shortly"
+    assert process.process_items(sessions, storage, settings, ids) == (ids, [])
+    with sessions() as s:
+        item = s.get_one(Item, ids[0])
+        assert (item.state, item.deliveries, item.error) == (ItemState.queued, 0, None)
