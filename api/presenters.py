@@ -1,6 +1,7 @@
 """Rows to responses, shared by the JSON routes and the gallery: schemas, images, thumbnails, exports."""
 import csv
 import io
+import itertools
 import json
 import threading
 import weakref
@@ -178,12 +179,12 @@ def _jsonl(pages: Iterator[list[CaptionOut]]) -> Iterator[str]:
 
 
 class HeldStream(StreamingResponse):
-    """A streamed export holding one of its tenant's slots: taken when it is made (429 now rather than
-    mid-stream), given back when it has been sent, however that ends (a client gone mid-stream cancels the send
-    and leaves the abandoned generator to the garbage collector), or when it is freed unsent."""
+    """A streamed export holding one of its tenant's slots (`release`, from export_slot), given back when it has
+    been sent, however that ends (a client gone mid-stream cancels the send and leaves the abandoned generator to
+    the garbage collector), or when it is freed unsent."""
 
-    def __init__(self, tenant: str, chunks: Iterator[str], media_type: str, filename: str) -> None:
-        self.release = export_slot(tenant)
+    def __init__(self, release: Callable[[], None], chunks: Iterator[str], media_type: str, filename: str) -> None:
+        self.release = release
         weakref.finalize(self, self.release)
         super().__init__(chunks, media_type=media_type,
                          headers={"Content-Disposition": f'attachment; filename="{filename}"'})
@@ -197,9 +198,18 @@ class HeldStream(StreamingResponse):
 
 def export_captions(session: Session, settings: Settings, tenant: str, f: queries.CaptionFilter,
                         format: str) -> StreamingResponse:
-    """The JSON API's and the gallery's export (each route authenticates its own way)."""
+    """The JSON API's and the gallery's export (each route authenticates its own way). The slot is taken and the
+    first page read before the answer starts: a 429, or the database's 503, rather than an export cut short under
+    a 200."""
     session.close()  # the key is checked; the pages open sessions of their own
-    pages = export_pages(sessions_for(settings.database_url), tenant, f)
+    release = export_slot(tenant)
+    try:
+        pages = export_pages(sessions_for(settings.database_url), tenant, f)
+        first = next(pages)
+    except BaseException:
+        release()
+        raise
+    pages = itertools.chain([first], pages)
     if format == "csv":
-        return HeldStream(tenant, _csv(pages), "text/csv", "captions.csv")
-    return HeldStream(tenant, _jsonl(pages), "application/x-ndjson", "captions.jsonl")
+        return HeldStream(release, _csv(pages), "text/csv", "captions.csv")
+    return HeldStream(release, _jsonl(pages), "application/x-ndjson", "captions.jsonl")

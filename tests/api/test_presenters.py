@@ -14,6 +14,7 @@ from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from api import presenters
@@ -125,10 +126,10 @@ def test_a_client_gone_mid_export_gives_its_slot_back_at_once() -> None:
         while True:
             time.sleep(0.01)
             yield "a row\n"
-    streams = [presenters.HeldStream("t", rows(), "text/csv", "c.csv") for _ in range(2)]
+    streams = [presenters.HeldStream(presenters.export_slot("t"), rows(), "text/csv", "c.csv") for _ in range(2)]
     for stream in streams:
         assert send_through(stream, disconnect_after=3).startswith("a row\n")
-    both = [presenters.HeldStream("t", iter([]), "text/csv", "c.csv") for _ in range(2)]  # both slots are free
+    both = [presenters.HeldStream(presenters.export_slot("t"), iter([]), "text/csv", "c.csv") for _ in range(2)]  # both slots are free
     assert len(both) == 2
 
 
@@ -172,3 +173,17 @@ def test_an_export_is_sent_a_page_a_chunk(tmp_path: Path, monkeypatch: pytest.Mo
         assert lines[1].startswith("i,b,'=a.png,a dog,a cat,25.0,30.0,,20.0,,d,c,x")
     else:
         assert json.loads(lines[-1]) == row.model_dump()
+
+
+def test_an_export_whose_first_page_fails_raises_before_its_answer_and_frees_its_slot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database down when an export starts: the 503 comes before the answer (it was a 200 cut short, a file
+    that looked whole), and the slot is given back."""
+    def pages(*_: object) -> Iterator[list]:
+        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+        yield []
+    monkeypatch.setattr(presenters, "export_pages", pages)
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    for _ in range(presenters.EXPORTS_PER_TENANT + 1):
+        with pytest.raises(OperationalError):
+            presenters.export_captions(Session(), settings, "down", CaptionFilter(), "csv")
