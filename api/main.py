@@ -5,7 +5,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg.errors import QueryCanceled
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import Refused, SessionDep, SettingsDep
-from api.metrics import ItemStates
+from api.metrics import scrape
 from api.routes import batches, captions, gallery, items
 from api.schemas import Health
 from core import queue
@@ -116,9 +116,8 @@ def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI
 
     @app.get("/metrics", tags=["ops"], operation_id="ops-metrics", response_class=Response)
     def metrics(settings: SettingsDep) -> Response:
-        registry = CollectorRegistry()
-        registry.register(ItemStates(sessions_for(settings.database_url), settings.broker_url))
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        text = scrape(settings.database_url, sessions_for(settings.database_url), settings.broker_url)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -1,9 +1,12 @@
 """Prometheus metrics read at scrape time from the database and the broker, so every API replica reports the
 same truth: items by state, failures by kind, recent per-stage seconds, queue depth."""
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import redis
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -13,6 +16,22 @@ from core.config import QUEUE
 from core.tables import Item, ItemState, Result
 
 RECENT = timedelta(minutes=10)
+FRESH = 5.0  # seconds a scrape's text is served again
+_scrapes: dict[tuple[str, str], tuple[float, bytes]] = {}
+_scraping = threading.Lock()
+
+
+def scrape(database_url: str, sessions: sessionmaker, broker_url: str) -> bytes:
+    """The metrics' text, one scrape at a time and served again for FRESH seconds: the route takes no key, and
+    each scrape counts every item, so many scrapers at once cost one set of queries, not one each."""
+    with _scraping:
+        at, text = _scrapes.get((database_url, broker_url), (-FRESH, b""))
+        if time.monotonic() - at >= FRESH:
+            registry = CollectorRegistry()
+            registry.register(ItemStates(sessions, broker_url))
+            text = generate_latest(registry)
+            _scrapes[(database_url, broker_url)] = (time.monotonic(), text)
+        return text
 
 
 class ItemStates(Collector):
