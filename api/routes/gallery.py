@@ -65,6 +65,7 @@ def same_origin(request: Request) -> None:
 
 
 SameOrigin = Depends(same_origin)
+NEXT_MOST = 300  # characters of the page a sign-in leads back to
 
 
 def render(request: Request, name: str, **context: object) -> HTMLResponse:
@@ -86,8 +87,17 @@ async def login_page_on_401(request: Request, exc: HTTPException) -> Response:
     """A gallery page asked for without a live session shows the sign-in form (still a 401)."""
     if exc.status_code == status.HTTP_401_UNAUTHORIZED and request.url.path.startswith("/gallery"):
         message = "" if exc.detail.startswith("an API key is required") else "Your session has ended; sign in again."
-        return login_page(request, request.url.path, message, 401)
+        return login_page(request, _back_to(request), message, 401)
     return await http_exception_handler(request, exc)
+
+
+def _back_to(request: Request) -> str:
+    """Where signing in leads: the page asked for, with its query (a search's words); the gallery after a form's
+    POST (a deletion), which a redirect cannot repeat (it was a 405) and should not repeat unseen."""
+    if request.method != "GET":
+        return "/gallery"
+    back = f"{request.url.path}?{request.url.query}" if request.url.query else request.url.path
+    return back if len(back) <= NEXT_MOST else request.url.path
 
 
 @router.get("", operation_id="gallery-batches")
@@ -114,7 +124,7 @@ def login_form(request: Request, next: str = "/gallery") -> HTMLResponse:
 
 @router.post("/login", operation_id="gallery-login", response_model=None, dependencies=[SameOrigin])
 def login(request: Request, session: SessionDep, key: Annotated[str, Form(max_length=200)],
-          next: Annotated[str, Form(max_length=300)] = "/gallery") -> Response:
+          next: Annotated[str, Form(max_length=NEXT_MOST)] = "/gallery") -> Response:
     found = tenants.authenticate(session, key.strip())
     if found is None:
         return login_page(request, next, INVALID, 401)

@@ -187,3 +187,21 @@ def test_an_export_whose_first_page_fails_raises_before_its_answer_and_frees_its
     for _ in range(presenters.EXPORTS_PER_TENANT + 1):
         with pytest.raises(OperationalError):
             presenters.export_captions(Session(), settings, "down", CaptionFilter(), "csv")
+
+
+def test_signing_in_again_leads_back_to_the_search_and_not_into_a_post(env: dict[str, str]) -> None:
+    """A session that ended: signing in from a search page led to the page without its words, and from a delete
+    button to a GET of the delete (405)."""
+    settings = get_settings()
+    migrate(settings.database_url)
+    with sessions_for(settings.database_url).begin() as s:
+        key = tenants.create_key(s, "tests").key
+    browser = TestClient(create_app(enqueue=lambda ids: None), headers={"Origin": "http://testserver"})
+    asked = browser.get("/gallery/search", params={"q": "a dog", "min_psnr": "30"})
+    assert asked.status_code == 401 and 'value="/gallery/search?q=a+dog&amp;min_psnr=30"' in asked.text
+    signed = browser.post("/gallery/login", data={"key": key, "next": "/gallery/search?q=a+dog&min_psnr=30"},
+                          follow_redirects=False)
+    assert signed.headers["location"] == "/gallery/search?q=a+dog&min_psnr=30"
+    browser.cookies.clear()
+    posted = browser.post(f"/gallery/items/{'f' * 32}/delete")
+    assert posted.status_code == 401 and 'value="/gallery"' in posted.text
