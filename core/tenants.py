@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -89,10 +89,12 @@ def authenticate(session: Session, presented: str) -> ApiKey | None:
 
 def start_session(session: Session, key: ApiKey) -> str:
     """A gallery sign-in with this key: the cookie value `<id>.<secret>`, valid for SESSION_HOURS, until ended, or
-    until the key is revoked."""
-    secret = secrets.token_urlsafe(32)
+    until the key is revoked. The tenant's ended sessions are forgotten then: nothing else deletes them."""
+    secret, now = secrets.token_urlsafe(32), datetime.now(UTC)
+    session.execute(delete(GallerySession).where(GallerySession.tenant_id == key.tenant_id, or_(  # ended ones
+        GallerySession.expires_at < now, GallerySession.revoked_at.is_not(None))))
     row = GallerySession(tenant_id=key.tenant_id, api_key_id=key.id, digest=_digest(secret),
-                         expires_at=datetime.now(UTC) + timedelta(hours=SESSION_HOURS))
+                         expires_at=now + timedelta(hours=SESSION_HOURS))
     session.add(row)
     session.flush()
     return f"{row.id}.{secret}"

@@ -14,6 +14,7 @@ from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -27,7 +28,7 @@ from core.db import migrate, sessions_for
 from core.options import BatchOptions
 from core.queries import CaptionFilter
 from core.storage import LocalStorage, input_key, results_prefix
-from core.tables import Item, Result
+from core.tables import ApiKey, GallerySession, Item, Result
 from tests.conftest import png, smooth_image, tenant_id
 
 
@@ -205,3 +206,23 @@ def test_signing_in_again_leads_back_to_the_search_and_not_into_a_post(env: dict
     browser.cookies.clear()
     posted = browser.post(f"/gallery/items/{'f' * 32}/delete")
     assert posted.status_code == 401 and 'value="/gallery"' in posted.text
+
+
+def test_a_sign_in_forgets_the_tenants_ended_sessions(env: dict[str, str]) -> None:
+    """Every sign-in added a row and nothing deleted them."""
+    settings = get_settings()
+    migrate(settings.database_url)
+    with sessions_for(settings.database_url).begin() as s:
+        key = tenants.create_key(s, "tests")
+        other = tenants.create_key(s, "others")
+    browser = TestClient(create_app(enqueue=lambda ids: None), headers={"Origin": "http://testserver"})
+    with sessions_for(settings.database_url).begin() as s:
+        ended = tenants.start_session(s, s.get_one(ApiKey, key.id))
+        live = tenants.start_session(s, s.get_one(ApiKey, key.id))
+        theirs = tenants.start_session(s, s.get_one(ApiKey, other.id))
+        tenants.end_session(s, ended)
+        tenants.end_session(s, theirs)
+    assert browser.post("/gallery/login", data={"key": key.key}).status_code == 200
+    with sessions_for(settings.database_url)() as s:
+        kept = set(s.scalars(select(GallerySession.id)))
+    assert ended.split(".")[0] not in kept and {live.split(".")[0], theirs.split(".")[0]} <= kept and len(kept) == 3
