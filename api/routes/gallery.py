@@ -69,7 +69,9 @@ NEXT_MOST = 300  # characters of the page a sign-in leads back to
 
 
 def render(request: Request, name: str, **context: object) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"signed_in": True, **context})
+    """A signed-in page, never kept by the browser: after signing out, Back must not show the captions again."""
+    return templates.TemplateResponse(request, name, {"signed_in": True, **context},
+                                      headers={"Cache-Control": "no-store"})
 
 
 def login_page(request: Request, next: str, message: str = "", code: int = 200) -> HTMLResponse:

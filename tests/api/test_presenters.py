@@ -146,6 +146,7 @@ def test_the_gallery_shows_a_result_whose_scores_are_partly_none(env: dict[str, 
     assert browser.post("/gallery/login", data={"key": key}).status_code == 200
     pages = [f"/gallery/batches/{item.batch_id}", f"/gallery/items/{item.id}", "/gallery/search"]
     assert [browser.get(p).status_code for p in pages] == [200, 200, 200]
+    assert {browser.get(p).headers["Cache-Control"] for p in pages} == {"no-store"}  # Back after signing out
     assert "SSIM –→–" in browser.get(pages[0]).text
     with sessions_for(settings.database_url).begin() as s:
         s.get_one(Result, item.id).psnr, s.get_one(Result, item.id).brisque_noisy = None, 81.9
