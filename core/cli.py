@@ -245,10 +245,6 @@ def names_in(folder: Path) -> set[str]:
 def noise(in_dir: Path, out: Path, sigma: Annotated[float, typer.Option(min=0, max=255)] = 25.0,
           seed: int = 0) -> None:
     """Add Gaussian noise of std SIGMA (0-255) to clean images; PNG files of the same names in OUT."""
-    from dataclasses import replace
-
-    import numpy as np
-
     from core import submit
     from core.bulk import write_file
     from core.imageio import ImageError, encode_png
@@ -260,7 +256,7 @@ def noise(in_dir: Path, out: Path, sigma: Annotated[float, typer.Option(min=0, m
     for i, path in enumerate(files):
         try:
             noisy = add_noise(read_image(path, limits), sigma, seed + i)
-            write_file(outputs[path], encode_png(replace(noisy, pixels=np.clip(noisy.pixels, 0, 1))))
+            write_file(outputs[path], encode_png(noisy))
         except (ImageError, OSError) as e:
             typer.echo(f"{path.name}: {_reason(e)}", err=True)
             failed += 1

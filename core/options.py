@@ -20,9 +20,10 @@ class BatchOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     add_noise: float | None = Field(None, ge=0, le=255, allow_inf_nan=False,
-                                    description="add Gaussian noise of this sigma (0-255) first; the upload "
-                                                "becomes the clean reference")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the added noise")
+                                    description="add Gaussian noise of this sigma (0-255) first, clipped as a "
+                                                "camera's; the upload becomes the clean reference")
+    seed: int = Field(0, ge=0, le=2**31 - 1,
+                      description="seed of the added noise, drawn for each image from it and the file")
     denoise_sigma: float | None = Field(None, ge=0, le=255, allow_inf_nan=False,
                                         description="tell the denoiser this noise level (0-255) instead of "
                                                     "estimating it")

@@ -288,6 +288,7 @@ def submit(session: Session, storage: Storage, settings: Settings, tenant_id: st
     if len(uploads) > settings.max_files_per_batch:
         raise RequestTooLarge(f"{len(uploads)} files, the limit is {settings.max_files_per_batch} per batch")
     references = references or {}
+    _one_reference(options, references)
     digest = request_digest(uploads, options, references) if idempotency_key else None
     batch, created = open_batch(session, settings, tenant_id, options, idempotency_key, digest)
     if created:
@@ -295,6 +296,12 @@ def submit(session: Session, storage: Storage, settings: Settings, tenant_id: st
         for upload in uploads:
             add_item(session, storage, limits, batch, room, upload, references.get(upload.filename))
     return batch, created
+
+
+def _one_reference(options: BatchOptions, references: dict[str, Sendable]) -> None:
+    if references and options.add_noise is not None:  # it would be ignored: the scores were not against it
+        raise SubmitError("references and add_noise: with add_noise each upload is its own clean reference; "
+                          "send one or the other")
 
 
 _STORED = "denocap.stored"
@@ -350,6 +357,7 @@ def append(session: Session, storage: Storage, settings: Settings, batch: Batch,
         raise Gone("batch not found")
     if locked.sealed_at is not None:
         raise BatchSealed("the batch is sealed; open a new batch to add files")
+    _one_reference(BatchOptions.model_validate(locked.options), references or {})
     room = Room(settings, *session.execute(select(func.coalesce(func.max(Item.position) + 1, 0), func.count())
                                            .where(Item.batch_id == batch.id)).one())
     limits, references, out = limits_of(settings), references or {}, []
