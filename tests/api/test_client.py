@@ -245,3 +245,19 @@ def test_a_file_changed_after_it_was_sent_replaces_its_first_copy(stack: str, po
         now_a = next(i["id"] for i in items if i["filename"] == a.name)
         assert now_a != first_a and api.get(f"/items/{first_a}").status_code == 404
         assert api.get(f"/items/{now_a}/original").content == a.read_bytes()
+
+
+def test_the_readmes_python_example_runs_as_written(stack: str, postgres_url: str, tmp_path: Path) -> None:
+    """It called a method the client does not have, and printed ItemState.running for the state."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("### Python client", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert '"http://127.0.0.1:8000"' in example
+    photos(tmp_path / "photos", 2)
+    code = f"key = {api_key(postgres_url, 'readme')!r}\n" + example.replace('"http://127.0.0.1:8000"', repr(stack))
+    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [["p0000.png", "done"], ["p0001.png", "done"]], lines
+    assert len(list(tmp_path.glob("*.png"))) == 2
