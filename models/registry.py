@@ -37,7 +37,10 @@ class ModelError(ValueError):
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise ModelError(f"device {name} asked for (DENOCAP_DEVICE), but this machine has no such CUDA GPU")
+    return device
 
 
 def version_of(path: Path) -> str:

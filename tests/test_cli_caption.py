@@ -37,6 +37,9 @@ def test_caption_bad_arguments(env: dict[str, str], tmp_path: Path) -> None:
     assert out.returncode == 2 and out.stderr.strip() == "error: unknown captioner 'nosuch'; known: attention, blip"
     out = denocap(env, "caption", str(tmp_path / "a.png"), "--weights", str(tmp_path / "missing"))
     assert out.returncode == 2 and out.stderr.strip() == f"error: weights folder not found: {tmp_path / 'missing'}"
+    out = denocap({**env, "DENOCAP_DEVICE": "cuda:99"}, "caption", str(tmp_path / "a.png"))  # a torch traceback
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: device cuda:99 asked for (DENOCAP_DEVICE), but this machine has no such CUDA GPU"
 
 
 def fake_flickr8k(root: Path) -> Path:
