@@ -438,17 +438,22 @@ def writable(path: Path, inputs: list[Path]) -> None:
 
 def write_rows(rows: list[dict[str, object]], csv_out: Path | None, json_out: Path | None) -> None:
     from api.schemas import spreadsheet_safe
-    from core.bulk import write_file
     if csv_out:
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=["file", "psnr", "ssim", "brisque"])
         writer.writeheader()
         writer.writerows(map(spreadsheet_safe, rows))
-        with failing(OSError, code=1):
-            write_file(csv_out, text.getvalue().encode())
+        _write_table(csv_out, text.getvalue().encode())
     if json_out:
-        with failing(OSError, code=1):
-            write_file(json_out, json.dumps(rows, indent=1, allow_nan=False).encode())
+        _write_table(json_out, json.dumps(rows, indent=1, allow_nan=False).encode())
+
+
+def _write_table(path: Path, data: bytes) -> None:
+    from core.bulk import write_file
+    try:
+        write_file(path, data)
+    except OSError as e:  # named by the table, not by the temporary file it is written through
+        fail(f"cannot write {path}: {e.strerror or e}", 1)
 
 
 class _CaptionGroup(TyperGroup):

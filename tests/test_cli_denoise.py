@@ -112,6 +112,9 @@ def test_compare_writes_finite_json_and_csv_a_spreadsheet_shows_as_text(env: dic
     assert beside.returncode == 0 and (tmp_path / "ref" / "t.csv").is_file(), beside.stderr  # a table is no image
     folder = denocap(env, "compare", str(tmp_path / "ref"), str(tmp_path / "test"), "--json", str(tmp_path))
     assert folder.returncode == 2 and folder.stderr.strip() == f"error: cannot write {tmp_path}"  # a traceback
+    unwritable = denocap(env, "compare", str(tmp_path / "ref"), str(tmp_path / "test"), "--csv", "/proc/r.csv")
+    assert unwritable.returncode in (1, 2)  # 2 when the check before the work can tell (not as root)
+    assert unwritable.stderr.strip().splitlines()[-1].startswith("error: cannot write /proc/r.csv")  # not its .part
 
 
 def test_a_file_name_that_is_not_utf8_keeps_its_bytes(env: dict[str, str], tmp_path: Path) -> None:
