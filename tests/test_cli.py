@@ -126,7 +126,7 @@ def test_self_ensemble_setting_reaches_the_stored_result(env: dict[str, str], tm
     assert version.startswith("ffdnet@") and version.endswith("-x2")
     out = denocap({**env, "DENOCAP_DENOISE_ENSEMBLE": "3"}, "run", str(tmp_path / "a.png"))
     assert out.returncode == 2
-    assert out.stderr.strip() == "error: DENOCAP_DENOISE_ENSEMBLE: Value error, must be 1, 2, 4 or 8"
+    assert out.stderr.strip() == "error: DENOCAP_DENOISE_ENSEMBLE: must be 1, 2, 4 or 8"
 
 
 def test_run_json_gives_one_object_per_image(env: dict[str, str], tmp_path: Path) -> None:
