@@ -187,7 +187,7 @@ def _words(text: str | None) -> str | None:
     return " ".join(words)
 
 
-Words = Annotated[str | None, Query(max_length=200, description="words that must all occur in a caption"),
+Words = Annotated[str | None, Query(max_length=200, description="words that must all occur in a caption, as words or their plurals"),
                   AfterValidator(_words)]
 BatchId = Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$", description="only this batch's captions")]
 

@@ -2,8 +2,8 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, String, and_, cast, func, or_, select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, String, and_, cast, func, literal, or_, select, tuple_
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.tables import Batch, Item, ItemState, Result
 
@@ -35,7 +35,7 @@ def progress(counts: dict[ItemState, int]) -> tuple[int, float, bool]:
 
 @dataclass(frozen=True)
 class CaptionFilter:
-    q: str | None = None  # every word must occur in the caption (case-insensitive)
+    q: str | None = None  # every word must occur in the caption as a word or its plural (case-insensitive)
     batch_id: str | None = None
     min_psnr: float | None = None
     max_psnr: float | None = None
@@ -46,12 +46,20 @@ class CaptionFilter:
     max_brisque: float | None = None
 
 
+def _has_word(caption: InstrumentedAttribute[str], word: str) -> ColumnElement[bool]:
+    """The word as a word of the caption, or its plural (cat finds cats, not catch): the plain match first, which the
+    trigram index serves, then the word's edges."""
+    word = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    padded = literal(" ") + caption + literal(" ")
+    return and_(caption.ilike(f"%{word}%", escape="\\"),
+                or_(*(padded.ilike(f"% {word}{end} %", escape="\\") for end in ("", "s", "es"))))
+
+
 def caption_query(tenant_id: str, f: CaptionFilter) -> Select:
     stmt = select(Result, Item).join(Item, Item.id == Result.item_id).join(Batch, Batch.id == Item.batch_id)
     conds = [Batch.tenant_id == tenant_id]
     for word in (f.q or "").split():
-        pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        conds.append(or_(Result.caption.ilike(pattern, escape="\\"), Result.caption_noisy.ilike(pattern, escape="\\")))
+        conds.append(or_(_has_word(Result.caption, word), _has_word(Result.caption_noisy, word)))
     bounds = [(Result.psnr, f.min_psnr, f.max_psnr), (Result.ssim, f.min_ssim, f.max_ssim),
               (Result.sigma_estimate, f.min_sigma, f.max_sigma), (Result.brisque, None, f.max_brisque)]
     for column, low, high in bounds:

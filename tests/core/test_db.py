@@ -6,8 +6,9 @@ import pytest
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.exc import OperationalError
 
+from core import queries
 from core.db import STATEMENT_TIMEOUT_S, make_engine, migrate, session_factory
-from core.tables import Tenant
+from core.tables import Batch, Item, ItemState, Result, Tenant
 
 
 def test_a_write_after_another_commit_fails_instead_of_using_a_stale_read(tmp_path: Path) -> None:
@@ -50,3 +51,34 @@ def test_the_timeout_keeps_the_users_own_postgresql_options(postgres_url: str,
     monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=5s")
     assert show(make_engine(postgres_url), "lock_timeout") == "5s"
     assert show(make_engine(postgres_url, statement_timeout_s=None), "lock_timeout") == "5s"
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_caption_search_finds_words_and_their_plurals_not_parts_of_words(database: str, tmp_path: Path,
+                                                                         postgres_url: str) -> None:
+    """"cat" found "a coffee to catch a frisbee" beside the cats."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}" if database == "sqlite" else postgres_url
+    migrate(url)
+    sessions = session_factory(make_engine(url))
+    captions = ["a coffee to catch a frisbee", "two cats on a sofa", "a cat sits", "three buses", "100% _pure_ cat"]
+    with sessions.begin() as s:
+        tenant = Tenant(name=f"search {database}")
+        s.add(tenant)
+        s.flush()
+        batch = Batch(tenant_id=tenant.id, options={}, denoiser="d", captioner="c")
+        s.add(batch)
+        for n, caption in enumerate(captions):
+            item = Item(batch=batch, position=n, filename=f"{n}.png", state=ItemState.done)
+            item.result = Result(width=1, height=1, sigma_estimate=0, caption=caption, caption_noisy="",
+                                 denoiser_version="d", captioner_version="c", denoised_key="k", noisy_key="k")
+            s.add(item)
+        s.flush()
+        tenant_id = tenant.id
+
+    def found(q: str) -> list[str]:
+        with sessions() as s:
+            rows, _ = queries.search_captions(s, tenant_id, queries.CaptionFilter(q), 10, 0)
+        return sorted(r.caption for r, _ in rows)
+    assert found("cat") == ["100% _pure_ cat", "a cat sits", "two cats on a sofa"]
+    assert found("CAT sits") == ["a cat sits"] and found("bus") == ["three buses"] and found("catc") == []
+    assert found("_pure_") == ["100% _pure_ cat"] and found("100%") == ["100% _pure_ cat"] and found("1%") == []
