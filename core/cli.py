@@ -123,7 +123,9 @@ def run(
         except BaseException as e:  # Ctrl-C, or a failure past the per-item isolation (the database gone)
             why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"stopped ({type(e).__name__})"
             with sessions.begin() as session:
-                process.stop(session, queued, f"not processed: the run was {why}")
+                stopped = process.stop(session, queued, f"not processed: the run was {why}")
+            err.print(f"{why}: {len(queued) - stopped} of {len(queued)} images processed, the other {stopped} failed "
+                      f"as not processed (batch {batch_id})", soft_wrap=True)
             raise
     with sessions() as session:
         batch = session.get_one(Batch, batch_id)

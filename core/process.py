@@ -100,11 +100,13 @@ def fail(session: Session, item_id: str, reason: str, kind: str) -> None:
     item.state, item.error, item.failure, item.finished_at = ItemState.failed, reason, kind, _now()
 
 
-def stop(session: Session, item_ids: list[str], reason: str) -> None:
+def stop(session: Session, item_ids: list[str], reason: str) -> int:
     """Fails these items that have not finished: their run was stopped (`denocap run` interrupted), and no worker
-    will take them; left queued, their batch would count as in flight for good."""
-    session.execute(update(Item).where(Item.id.in_(item_ids), Item.state.in_([ItemState.queued, ItemState.running]))
-                    .values(state=ItemState.failed, error=reason, failure="interrupted", finished_at=_now()))
+    will take them; left queued, their batch would count as in flight for good. Returns how many."""
+    return session.execute(update(Item).where(Item.id.in_(item_ids), Item.state.in_([ItemState.queued,
+                                                                                       ItemState.running]))
+                           .values(state=ItemState.failed, error=reason, failure="interrupted",
+                                   finished_at=_now())).rowcount
 
 
 @dataclass

@@ -249,7 +249,10 @@ def test_an_interrupted_run_fails_what_it_did_not_process(env: dict[str, str], t
     def interrupted(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
     monkeypatch.setattr(process, "process_items", interrupted)
-    assert CliRunner().invoke(cli.app, ["run", str(tmp_path / "in")]).exit_code != 0
+    ran = CliRunner().invoke(cli.app, ["run", str(tmp_path / "in")])
+    assert ran.exit_code != 0
+    assert "interrupted: 0 of 3 images processed, the other 3 failed as not processed (batch " in ran.output  # it
+    # said nothing
     db = sqlite3.connect(Path(env["DENOCAP_DATA_DIR"]) / "denocap.db")
     assert db.execute("SELECT state, error FROM items").fetchall() == [
         ("failed", "not processed: the run was interrupted")] * 3
