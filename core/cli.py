@@ -995,8 +995,12 @@ def delete_cmd(batch_ids: Annotated[list[str], typer.Argument(help="one or more 
 
     from core.client import ApiError, NotFound
     with _client(url, key) as api:
-        with failing(NotFound):
-            batches = [api.batch(b) for b in dict.fromkeys(batch_ids)]
+        batches = []
+        for batch_id in dict.fromkeys(batch_ids):
+            try:
+                batches.append(api.batch(batch_id))
+            except NotFound:
+                fail(f"batch {batch_id} not found; nothing deleted")
         what = ", ".join(f"{b.id} ({b.total} item{'s' * (b.total != 1)})" for b in batches)
         if not yes:
             if not sys.stdin.isatty():

@@ -108,7 +108,7 @@ def test_a_deleted_batch_leaves_no_row_and_no_file_and_others_keep_theirs(
     asked = denocap(env, "delete", kept_id)
     assert asked.returncode == 2 and asked.stderr.strip() == "error: add --yes to delete without being asked"
     missing = denocap(env, "delete", kept_id, "0" * 32, "--yes")
-    assert missing.returncode == 2 and "batch not found" in missing.stderr  # checked before any is deleted
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: batch {'0' * 32} not found; nothing deleted"
     assert alpha.get(f"/batches/{kept_id}").status_code == 200
     done = denocap(env, "delete", kept_id, "--yes")
     assert done.returncode == 0 and done.stderr.strip() == f"deleted batch {kept_id}", done.stderr
