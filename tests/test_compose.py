@@ -72,8 +72,9 @@ def test_the_image_runs_the_code_beside_the_migrations_it_applies(tmp_path: Path
     assert {"alembic_version", "batches", "items", "results"} <= tables
 
 
-def test_the_others_wait_for_the_api_and_the_storage_console_is_this_hosts_only() -> None:
+def test_the_others_wait_for_the_api_and_the_storage_is_this_hosts_only_and_has_no_public_password() -> None:
     for name, service in OURS.items():
         if name != "api":
             assert service["depends_on"]["api"] == {"condition": "service_healthy"}, name
     assert all(port.startswith("127.0.0.1:") for port in COMPOSE["services"]["minio"]["ports"])
+    assert COMPOSE["services"]["minio"]["environment"]["MINIO_ROOT_PASSWORD"].startswith("${MINIO_ROOT_PASSWORD:?")
