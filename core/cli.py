@@ -262,7 +262,8 @@ def noise(in_dir: Path, out: Path, sigma: Annotated[float, typer.Option(min=0, m
         except (ImageError, OSError) as e:
             typer.echo(f"{path.name}: {_reason(e)}", err=True)
             failed += 1
-    console.print(escape(f"{len(files) - failed} images with sigma {sigma} noise in {out}"))
+    written = len(files) - failed
+    console.print(escape(f"{written} image{'s' * (written != 1)} with sigma {sigma} noise in {out}"))
     if failed:
         raise typer.Exit(1)
 
@@ -1051,9 +1052,9 @@ def results_cmd(
                 fetched += new
                 progress.advance(task)
             bulk.download_images(api, items, names, out, threads, before, on_file)
-    typer.echo(f"{len(items)} rows in {out / f'results.{format}'}; {len(done)} images in {out} "
-                  f"({fetched} downloaded, {len(done) - fetched} already there)"
-                  + ("" if batch.finished else "; the batch is not finished yet, run again later for the rest"))
+    typer.echo(f"{len(items)} row{'s' * (len(items) != 1)} in {out / f'results.{format}'}; {len(done)} "
+               f"image{'s' * (len(done) != 1)} in {out} ({fetched} downloaded, {len(done) - fetched} already there)"
+               + ("" if batch.finished else "; the batch is not finished yet, run again later for the rest"))
 
 
 apikey = typer.Typer(help="API keys of tenants: every route but /health and /metrics needs one.",

@@ -202,7 +202,8 @@ def open_batch(session: Session, settings: Settings, tenant_id: str, options: Ba
         if earlier := earlier_submission(session, tenant_id, idempotency_key, digest):
             return earlier, False
     if batches_in_flight(session, tenant_id) >= settings.max_batches_in_flight:
-        raise TooManyInFlight(f"{settings.max_batches_in_flight} batches are still running for this tenant; "
+        most = settings.max_batches_in_flight
+        raise TooManyInFlight(f"{most} batch{'es are' if most != 1 else ' is'} still running for this tenant; "
                               "submit more when one finishes")
     batch = Batch(tenant_id=tenant_id, options=options.model_dump(), denoiser=options.denoiser,
                   captioner=options.captioner, idempotency_key=idempotency_key,

@@ -24,6 +24,8 @@ def test_noise_then_compare_gives_the_psnr_sigma_implies(env: dict[str, str], tm
     out = denocap(env, "noise", str(tmp_path / "clean"), str(tmp_path / "noisy"), "--sigma", "25", "--seed", "1")
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in (tmp_path / "noisy").iterdir()) == ["img0.png", "img1.png"]
+    one = denocap(env, "noise", str(tmp_path / "noisy" / "img0.png"), str(tmp_path / "again"))
+    assert one.returncode == 0 and "1 image with sigma 25.0 noise in" in one.stdout, one.stdout  # "1 images"
     out = denocap(env, "compare", str(tmp_path / "clean"), str(tmp_path / "noisy"), "--json", str(tmp_path / "r.json"))
     assert out.returncode == 0, out.stderr
     rows = json.loads((tmp_path / "r.json").read_text())
