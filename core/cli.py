@@ -806,9 +806,9 @@ BatchId = Annotated[str, typer.Argument(callback=_batch_ids, show_default=False)
 
 @contextmanager
 def _client(url: str | None, key: str | None) -> Iterator[Client]:
-    """A client whose key the server has accepted: a wrong key is one line and exit 2 before any upload. An error
-    the command does not handle itself (the server gone past the retries, an item deleted meanwhile) is one line
-    and exit 1."""
+    """A client whose key the server has accepted: a wrong key is one line and exit 2 before any upload; no server
+    there, exit 1. An error the command does not handle itself (the server gone past the retries, an item deleted
+    meanwhile) is one line and exit 1."""
     import httpx
 
     from core.client import ApiError, Client, Retry
@@ -818,8 +818,10 @@ def _client(url: str | None, key: str | None) -> Iterator[Client]:
     with Client(url or settings.url, key, retry=Retry(attempts=4)) as api:
         try:
             api.check_key()
-        except (ApiError, httpx.TransportError) as e:
+        except ApiError as e:
             fail(f"{url or settings.url}: {e}")
+        except httpx.TransportError as e:  # no server there (yet): not a bad argument
+            fail(f"{url or settings.url}: {e}", 1)
         api.retry = Retry()  # a reachable server with a good key: ride out restarts and 429s from now on
         try:
             yield api
@@ -1152,7 +1154,7 @@ def _setting_error(err: ErrorDetails) -> str:
 
 
 def main() -> None:  # the console script
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # a client's "retrying in 2 s", say
     try:
         get_settings()
     except ValidationError as e:  # a bad DENOCAP_* variable: one line, not a traceback

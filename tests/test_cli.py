@@ -85,6 +85,15 @@ def test_a_setting_that_cannot_work_is_one_line_before_any_work(env: dict[str, s
     assert line.startswith(f"error: {message}"), line
 
 
+def test_no_server_at_the_url_is_exit_1_with_its_retries_said_plainly(env: dict[str, str]) -> None:
+    """It was exit 2, a bad argument's, after lines of WARNING:core.client:... ."""
+    url = f"http://127.0.0.1:{free_port()}"
+    out = denocap(env, "status", "f" * 32, "--url", url, "--key", "k")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and lines[-1].startswith(f"error: {url}: ") and len(lines) > 1
+    assert all(line.startswith("GET /batches: ") and "retrying in" in line for line in lines[:-1]), lines
+
+
 def test_a_database_that_cannot_be_used_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
     for url, message in [("garbage", "the database DENOCAP_DATABASE_URL: Could not parse"),
