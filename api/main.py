@@ -5,6 +5,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 from psycopg.errors import QueryCanceled
 from sqlalchemy import text
@@ -69,7 +70,8 @@ class BodyLimit:
 
 
 def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI:
-    app = FastAPI(title="denocap", version="0.1.0", generate_unique_id_function=_operation_id)
+    app = FastAPIOffline(title="denocap", version="0.1.0", generate_unique_id_function=_operation_id)  # /docs
+    # and /redoc from the package's own copies of their scripts: a CDN's would leave them blank offline
     app.state.enqueue = enqueue
     for router in (batches.router, batches.list_router, batches.images, items.router, captions.router, gallery.router):
         app.include_router(router)
@@ -123,4 +125,4 @@ def create_app(enqueue: Callable[[list[str]], None] = celery_enqueue) -> FastAPI
 
 
 def _operation_id(route: APIRoute) -> str:
-    return route.operation_id or f"{route.tags[0]}-{route.name}"
+    return route.operation_id or "-".join([*route.tags[:1], route.name])  # the docs' own routes have no tag

@@ -120,3 +120,12 @@ def test_times_read_back_from_the_embedded_database_keep_their_time_zone(app: Te
     assert again["created_at"] == made["created_at"] and made["created_at"].endswith("Z")
     item = app.get(f"/items/{made['items'][0]['id']}").json()
     assert item["created_at"].endswith("Z")
+
+
+def test_the_api_docs_need_no_cdn(app: TestClient) -> None:
+    """/docs loaded Swagger UI from cdn.jsdelivr.net: a blank page on a machine without the internet."""
+    for page in ("/docs", "/redoc"):
+        html = app.get(page).text
+        assert "cdn.jsdelivr" not in html and "/static-offline-docs/" in html, html
+    assert app.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    assert app.get("/openapi.json").json()["openapi"].startswith("3.1")  # which the bundled Swagger UI 5 reads
