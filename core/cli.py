@@ -308,7 +308,8 @@ def denoise(
         table.add_row(escape(f"{path.name} -> {outputs[path].name}"), f"{estimate:.2f}",
                       "estimated map" if fixed is None else f"{fixed:.2f}",
                       f"{time.perf_counter() - start:.2f}")
-    console.print(table)
+    if table.row_count:  # not a table of headings alone when none could be read
+        console.print(table)
     if failed:
         raise typer.Exit(1)
 

@@ -53,6 +53,8 @@ def test_denoise_reports_the_estimate_and_keeps_going_past_bad_files(env: dict[s
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("long")) == ["img0.png", "img1.png", "scan.png"]
     assert Image.open(tmp_path / "out" / "img0.png").size == (96, 64)
     assert "img0.png" in out.stdout
+    bad = denocap(env, "denoise", str(tmp_path / "in" / "zero.png"), str(tmp_path / "out"))
+    assert bad.returncode == 1 and bad.stdout == "" and bad.stderr.strip() == "zero.png: empty file"  # no empty table
 
 
 def test_denoise_bad_arguments(env: dict[str, str], tmp_path: Path) -> None:
