@@ -171,7 +171,7 @@ class S3Storage:
             try:
                 return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"].read()
             except ClientError as e:
-                if _missing(e):
+                if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):  # not the bucket: it is storage
                     raise FileNotFoundError(f"no object {key}") from None
                 raise
 

@@ -324,14 +324,21 @@ def _keep_stored(session: Session) -> None:
 
 @event.listens_for(Session, "after_transaction_end")
 def _delete_uncommitted(session: Session, transaction: SessionTransaction) -> None:
-    """Only the files of items the database does not hold: a commit whose answer was lost may have landed."""
+    """Only the files of items the database does not hold: a commit whose answer was lost may have landed. When
+    storage fails, they are recorded for the reconciler's sweep."""
     if transaction.parent is None and (stored := session.info.pop(_STORED, None)):
         storage, keys = stored
         try:
             with Session(session.get_bind()) as fresh:
                 held = set(fresh.scalars(select(Item.id).where(Item.id.in_({item for item, _ in keys}))))
-            storage.delete([key for item, key in keys if item not in held])
-        except (OSError, SQLAlchemyError) as e:
+            left = [(item, key) for item, key in keys if item not in held]
+            try:
+                storage.delete([key for _, key in left])
+            except OSError as e:
+                log.warning("%d files of a failed request are left for the reconciler: %s", len(left), e)
+                with Session(session.get_bind()) as fresh, fresh.begin():
+                    fresh.add_all(Deletion(item_id=item) for item in dict.fromkeys(item for item, _ in left))
+        except SQLAlchemyError as e:
             log.warning("%d files of a failed request are left in storage: %s", len(keys), e)
 
 

@@ -7,23 +7,29 @@ from celery.signals import after_setup_logger, after_setup_task_logger, worker_p
 from core import logs, process, queue, submit
 from core.config import get_settings
 from core.db import sessions_for
-from core.storage import make_storage
+from core.storage import StorageUnavailable, make_storage
 from worker.app import EXPIRE, PROCESS, RECONCILE, app, enqueue
 
 log = logging.getLogger(__name__)
-BUSY_RETRY = 60  # seconds before asking again for an item another live process holds
+BUSY_RETRY = 60  # seconds before asking again for an item another live process holds, or with storage down
 
 
 @app.task(name=PROCESS, bind=True)
 def process_items(self, item_ids: list[str]) -> None:  # type: ignore[no-untyped-def]
     settings = get_settings()
     log.info("items %s (redelivered: %s)", item_ids, (self.request.delivery_info or {}).get("redelivered"))
-    busy, unreached = process.process_items(sessions_for(settings.database_url), make_storage(settings), settings,
-                                            item_ids, time_limit=(SoftTimeLimitExceeded,))
+    try:
+        storage = make_storage(settings)  # a new process's first S3 client asks for the bucket
+    except StorageUnavailable as e:
+        log.warning("file storage unavailable, %d items asked again later: %s", len(item_ids), e)
+        send(item_ids, BUSY_RETRY)
+        return
+    busy, unreached = process.process_items(sessions_for(settings.database_url), storage, settings, item_ids,
+                                            time_limit=(SoftTimeLimitExceeded,))
     if unreached:
         send(unreached)
     if busy:
-        enqueue(busy, settings.micro_batch, countdown=BUSY_RETRY)
+        send(busy, BUSY_RETRY)
 
 
 @app.task(name=RECONCILE)
@@ -59,8 +65,9 @@ def expire(days: int) -> int:
     return len(deleted)
 
 
-def send(item_ids: list[str]) -> None:
-    enqueue(item_ids, get_settings().micro_batch)
+def send(item_ids: list[str], countdown: float | None = None) -> None:
+    """Sent, and marked so: the reconciler sends again only what got no message for DENOCAP_REQUEUE_AFTER."""
+    enqueue(item_ids, get_settings().micro_batch, countdown)
     with sessions_for(get_settings().database_url).begin() as session:
         queue.mark_enqueued(session, item_ids)
 

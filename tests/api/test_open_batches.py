@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -11,8 +11,8 @@ from core import submit as service
 from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
 from core.options import BatchOptions
-from core.storage import make_storage
-from core.tables import Batch
+from core.storage import LocalStorage, make_storage
+from core.tables import Batch, Deletion
 from tests.conftest import api_key, many_frames, png, smooth_image, tenant_id
 from tests.services import files
 
@@ -222,3 +222,25 @@ def test_the_files_of_a_request_whose_commit_fails_are_deleted(env: dict[str, st
         with pytest.raises(OperationalError):
             s.commit()
     assert sorted(f.name for f in stored.rglob("*") if f.is_file()) == ["input", "reference"]
+
+
+def test_the_files_of_a_failed_request_that_storage_keeps_are_left_to_the_sweep(env: dict[str, str]) -> None:
+    """Storage that fails to delete them (down, say) left them for good: they are recorded for the reconciler."""
+    settings = get_settings()
+    migrate(settings.database_url)
+    sessions, storage = session_factory(make_engine(settings.database_url)), make_storage(settings)
+    refusing = LocalStorage(settings.files)
+
+    def refuses(keys: list[str]) -> None:
+        raise OSError("object storage: unreachable")
+    refusing.delete = refuses  # type: ignore[method-assign]
+    with sessions() as s, pytest.raises(service.BatchFull):
+        batch = service.open_batch(s, settings, tenant_id(s), BatchOptions(), sealed=False)[0]
+        service.append(s, refusing, settings.model_copy(update={"max_batch_items": 1}), batch,
+                       [service.Upload(f"{n}.png", png(smooth_image(16, 16, seed=n))) for n in range(2)])
+    stored = settings.files / "items"
+    assert len(list(stored.iterdir())) == 1
+    with sessions() as s:
+        assert len(s.scalars(select(Deletion)).all()) == 1
+        assert service.sweep(s, storage) == 0
+    assert not stored.exists()

@@ -17,11 +17,12 @@ from core import submit as service
 from core.config import get_settings
 from core.db import make_engine, migrate, session_factory
 from core.options import BatchOptions
-from core.storage import LocalStorage, S3Storage, Storage, make_storage
+from core.storage import LocalStorage, S3Storage, Storage, StorageUnavailable, make_storage
 from core.tables import Item, ItemState
 from tests.conftest import api_key, png, smooth_image, tenant_id
 from tests.services import files
 from tests.throwaway import ThrowawayS3
+from worker import tasks
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +187,9 @@ def test_storage_down_is_503_to_a_client_and_no_items_fault_to_a_worker(tmp_path
     with sessions() as s:
         item = s.get_one(Item, ids[0])
         assert (item.state, item.deliveries, item.error) == (ItemState.queued, 0, None)
+    sent: list[tuple[list[str], float | None]] = []  # a new worker process: its first S3 client fails too
+    monkeypatch.setattr(tasks, "enqueue", lambda ids, _, countdown=None: sent.append((ids, countdown)))
+    monkeypatch.setattr(tasks, "make_storage", lambda _: (_ for _ in ()).throw(StorageUnavailable("down")))
+    tasks.process_items(ids)
+    with sessions() as s:  # marked sent: the reconciler does not send them again on top
+        assert sent == [(ids, tasks.BUSY_RETRY)] and s.get_one(Item, ids[0]).enqueued_at is not None
