@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import redis
+from fastapi import HTTPException, status
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -17,20 +18,26 @@ from core.tables import Item, ItemState, Result
 
 RECENT = timedelta(minutes=10)
 FRESH = 5.0  # seconds a scrape's text is served again
-_scrapes: dict[tuple[str, str], tuple[float, bytes]] = {}
+_scrapes: dict[tuple[str, str], tuple[float, bytes | None]] = {}  # None: that scrape failed
 _scraping = threading.Lock()
 
 
 def scrape(database_url: str, sessions: sessionmaker, broker_url: str) -> bytes:
     """The metrics' text, one scrape at a time and served again for FRESH seconds: the route takes no key, and
-    each scrape counts every item, so many scrapers at once cost one set of queries, not one each."""
+    each scrape counts every item, so many scrapers at once cost one set of queries, not one each. A failed scrape
+    (the database down) is a 503 for FRESH seconds too, so the waiters do not each wait out the database's
+    time-out in turn."""
     with _scraping:
         at, text = _scrapes.get((database_url, broker_url), (-FRESH, b""))
         if time.monotonic() - at >= FRESH:
+            _scrapes[(database_url, broker_url)] = (time.monotonic(), None)
             registry = CollectorRegistry()
             registry.register(ItemStates(sessions, broker_url))
             text = generate_latest(registry)
             _scrapes[(database_url, broker_url)] = (time.monotonic(), text)
+        if text is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "metrics unavailable: the last scrape failed",
+                                headers={"Retry-After": str(round(FRESH))})
         return text
 
 

@@ -1,9 +1,12 @@
 """/metrics answers whatever the broker (its queue depth is left out, never a 500 for the whole scrape), and many
 scrapers at once cost one scrape."""
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from fastapi import HTTPException
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from api import metrics
@@ -32,3 +35,25 @@ def test_scrapers_at_once_cost_one_set_of_queries(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(metrics, "FRESH", 0.0)
     scrape(url, counted, "amqp://guest@host//")  # type: ignore[arg-type]
     assert len(opened) == 2
+
+
+def test_a_failed_scrape_is_a_503_for_the_others_not_a_wait_each(tmp_path: Path) -> None:
+    """The database down: each waiting scraper ran its own scrape after the one before failed, one at a time."""
+    url, tries = f"sqlite:///{tmp_path / 'down.sqlite'}", []
+
+    def down() -> Session:
+        tries.append(1)
+        time.sleep(0.2)
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    def one(_: int) -> int:
+        try:
+            scrape(url, down, "amqp://guest@host//")  # type: ignore[arg-type]
+        except OperationalError:
+            return 0
+        except HTTPException as e:
+            return e.status_code
+        return 200
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(one, range(8)))
+    assert len(tries) == 1 and codes == [0] + [503] * 7
