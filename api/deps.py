@@ -173,12 +173,13 @@ GalleryItemDep = Annotated[Item, Depends(get_gallery_item)]
 MOST_WORDS = 10  # each word is a pattern match over every caption of the tenant
 
 
-def _words(text: str | None) -> str | None:
+def words(text: str | None) -> str | None:
     """The words once each (a repeated word only repeated the work), without the invisible characters text pasted
     from a web page carries (zero-width and no-break spaces)."""
     if text is None:
         return None
-    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    text = "".join(c for c in text.replace("\u200b", " ") if unicodedata.category(c) != "Cf")  # a zero-width
+    # space parts words; the other invisible format characters (a soft hyphen, a word joiner) join them
     if any(unicodedata.category(c) == "Cc" and not c.isspace() for c in text):
         raise ValueError("must not hold control characters")
     words = list({w.casefold(): w for w in text.split()}.values())
@@ -188,7 +189,7 @@ def _words(text: str | None) -> str | None:
 
 
 Words = Annotated[str | None, Query(max_length=200, description="words that must all occur in a caption, as words or their plurals"),
-                  AfterValidator(_words)]
+                  AfterValidator(words)]
 BatchId = Annotated[str | None, Query(pattern=r"^[0-9a-f]{32}$", description="only this batch's captions")]
 
 

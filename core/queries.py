@@ -47,12 +47,20 @@ class CaptionFilter:
 
 
 def _has_word(caption: InstrumentedAttribute[str], word: str) -> ColumnElement[bool]:
-    """The word as a word of the caption, or its plural (cat finds cats, not catch): the plain match first, which the
-    trigram index serves, then the word's edges."""
+    """The word as a word of the caption (between spaces or punctuation), or its plural, and a plural typed finds
+    the singular (cat and cats find both, not catch): the plain match first, which the trigram index serves, then
+    the word's edges."""
+    if len(word) > 3 and word[-1] in "sS" and word[-2] not in "sS":
+        word = word[:-1]
     word = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    padded = literal(" ") + caption + literal(" ")
+    spaced: ColumnElement[str] = literal(" ") + caption + literal(" ")
+    for mark in WORD_EDGES:
+        spaced = func.replace(spaced, mark, " ")
     return and_(caption.ilike(f"%{word}%", escape="\\"),
-                or_(*(padded.ilike(f"% {word}{end} %", escape="\\") for end in ("", "s", "es"))))
+                or_(*(spaced.ilike(f"% {word}{end} %", escape="\\") for end in ("", "s", "es"))))
+
+
+WORD_EDGES = ",.;:!?\"'()-/"  # a BLIP caption's punctuation; ImageNet's black-and-tan
 
 
 def caption_query(tenant_id: str, f: CaptionFilter) -> Select:

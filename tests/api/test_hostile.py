@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from api import deps
 from core.db import make_engine, session_factory
 from core.tables import Batch, Item, ItemState
 from tests.conftest import api_key, png, smooth_image
@@ -84,7 +85,8 @@ def test_words_pasted_or_repeated_search_as_typed_and_their_number_is_bounded(cl
         r = client.get("/captions", params={"q": q})
         assert r.status_code == 200, r.text
         return r.json()["count"]
-    assert count("a\u00a0dog\u200b") == count("a dog") == count(" ".join(["a", "A", "dog"] * 20))
+    assert count("a\u00a0dog\u200b") == count("a dog") == count("a\u200bdog") == count(" ".join(["a", "A", "dog"] * 20))
+    assert deps.words("cat\u200bdog\u00adgy") == "cat doggy"  # a zero-width space parts words, a soft hyphen not
     r = client.get("/captions", params={"q": " ".join(f"w{i}" for i in range(11))})
     assert r.status_code == 422 and "at most 10 different words" in r.text
 
