@@ -64,7 +64,7 @@ def compute_share(args: tuple[str, int, list[bytes], float | None]) -> float:
     start = time.perf_counter()
     for pic in noisy:
         restored = denoiser(pic.pixels, None, settings.tile_size, settings.tile_overlap)
-        captioner([restored, np.clip(pic.pixels, 0, 1)])
+        captioner([restored, pic.pixels])
     return time.perf_counter() - start
 
 

@@ -1155,7 +1155,7 @@ def _setting_error(err: ErrorDetails) -> str:
 
 
 def main() -> None:  # the console script
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # a client's "retrying in 2 s", say
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")  # a client's "retrying", say
     try:
         get_settings()
     except ValidationError as e:  # a bad DENOCAP_* variable: one line, not a traceback
@@ -1188,7 +1188,7 @@ def _database_trouble(e: Exception) -> str | None:
     something else."""
     from alembic.util import CommandError
     from sqlalchemy import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
     from core.db import MigrationsMissing
     from core.storage import StorageUnavailable
@@ -1196,8 +1196,7 @@ def _database_trouble(e: Exception) -> str | None:
         return str(e)
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.strerror or e}: {e.filename}"
-    if not isinstance(e, ArgumentError | NoSuchModuleError | OperationalError | ProgrammingError | CommandError
-                      | MigrationsMissing):
+    if not isinstance(e, ArgumentError | NoSuchModuleError | OperationalError | CommandError | MigrationsMissing):
         return None
     try:
         where = make_url(get_settings().database_url).render_as_string(hide_password=True)

@@ -17,8 +17,9 @@ def new_id() -> str:
 
 
 class Moment(TypeDecorator[datetime]):
-    """A time in UTC, read back as one: SQLite keeps no time zone, and its rows came back naive (an API answer's
-    times had no "Z" once read again, where PostgreSQL's have one)."""
+    """A time with its time zone, read back with one: SQLite keeps none, and its rows came back naive (an API
+    answer's times had no "Z" once read again), so they are read as the UTC they were written in; PostgreSQL's
+    come back in the session's time zone, as before."""
     impl = DateTime(timezone=True)
     cache_ok = True
 

@@ -91,7 +91,7 @@ def test_no_server_at_the_url_is_exit_1_with_its_retries_said_plainly(env: dict[
     out = denocap(env, "status", "f" * 32, "--url", url, "--key", "k")
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 1 and lines[-1].startswith(f"error: {url}: ") and len(lines) > 1
-    assert all(line.startswith("GET /batches: ") and "retrying in" in line for line in lines[:-1]), lines
+    assert all(line.startswith("WARNING: GET /batches: ") and "retrying in" in line for line in lines[:-1]), lines
 
 
 def test_a_database_that_cannot_be_used_is_one_line(env: dict[str, str], tmp_path: Path) -> None:

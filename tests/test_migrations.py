@@ -1,6 +1,8 @@
 """Alembic makes the schema (PostgreSQL and SQLite), matches core/tables.py, and downgrades to empty."""
+import sqlite3
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -91,3 +93,17 @@ def test_sqlite_keeps_every_row_through_upgrades_and_downgrades(tmp_path: Path) 
     downgrade(url, "0002")
     assert rows() == [1, 1, 1]
     engine.dispose()
+
+
+def test_sqlite_checks_its_foreign_keys_after_a_migration_and_only_then(tmp_path: Path) -> None:
+    """With foreign keys off while tables are rebuilt, a row left referring to nothing is refused at the end of the
+    migration; a start with nothing to migrate does not scan every table."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    orphan = ("INSERT INTO items (id, batch_id, position, filename, state, deliveries, has_reference, created_at) "
+              "VALUES ('i', 'gone', 0, 'a.png', 'done', 1, 0, '2026-01-01')")
+    migrate(url)
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:  # foreign keys off: sqlite3's default
+        db.execute(orphan)
+    migrate(url)  # nothing to migrate: no check
+    with pytest.raises(RuntimeError, match="rows that refer to none"):
+        downgrade(url, "0010")
