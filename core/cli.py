@@ -25,7 +25,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from core import logs
-from core.config import get_settings
+from core.config import get_settings, unknown_settings
 
 if TYPE_CHECKING:  # the rest loads inside the commands that need it, keeping `--help` light
     from collections.abc import Iterable
@@ -1161,6 +1161,8 @@ def main() -> None:  # the console script
     except ValidationError as e:  # a bad DENOCAP_* variable: one line, not a traceback
         typer.echo("error: " + "; ".join(_setting_error(err) for err in e.errors()), err=True)
         raise SystemExit(2) from None
+    for name in unknown_settings(os.environ):  # DENOCAP_DATABSE_URL: the default, SQLite, would be used unsaid
+        typer.echo(f"warning: {name} is not a setting; it is ignored (see the README's configuration)", err=True)
     try:
         code = app(standalone_mode=False)
     except typer.Abort:  # end of input at a prompt (Ctrl-C is typer's exit 130)

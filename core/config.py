@@ -1,6 +1,7 @@
 """All settings, read from the environment (prefix DENOCAP_) in one place."""
 import contextlib
 import resource
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -107,6 +108,13 @@ class Settings(BaseSettings):
     def files(self) -> Path:
         assert self.storage_root is not None
         return self.storage_root
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[str]:
+    """The DENOCAP_ variables that name no setting (a misspelt one), but for the tests' own DENOCAP_TEST_ ones."""
+    known = {f"DENOCAP_{name.upper()}" for name in Settings.model_fields}
+    return sorted(k for k in environ if k.startswith("DENOCAP_") and k not in known
+                  and not k.startswith("DENOCAP_TEST_"))
 
 
 @lru_cache

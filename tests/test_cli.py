@@ -94,6 +94,13 @@ def test_no_server_at_the_url_is_exit_1_with_its_retries_said_plainly(env: dict[
     assert all(line.startswith("WARNING: GET /batches: ") and "retrying in" in line for line in lines[:-1]), lines
 
 
+def test_a_misspelt_setting_is_said_to_be_ignored(env: dict[str, str]) -> None:
+    """DENOCAP_DATABSE_URL: the command ran on the default SQLite database and said nothing."""
+    out = denocap({**env, "DENOCAP_DATABSE_URL": "postgresql://db/denocap"}, "apikey", "list")
+    assert out.returncode == 0 and out.stderr.strip().splitlines() == [
+        "warning: DENOCAP_DATABSE_URL is not a setting; it is ignored (see the README's configuration)"]
+
+
 def test_a_database_that_cannot_be_used_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
     for url, message in [("garbage", "the database DENOCAP_DATABASE_URL: Could not parse"),

@@ -1,6 +1,6 @@
 """The gallery in a real headless Chromium (Debian's, driven by Playwright) against the real server and worker:
 sign in, watch a batch reach 100%, open an item, see both images and captions, search a caption word.
-Screenshots go to $DENOCAP_SCREENSHOTS (docs/gallery for the README) or the test's folder."""
+Screenshots go to $DENOCAP_TEST_SCREENSHOTS (docs/gallery for the README) or the test's folder."""
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +30,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("DENOCAP_SCREENSHOTS") or tmp_path)
+    folder = Path(os.environ.get("DENOCAP_TEST_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
