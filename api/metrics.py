@@ -27,14 +27,18 @@ def scrape(database_url: str, sessions: sessionmaker, broker_url: str) -> bytes:
     each scrape counts every item, so many scrapers at once cost one set of queries, not one each. A failed scrape
     (the database down) is a 503 for FRESH seconds too, so the waiters do not each wait out the database's
     time-out in turn."""
+    key = (database_url, broker_url)
     with _scraping:
-        at, text = _scrapes.get((database_url, broker_url), (-FRESH, b""))
+        at, text = _scrapes.get(key, (-FRESH, None))
         if time.monotonic() - at >= FRESH:
-            _scrapes[(database_url, broker_url)] = (time.monotonic(), None)
             registry = CollectorRegistry()
             registry.register(ItemStates(sessions, broker_url))
-            text = generate_latest(registry)
-            _scrapes[(database_url, broker_url)] = (time.monotonic(), text)
+            try:
+                text = generate_latest(registry)
+            except BaseException:
+                _scrapes[key] = (time.monotonic(), None)  # from when it failed: it may have waited out a time-out
+                raise
+            _scrapes[key] = (time.monotonic(), text)
         if text is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "metrics unavailable: the last scrape failed",
                                 headers={"Retry-After": str(round(FRESH))})
