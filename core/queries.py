@@ -47,17 +47,21 @@ class CaptionFilter:
 
 
 def _has_word(caption: InstrumentedAttribute[str], word: str) -> ColumnElement[bool]:
-    """The word as a word of the caption (between spaces or punctuation), or its plural, and a plural typed finds
-    the singular (cat and cats find both, not catch): the plain match first, which the trigram index serves, then
-    the word's edges."""
-    if len(word) > 3 and word[-1] in "sS" and word[-2] not in "sS":
-        word = word[:-1]
-    word = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    """The word as a word of the caption (between spaces or punctuation), or its plural (cat finds cats, not
+    catch; a plural typed finds itself): the plain match first, which the trigram index serves, then the word's
+    edges, the typed word's punctuation read as the caption's is (t-shirt, dog's)."""
     spaced: ColumnElement[str] = literal(" ") + caption + literal(" ")
+    edged = word
     for mark in WORD_EDGES:
-        spaced = func.replace(spaced, mark, " ")
-    return and_(caption.ilike(f"%{word}%", escape="\\"),
-                or_(*(spaced.ilike(f"% {word}{end} %", escape="\\") for end in ("", "s", "es"))))
+        spaced, edged = func.replace(spaced, mark, " "), edged.replace(mark, " ")
+    plain = caption.ilike(f"%{_escaped(word)}%", escape="\\")
+    if not (edged := " ".join(edged.split())):  # punctuation alone
+        return plain
+    return and_(plain, or_(*(spaced.ilike(f"% {_escaped(edged)}{end} %", escape="\\") for end in ("", "s", "es"))))
+
+
+def _escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 WORD_EDGES = ",.;:!?\"'()-/"  # a BLIP caption's punctuation; ImageNet's black-and-tan
