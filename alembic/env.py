@@ -33,7 +33,7 @@ def run_online() -> None:
         event.listen(engine, "connect", _no_foreign_keys)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True,
-                          render_as_batch=sqlite)
+                          render_as_batch=sqlite, transactional_ddl=True)  # SQLite too: a failed check undoes all
         before = context.get_context().get_current_revision()
         with context.begin_transaction():
             context.run_migrations()

@@ -107,3 +107,6 @@ def test_sqlite_checks_its_foreign_keys_after_a_migration_and_only_then(tmp_path
     migrate(url)  # nothing to migrate: no check
     with pytest.raises(RuntimeError, match="rows that refer to none"):
         downgrade(url, "0010")
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:  # all undone, not left half-way with the check passed by
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0011",)]
+        assert "deletions" in {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
