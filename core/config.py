@@ -110,11 +110,14 @@ class Settings(BaseSettings):
         return self.storage_root
 
 
-def unknown_settings(environ: Mapping[str, str]) -> list[str]:
-    """The DENOCAP_ variables that name no setting (a misspelt one), but for the tests' own DENOCAP_TEST_ ones."""
+def unknown_settings(environ: Mapping[str, str], env_file: Path = Path(".env")) -> list[str]:
+    """The DENOCAP_ variables, in the environment or the .env file, that name no setting (a misspelt one), but for
+    the tests' own DENOCAP_TEST_ ones. Any case, as the settings are read."""
+    from dotenv import dotenv_values
+    names = [*environ, *(dotenv_values(env_file) if env_file.is_file() else {})]
     known = {f"DENOCAP_{name.upper()}" for name in Settings.model_fields}
-    return sorted(k for k in environ if k.startswith("DENOCAP_") and k not in known
-                  and not k.startswith("DENOCAP_TEST_"))
+    return sorted({k for k in names if k.upper().startswith("DENOCAP_") and k.upper() not in known
+                   and not k.upper().startswith("DENOCAP_TEST_")})
 
 
 @lru_cache

@@ -12,9 +12,10 @@ from tests.conftest import many_frames, png, smooth_image
 from tests.services import free_port
 
 
-def denocap(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def denocap(env: dict[str, str], *args: str, timeout: float = 300,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "core.cli", *args], env={**os.environ, **env}, text=True,
-                          check=False, capture_output=True, timeout=timeout)
+                          check=False, capture_output=True, timeout=timeout, cwd=cwd)
 
 
 def test_run_on_samples_prints_a_table_and_stores_results(env: dict[str, str]) -> None:
@@ -94,11 +95,15 @@ def test_no_server_at_the_url_is_exit_1_with_its_retries_said_plainly(env: dict[
     assert all(line.startswith("WARNING: GET /batches: ") and "retrying in" in line for line in lines[:-1]), lines
 
 
-def test_a_misspelt_setting_is_said_to_be_ignored(env: dict[str, str]) -> None:
-    """DENOCAP_DATABSE_URL: the command ran on the default SQLite database and said nothing."""
-    out = denocap({**env, "DENOCAP_DATABSE_URL": "postgresql://db/denocap"}, "apikey", "list")
+def test_a_misspelt_setting_is_said_to_be_ignored(env: dict[str, str], tmp_path: Path) -> None:
+    """DENOCAP_DATABSE_URL: the command ran on the default SQLite database and said nothing. A setting in any case
+    is read, so it is no misspelling; a misspelt one in .env is one too."""
+    (tmp_path / ".env").write_text("DENOCAP_RETENTON_DAYS=7\n")
+    out = denocap({**env, "DENOCAP_DATABSE_URL": "postgresql://db/denocap", "denocap_log_format": "text"}, "apikey",
+                  "list", cwd=tmp_path)
     assert out.returncode == 0 and out.stderr.strip().splitlines() == [
-        "warning: DENOCAP_DATABSE_URL is not a setting; it is ignored (see the README's configuration)"]
+        f"warning: {name} is not a setting; it is ignored (see the README's configuration)"
+        for name in ("DENOCAP_DATABSE_URL", "DENOCAP_RETENTON_DAYS")]
 
 
 def test_a_database_that_cannot_be_used_is_one_line(env: dict[str, str], tmp_path: Path) -> None:
