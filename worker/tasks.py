@@ -3,6 +3,7 @@ import logging
 
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_process_init, worker_ready
+from sqlalchemy.exc import SQLAlchemyError
 
 from core import logs, process, queue, submit
 from core.config import get_settings
@@ -66,10 +67,14 @@ def expire(days: int) -> int:
 
 
 def send(item_ids: list[str], countdown: float | None = None) -> None:
-    """Sent, and marked so: the reconciler sends again only what got no message for DENOCAP_REQUEUE_AFTER."""
+    """Sent, and marked so: the reconciler sends again only what got no message for DENOCAP_REQUEUE_AFTER. Sent
+    unmarked when the database is down: a second message later is harmless, a lost one is not."""
     enqueue(item_ids, get_settings().micro_batch, countdown)
-    with sessions_for(get_settings().database_url).begin() as session:
-        queue.mark_enqueued(session, item_ids)
+    try:
+        with sessions_for(get_settings().database_url).begin() as session:
+            queue.mark_enqueued(session, item_ids)
+    except SQLAlchemyError as e:
+        log.warning("%d items sent but not marked so (the reconciler may send them again): %s", len(item_ids), e)
 
 
 @worker_process_init.connect

@@ -20,7 +20,7 @@ from core.options import BatchOptions
 from core.storage import LocalStorage, S3Storage, Storage, StorageUnavailable, make_storage
 from core.tables import Item, ItemState
 from tests.conftest import api_key, png, smooth_image, tenant_id
-from tests.services import files
+from tests.services import files, free_port
 from tests.throwaway import ThrowawayS3
 from worker import tasks
 
@@ -193,3 +193,14 @@ def test_storage_down_is_503_to_a_client_and_no_items_fault_to_a_worker(tmp_path
     tasks.process_items(ids)
     with sessions() as s:  # marked sent: the reconciler does not send them again on top
         assert sent == [(ids, tasks.BUSY_RETRY)] and s.get_one(Item, ids[0]).enqueued_at is not None
+
+
+def test_items_sent_again_while_the_database_is_down_are_sent(env: dict[str, str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Marking them sent failed after the message went: the task ended in a traceback."""
+    monkeypatch.setenv("DENOCAP_DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/gone")
+    get_settings.cache_clear()
+    sent: list[tuple[list[str], float | None]] = []
+    monkeypatch.setattr(tasks, "enqueue", lambda ids, _, countdown=None: sent.append((ids, countdown)))
+    tasks.send(["a" * 32], tasks.BUSY_RETRY)
+    assert sent == [(["a" * 32], tasks.BUSY_RETRY)]
