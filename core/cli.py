@@ -1190,7 +1190,7 @@ def _database_trouble(e: Exception) -> str | None:
     something else."""
     from alembic.util import CommandError
     from sqlalchemy import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 
     from core.db import MigrationsMissing
     from core.storage import StorageUnavailable
@@ -1198,7 +1198,10 @@ def _database_trouble(e: Exception) -> str | None:
         return str(e)
     if isinstance(e, OSError) and e.filename is not None:
         return f"{e.strerror or e}: {e.filename}"
-    if not isinstance(e, ArgumentError | NoSuchModuleError | OperationalError | CommandError | MigrationsMissing):
+    refused = isinstance(e, ProgrammingError) and getattr(e.orig, "sqlstate", None) in ("42501", "3F000")  # no
+    # privilege, or no schema this user may use
+    if not (refused or isinstance(e, ArgumentError | NoSuchModuleError | OperationalError | CommandError
+                                  | MigrationsMissing)):
         return None
     try:
         where = make_url(get_settings().database_url).render_as_string(hide_password=True)

@@ -4,10 +4,13 @@ import os
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, make_url, text
 
+from core.db import migrate
 from tests.conftest import many_frames, png, smooth_image
 from tests.services import free_port
 
@@ -118,6 +121,26 @@ def test_a_database_that_cannot_be_used_is_one_line(env: dict[str, str], tmp_pat
     (tmp_path / "file").write_text("")
     out = denocap({**env, "DENOCAP_DATA_DIR": str(tmp_path / "file")}, "apikey", "list")
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [f"error: File exists: {tmp_path / 'file'}"]
+
+
+def test_a_database_user_without_the_privileges_is_one_line(env: dict[str, str], postgres_url: str) -> None:
+    """A role that may not read the tables: a traceback of psycopg's InsufficientPrivilege."""
+    role = f"denocap_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    migrate(postgres_url)
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {role}"))
+    url = make_url(postgres_url).set(username=role).render_as_string(hide_password=False)
+    try:
+        out = denocap({**env, "DENOCAP_DATABASE_URL": url}, "apikey", "list")
+        assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+            f"error: the database {url}: permission denied for table alembic_version"], out.stderr
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f"DROP OWNED BY {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+        engine.dispose()
 
 
 @pytest.mark.parametrize("args, message", [
