@@ -171,7 +171,7 @@ class S3Storage:
             try:
                 return self.client.get_object(Bucket=self.bucket, Key=check_key(key))["Body"].read()
             except ClientError as e:
-                if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):  # not the bucket: it is storage
+                if _missing(e) and e.response["Error"]["Code"] != "NoSuchBucket":  # no bucket: storage is gone
                     raise FileNotFoundError(f"no object {key}") from None
                 raise
 
@@ -183,10 +183,10 @@ class S3Storage:
 
     def delete(self, keys: list[str]) -> None:
         """OSError when the server cannot be reached or keeps an object."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import ClientError
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
             chunk = [{"Key": check_key(k)} for k in keys[start:start + 1000]]
-            try:
+            with _unavailable():
                 try:
                     answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
                 except ClientError as e:
@@ -196,18 +196,13 @@ class S3Storage:
                     answer = {}
                     for o in chunk:
                         self.client.delete_object(Bucket=self.bucket, Key=o["Key"])
-            except (BotoCoreError, ClientError) as e:
-                raise StorageUnavailable(f"object storage: {e}") from e
             if errors := answer.get("Errors"):
                 raise OSError(f"object storage kept {len(errors)} objects, {errors[0]['Key']}: {errors[0]['Message']}")
 
     def delete_under(self, folder: str) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-        try:
+        with _unavailable():
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{folder}/")
             keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
-        except (BotoCoreError, ClientError) as e:
-            raise StorageUnavailable(f"object storage: {e}") from e
         self.delete(keys)
 
 

@@ -18,9 +18,9 @@ class Tile:
 
 
 def plan(image: int, h: int, w: int, tile: int, overlap: int) -> list[Tile]:
-    """Tiles of at most `tile` px a side overlapping by `overlap`. The network sees about 46 px around a pixel (its
-    convolutions at half resolution and its noise estimator's), so the default 32 leaves the stitched result within
-    1e-4 of an untiled pass in float32 (a 700x500 photo, PSNR unchanged) rather than equal; 48 makes it equal."""
+    """Tiles of at most `tile` px a side overlapping by `overlap`. The network sees further than 32 px around a pixel
+    (its convolutions at half resolution and its noise estimator's): the default 32 leaves the stitched result
+    within 5e-5 of an untiled pass in float32 on a 500x700 photo, 48 within 3e-7, float rounding."""
     assert tile > 2 * overlap, f"tile ({tile}) must exceed twice the overlap ({overlap})"
     if h <= tile and w <= tile:
         return [Tile(image, slice(0, h), slice(0, w), slice(0, h), slice(0, w))]
